@@ -1,0 +1,48 @@
+"""Launch the pokedemo app: ``python app.py [--host HOST] [--port PORT] [--share] [--data DIR] [--checkpoints DIR]``.
+
+On a Hugging Face Space (``SYSTEM=spaces`` or ``SPACE_ID`` set) the host and port are left to Gradio, which
+reads ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` as set by the Space, and ``--share`` is ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def on_spaces() -> bool:
+    return os.environ.get("SYSTEM") == "spaces" or bool(os.environ.get("SPACE_ID"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Pokédemo: train, compare and try an image classifier.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0 for every interface); default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port to listen on; default 7860")
+    parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder prefilled in the Train tab (default: $POKEDEMO_DATA or data/pokemon)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="where runs are saved and listed (default: $POKEDEMO_CHECKPOINTS or checkpoints)")
+    return parser.parse_args(argv)
+
+
+def server_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch`` that decide where the app listens."""
+    if on_spaces():
+        return {}  # the Space sets GRADIO_SERVER_NAME/PORT; Gradio reads them
+    return {"server_name": args.host, "server_port": args.port, "share": args.share}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from pokedemo.ui import build_demo, launch_options  # imports gradio: after --help has had its chance
+
+    demo = build_demo(checkpoint_root=args.checkpoints, data_dir=args.data)
+    demo.launch(**launch_options(), **server_settings(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Command line: ``python -m pokedemo train|evaluate|predict|compare``.
+
+Every user error is one line on stderr and exit status 2, never a traceback. Progress bars go to stderr;
+results to stdout (``train``'s last stdout line is one JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any, Callable, Sequence
+
+from pokedemo.config import TrainConfig
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    h = TrainConfig.help_for
+    parser.add_argument("--data", required=True, metavar="DIR", help="Folder of class subfolders with images.")
+    parser.add_argument("--backbone", default=TrainConfig.backbone, help=h("backbone"))
+    parser.add_argument("--scratch", action="store_true", help="Train from random initialisation (no ImageNet).")
+    parser.add_argument("--strategy", choices=["finetune", "linear"], default=TrainConfig.strategy, help=h("strategy"))
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=h("epochs"))
+    parser.add_argument("--img-size", type=int, default=TrainConfig.img_size, help=h("img_size"))
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help=h("lr"))
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed, help=h("seed"))
+    parser.add_argument("--weights", metavar="FILE", default=None, help=h("weights_file"))
+    parser.add_argument("--device", default=TrainConfig.device, help=h("device"))
+    parser.add_argument("--out", metavar="DIR", default=None, help="Where run directories are written "
+                        "(default: $POKEDEMO_CHECKPOINTS or ./checkpoints).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pokedemo", description="Transfer learning on image folders.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="Train a classifier on a folder of class subfolders.")
+    _add_training_options(train)
+
+    evaluate = sub.add_parser("evaluate", help="Evaluate a checkpoint on a folder (or on its own test split).")
+    evaluate.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
+    evaluate.add_argument("--data", metavar="DIR", default=None,
+                          help="Evaluate every image in DIR; without it, the run's recorded test split.")
+    evaluate.add_argument("--json", action="store_true", help="Print one JSON object.")
+    evaluate.add_argument("--report", metavar="DIR", default=None, help="Also write a report to DIR: confusion "
+                          "matrix picture, per-class precision/recall/F1, misclassified images.")
+
+    predict = sub.add_parser("predict", help="Classify images with a checkpoint.")
+    predict.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
+    predict.add_argument("--top-k", type=int, default=5, help="How many classes to show per image.")
+    predict.add_argument("--json", action="store_true", help="Print a JSON list.")
+    predict.add_argument("--cam", metavar="OUT_DIR", default=None,
+                         help="Also write Grad-CAM overlays (where the model looked) to OUT_DIR.")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+
+    compare = sub.add_parser("compare", help="Train pretrained and scratch on the same split and budget.")
+    _add_training_options(compare)
+
+    doctor = sub.add_parser("doctor", help="Check a dataset: counts, formats, unreadable files, duplicates.")
+    doctor.add_argument("--data", required=True, metavar="DIR", help="Folder of class subfolders with images.")
+    doctor.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    push = sub.add_parser("push", help="Upload a checkpoint with a model card to a Hugging Face Hub model repo.")
+    push.add_argument("--checkpoint", required=True, metavar="DIR", help="Run directory to upload.")
+    push.add_argument("--repo-id", required=True, metavar="NAMESPACE/NAME", help="Target model repo.")
+    push.add_argument("--private", action="store_true", help="Create the repo as private.")
+    push.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
+    push.add_argument("--commit-message", default=None, metavar="MSG", help="Commit message for the upload.")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
+        img_size=args.img_size, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        weights_file=args.weights, device=args.device,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compare": cmd_compare,
+        "doctor": cmd_doctor, "push": cmd_push,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - known user errors become one line; see _user_error_types
+        if isinstance(exc, _user_error_types()):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from pokedemo.checkpoint import CheckpointError
+    from pokedemo.data import DatasetError, ImageLoadError
+    from pokedemo.models import UnknownBackbone, WeightsUnavailable
+
+    types: list[type[BaseException]] = [
+        UserError, CheckpointError, DatasetError, ImageLoadError, UnknownBackbone, WeightsUnavailable,
+    ]
+    try:
+        from pokedemo.hub import HubError
+
+        types.append(HubError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_training(events, progress: "ProgressPrinter") -> Any:
+    """Feed events to the printer; Ctrl-C sets the stop flag so the engine saves and says so."""
+    final = None
+    for event in events:
+        progress.handle(event)
+        final = event
+    progress.close()
+    return final
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+
+    config = config_from_args(args)
+    stop = threading.Event()
+    final = run_training(train(config, args.data, args.out, stop=stop), ProgressPrinter())
+    if not isinstance(final, Finished):
+        print(f"error: {_one_line(getattr(final, 'message', 'training did not finish'))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(json.dumps({
+        "checkpoint": final.run_dir, "best_val_acc": round(final.best_val_acc, 5),
+        "test_acc": round(final.test_acc, 5), "best_epoch": final.best_epoch, "seconds": final.seconds,
+    }))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pokedemo.events import CompareFinished, Tagged
+    from pokedemo.train import compare
+
+    printer = ProgressPrinter()
+    final = None
+    for event in compare(config_from_args(args), args.data, args.out):
+        final = event
+        if isinstance(event, Tagged):
+            printer.prefix = f"[{event.run}] "
+            printer.handle(event.event)
+    printer.close()
+    if not isinstance(final, CompareFinished):
+        inner = final.event if isinstance(final, Tagged) else final
+        print(f"error: {_one_line(getattr(inner, 'message', 'comparison did not finish'))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(format_compare_table(final.table))
+    for row in final.table:
+        print(f"{row['run']}: {row['run_dir']}")
+    return 0
+
+
+def format_compare_table(rows: list[dict[str, Any]]) -> str:
+    header = f"{'run':<11}{'test acc':>10}{'best val':>10}{'seconds':>10}{'epochs to 90% val':>19}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        reach = row["epochs_to_90"] if row["epochs_to_90"] is not None else "never"
+        lines.append(
+            f"{row['run']:<11}{row['test_acc']:>10.1%}{row['best_val_acc']:>10.1%}"
+            f"{row['seconds']:>10.1f}{reach!s:>19}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pokedemo.metrics import format_confusion
+    from pokedemo.predict import Predictor, evaluate_folder, evaluate_split
+
+    predictor = Predictor.load(args.checkpoint)
+    report = evaluate_folder(predictor, args.data) if args.data else evaluate_split(predictor)
+    if args.report:
+        from pokedemo.report import write_report
+
+        write_report(report, args.report, data_root=args.data)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"accuracy {report['accuracy']:.2%} on {report['n']} images (macro F1 {report['macro_f1']:.3f})")
+    print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>8}{'n':>6}")
+    for name, m in report["per_class"].items():
+        print(f"{name:<14}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{m['support']:>6}")
+    print(format_confusion(report))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pokedemo.predict import Predictor, predict_files
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    predictor = Predictor.load(args.checkpoint)
+    results = predict_files(predictor, args.images, top_k=args.top_k)
+    if args.cam:
+        from pokedemo.gradcam import write_cam_overlays
+
+        write_cam_overlays(predictor, [r.image for r in results if r.error is None], args.cam)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+    for result in results:
+        if result.error is not None:
+            print(f"error: {_one_line(result.error)}", file=sys.stderr)
+        elif not args.json:
+            shown = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in result.top_k)
+            print(f"{result.image}: {shown}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pokedemo.doctor import diagnose, format_doctor
+
+    report = diagnose(args.data)
+    print(json.dumps(report) if args.json else format_doctor(report))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pokedemo.hub import push_checkpoint
+
+    url = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, token=args.token,
+                          commit_message=args.commit_message)
+    print(url)
+    return 0
+
+
+class ProgressPrinter:
+    """Renders engine events: a tqdm bar on stderr, one line per epoch and messages on stdout."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.prefix = ""
+
+    def handle(self, event: Any) -> None:
+        from pokedemo import events as ev
+
+        if isinstance(event, ev.RunStarted):
+            self._start(event)
+        elif isinstance(event, ev.Stage):
+            self._write(f"{self.prefix}{event.message}…")
+        elif isinstance(event, ev.BatchProgress) and self.bar is not None:
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_sec:.0f}", refresh=False)
+        elif isinstance(event, ev.EpochEnd):
+            self._write(
+                f"{self.prefix}epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.3f} "
+                f"acc {event.train_acc:.1%}  val loss {event.val_loss:.3f} acc {event.val_acc:.1%}  "
+                f"{event.images_per_sec:.0f} img/s  {event.elapsed:.1f}s"
+            )
+        elif isinstance(event, ev.Finished):
+            self._write(f"{self.prefix}test accuracy {event.test_acc:.1%} (best epoch {event.best_epoch}, "
+                        f"{event.seconds:.1f}s) → {event.run_dir}")
+            self.close()
+        elif isinstance(event, ev.Cancelled):
+            self._write(f"{self.prefix}{event.message}")
+            self.close()
+
+    def _start(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        sizes = event.split_sizes
+        self._write(
+            f"{self.prefix}{len(event.classes)} classes, {sum(event.class_counts.values())} images "
+            f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), device {event.device}"
+        )
+        if event.unreadable:
+            shown = ", ".join(path for path, _ in event.unreadable[:5])
+            self._write(f"{self.prefix}skipped {len(event.unreadable)} unreadable file(s): {shown}")
+        if event.conflict_groups:
+            self._write(f"{self.prefix}note: {event.conflict_groups} duplicate group(s) carry more than one label")
+        self.bar = tqdm(total=event.total_steps, desc=f"{self.prefix}training", unit="step", file=sys.stderr,
+                        dynamic_ncols=True, leave=False)
+
+    def _write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

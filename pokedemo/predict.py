@@ -1,0 +1,185 @@
+"""Prediction and evaluation with a saved checkpoint.
+
+A ``Predictor`` loads a checkpoint once and keeps it; ``get_predictor`` caches predictors per checkpoint (and
+weights file version) so the app and the CLI never reload a model per image. Images go through the one loader
+and the one preprocessing function of ``pokedemo.data``, exactly as in training.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint
+from pokedemo.data import DatasetError, ImageLoadError, image_to_tensor, load_image
+from pokedemo.metrics import classification_report
+
+_CACHE_SIZE = 4
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A local run directory (or its config.json / model.safetensors), or a Hub repo id ``ns/name[@rev]``."""
+    path = Path(spec)
+    if path.is_file() and path.name in ("config.json", WEIGHTS_FILE):
+        path = path.parent
+    if path.is_dir():
+        return path
+    text = str(spec)
+    if _looks_like_repo_id(text) and not path.exists():
+        from pokedemo.hub import download_checkpoint  # imported lazily: only Hub users pay for it
+
+        return download_checkpoint(text)
+    raise CheckpointError(f"checkpoint not found: {spec} (give a run directory or a Hub repo id NAMESPACE/NAME)")
+
+
+def _looks_like_repo_id(text: str) -> bool:
+    name = text.split("@", 1)[0]
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and "\\" not in text
+
+
+class Predictor:
+    """A checkpoint loaded once, ready to classify images (thread-safe)."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device | None = None):
+        self.checkpoint = checkpoint
+        self.device = device or torch.device("cpu")
+        self.model = checkpoint.model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.classes = checkpoint.classes
+        self.image_size = checkpoint.image_size
+        self._lock = threading.Lock()  # torch modules are not safe for concurrent forward passes with hooks
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike, device: torch.device | None = None) -> "Predictor":
+        return cls(load_checkpoint(resolve_checkpoint(spec)), device)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities [N, C] (CPU, float32) for uint8 images [N, 3, S, S]."""
+        from pokedemo.train import infer_logits
+
+        with self._lock, torch.inference_mode():
+            logits = infer_logits(self.model, images, self.device)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, source: Any, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top-k (label, probability) for one image (path, bytes, file object or PIL image).
+
+        Raises ImageLoadError (one line) for anything that is not a usable image.
+        """
+        image = load_image(source)
+        tensor = image_to_tensor(image, self.image_size).unsqueeze(0)
+        probs = self.probabilities(tensor)[0]
+        k = max(1, min(top_k, len(self.classes)))
+        values, indices = probs.topk(k)
+        return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+    def predict_dict(self, source: Any) -> dict[str, float]:
+        """All classes → probability; the shape gr.Label wants."""
+        return dict(self.predict(source, top_k=len(self.classes)))
+
+
+_predictors: "OrderedDict[tuple[str, float], Predictor]" = OrderedDict()
+_predictors_lock = threading.Lock()
+
+
+def get_predictor(spec: str | os.PathLike) -> Predictor:
+    """Cached Predictor for a checkpoint; reloaded only when its weights file changes."""
+    path = resolve_checkpoint(spec).resolve()
+    weights = path / WEIGHTS_FILE
+    key = (str(path), weights.stat().st_mtime if weights.exists() else 0.0)
+    with _predictors_lock:
+        if key in _predictors:
+            _predictors.move_to_end(key)
+            return _predictors[key]
+    predictor = Predictor(load_checkpoint(path))
+    with _predictors_lock:
+        _predictors[key] = predictor
+        while len(_predictors) > _CACHE_SIZE:
+            _predictors.popitem(last=False)
+    return predictor
+
+
+@dataclass
+class ImagePrediction:
+    image: str
+    top_k: list[dict[str, float]] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out["top_k"] = self.top_k
+        return out
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5) -> list[ImagePrediction]:
+    """Predict each file; a bad file gets an error entry and the others are still predicted."""
+    results = []
+    for path in paths:
+        try:
+            top = predictor.predict(path, top_k=top_k)
+            results.append(ImagePrediction(path, top_k=[{"label": l, "prob": round(p, 6)} for l, p in top]))
+        except ImageLoadError as exc:
+            results.append(ImagePrediction(path, error=str(exc)))
+    return results
+
+
+def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[str, Any]:
+    """Evaluate every image under DATA_ROOT/<class>/ (no split). Folder names must be checkpoint classes."""
+    from pokedemo.data import scan_dataset
+
+    dataset = scan_dataset(data_root, image_size=predictor.image_size, require_splittable=False)
+    unknown = [c for c in dataset.classes if c not in predictor.classes]
+    if unknown:
+        raise DatasetError(
+            f"class folder(s) {', '.join(unknown)} are not among the checkpoint's classes "
+            f"({', '.join(predictor.classes)})"
+        )
+    mapping = [predictor.classes.index(c) for c in dataset.classes]
+    targets = [mapping[r.label] for r in dataset.records]
+    report = _report(predictor, dataset, range(len(dataset.records)), targets)
+    report["unreadable"] = [u.rel_path for u in dataset.unreadable]
+    return report
+
+
+def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test") -> dict:
+    """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly."""
+    from pokedemo.data import scan_dataset, split_from_record
+
+    config = predictor.checkpoint.config
+    root = data_root or (config.get("dataset") or {}).get("root")
+    if not root or not Path(root).is_dir():
+        raise DatasetError(f"the training data folder {root!r} is not here; pass --data DIR")
+    if "split" not in config:
+        raise CheckpointError("this checkpoint has no recorded split; pass --data DIR to evaluate a folder")
+    dataset = scan_dataset(root, image_size=predictor.image_size, require_splittable=False)
+    split = split_from_record(dataset, config["split"])
+    indices = getattr(split, part)
+    if list(dataset.classes) != predictor.classes:
+        raise DatasetError(f"classes in {root} ({', '.join(dataset.classes)}) differ from the checkpoint's")
+    return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
+
+
+def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:
+    from pokedemo.data import cached_tensors
+
+    indices = list(indices)
+    if not indices:
+        raise DatasetError("no readable images to evaluate")
+    probs = predictor.probabilities(cached_tensors(dataset, indices, predictor.image_size))
+    predictions = probs.argmax(1).tolist()
+    report = classification_report(targets, predictions, predictor.classes)
+    report["items"] = [
+        {"path": dataset.records[i].rel_path, "true": predictor.classes[t], "pred": predictor.classes[p],
+         "prob": round(float(probs[j, p]), 6)}
+        for j, (i, t, p) in enumerate(zip(indices, targets, predictions))
+    ]
+    return report

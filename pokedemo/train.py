@@ -1,0 +1,464 @@
+"""The training engine: one generator that yields typed progress events.
+
+``train()`` is the only training loop in pokedemo; the CLI, the app and the benchmarks all drive it. Speed on a
+2-core CPU comes from decoding each image once into a uint8 tensor cache, batched augmentation from that cache,
+fitting the new head on frozen features before fine-tuning, and a small default resolution (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import dataclasses
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pokedemo import checkpoint as ckpt
+from pokedemo.config import TrainConfig, amp_dtype, default_checkpoint_root, resolve_device
+from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, make_train_augment, scan_dataset, split_dataset
+from pokedemo.events import (
+    BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
+    Tagged,
+)
+from pokedemo.metrics import classification_report
+from pokedemo.models import (
+    Classifier, UnknownBackbone, WeightsUnavailable, build_classifier, get_backbone,
+)
+
+PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most this often: each one costs a host sync on GPUs
+EVAL_BATCH = 128
+
+
+class _Stop(Exception):
+    """Raised inside the loop when the stop flag is seen; turned into a Cancelled event."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class SplitTensors:
+    """uint8 images and int64 labels of each split, already on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @classmethod
+    def build(cls, dataset: Dataset, split: Split, size: int, device: torch.device) -> "SplitTensors":
+        labels = torch.tensor(dataset.labels(), dtype=torch.int64)
+        parts = {}
+        for name in ("train", "val", "test"):
+            indices = getattr(split, name)
+            parts[f"{name}_x"] = cached_tensors(dataset, indices, size).to(device)
+            parts[f"{name}_y"] = labels[torch.tensor(indices, dtype=torch.int64)].to(device)
+        return cls(**parts)
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW → float in [0, 1], channels_last (faster convolutions on CPU and GPU alike)."""
+    return images.float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def infer_logits(
+    model: Classifier, images: torch.Tensor, device: torch.device, *, batch_size: int = EVAL_BATCH,
+    flip_tta: bool = False,
+) -> torch.Tensor:
+    """Logits (float32, on ``device``) for uint8 images, in eval mode, batched."""
+    model.eval()
+    dtype = amp_dtype(device)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = to_input(images[start:start + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(x).float()
+            if flip_tta:
+                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
+        outputs.append(logits)
+    if not outputs:
+        return torch.zeros((0, model.head.out_features), device=device)
+    return torch.cat(outputs)
+
+
+def evaluate_tensors(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, label_smoothing: float = 0.0
+) -> tuple[float, float, torch.Tensor]:
+    """(loss, accuracy, predictions) of ``model`` on a split."""
+    logits = infer_logits(model, images, device)
+    if len(labels) == 0:
+        return 0.0, 0.0, torch.zeros(0, dtype=torch.int64)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item()
+    predictions = logits.argmax(1)
+    return loss, (predictions == labels).float().mean().item(), predictions.cpu()
+
+
+def train(
+    config: TrainConfig,
+    data_root: str | Path | None = None,
+    out_root: str | Path | None = None,
+    *,
+    stop: threading.Event | None = None,
+    dataset: Dataset | None = None,
+    split: Split | None = None,
+    run_name: str | None = None,
+) -> Iterator[Event]:
+    """Train one model, yielding events; the last event is always Finished, Cancelled or Failed.
+
+    ``dataset``/``split`` may be passed in so several runs (a comparison) share one scan and one split.
+    """
+    run = _Run(config, stop or threading.Event())
+    try:
+        yield from run.execute(data_root, out_root, dataset, split, run_name)
+    except _Stop:
+        yield run.cancelled()
+    except (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError) as exc:
+        yield run.failed(str(exc))
+    except torch.OutOfMemoryError:
+        yield run.failed(
+            f"out of memory with batch size {config.batch_size} at {config.img_size}px; "
+            "try a smaller batch size or image size"
+        )
+    except Exception as exc:  # noqa: BLE001 - any other fault ends this run with a message, never a crash
+        yield run.failed(f"training failed: {type(exc).__name__}: {exc}")
+
+
+class _Run:
+    """State of one training run; ``execute`` is the generator body of ``train``."""
+
+    def __init__(self, config: TrainConfig, stop: threading.Event):
+        self.cfg = config
+        self.stop = stop
+        self.t0 = time.perf_counter()
+        self.run_dir: Path | None = None
+        self.best_epoch = 0
+        self.best_val = (-1.0, math.inf)  # (accuracy, loss): higher accuracy, then lower loss, wins
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {}
+        self.epoch = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stop
+
+    def execute(self, data_root, out_root, dataset, split, run_name) -> Iterator[Event]:
+        cfg = self.cfg
+        cfg.validate()
+        get_backbone(cfg.backbone)
+        device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        if dataset is None:
+            if data_root is None:
+                raise DatasetError("no dataset given: pass a folder of class subfolders")
+            yield Stage("scan", f"Reading and hashing images in {data_root}")
+            dataset = scan_dataset(data_root, image_size=cfg.img_size)
+        split = split or split_dataset(dataset, cfg.ratios, cfg.seed)
+        if not split.train or not split.val:
+            raise DatasetError("the dataset is too small to hold out validation images; add more images")
+        model = build_classifier(cfg.backbone, len(dataset.classes), cfg.pretrained, cfg.weights_file)
+        self.check_stop()
+        yield Stage("cache", f"Decoding {len(dataset.records)} images at {cfg.img_size}px")
+        data = SplitTensors.build(dataset, split, cfg.img_size, device)
+        model.to(device).to(memory_format=torch.channels_last)
+        self.run_dir = ckpt.new_run_dir(out_root or default_checkpoint_root(), cfg.backbone, cfg.pretrained, run_name)
+        self.meta = _checkpoint_meta(cfg, dataset, split, model)
+        steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
+        yield _run_started(self.run_dir, device, dataset, split, cfg, steps_per_epoch * cfg.epochs)
+        if cfg.pretrained and (cfg.head_warmup or cfg.strategy == "linear"):
+            yield Stage("head", "Fitting the new head on frozen pretrained features")
+            fit_head_on_features(model, data, cfg, device, self.check_stop)
+        yield from self.fit(model, data, device, steps_per_epoch, dataset.classes)
+        yield self.finish(model, data, device, dataset.classes)
+
+    def fit(self, model, data: SplitTensors, device, steps_per_epoch: int, classes) -> Iterator[Event]:
+        cfg = self.cfg
+        optimizer = make_optimizer(model, cfg)
+        scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+        augment = make_train_augment(cfg.img_size, cfg.augment)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        for epoch in range(1, cfg.epochs + 1):
+            self.epoch = epoch
+            stats = yield from self.train_epoch(
+                model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch
+            )
+            val_loss, val_acc, _ = evaluate_tensors(model, data.val_x, data.val_y, device, cfg.label_smoothing)
+            record = {
+                "epoch": epoch, **stats, "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
+                "lr": optimizer.param_groups[-1]["lr"], "elapsed": round(self.elapsed(), 3),
+            }
+            self.history.append(record)
+            yield EpochEnd(epochs=cfg.epochs, **record)
+            if (val_acc, -val_loss) > (self.best_val[0], -self.best_val[1]):
+                self.save_best(model, epoch, val_acc, val_loss)
+                yield NewBest(epoch=epoch, val_acc=val_acc, run_dir=str(self.run_dir))
+
+    def train_epoch(self, model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch):
+        """One pass over the training split; yields BatchProgress, returns epoch statistics."""
+        cfg = self.cfg
+        linear = cfg.strategy == "linear"
+        model.train()
+        if linear:
+            model.features.eval()  # frozen backbone: keep its BatchNorm statistics
+        dtype = amp_dtype(device)
+        order = torch.randperm(len(data.train_y), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        epoch_start, last_emit, seen = time.perf_counter(), 0.0, 0
+        for step in range(steps_per_epoch):
+            self.check_stop()
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = to_input(augment(data.train_x[idx]))
+            y = data.train_y[idx]
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                if linear:
+                    with torch.no_grad():
+                        feats = model.forward_features(x)
+                    logits = model.head(feats.float())
+                else:
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            now = time.perf_counter()
+            if now - last_emit >= PROGRESS_INTERVAL_S or step == steps_per_epoch - 1:
+                last_emit = now
+                yield self.progress(step, steps_per_epoch, loss.item(), seen / (now - epoch_start))
+        seconds = time.perf_counter() - epoch_start
+        return {
+            "train_loss": round(loss_sum.item() / max(seen, 1), 5),
+            "train_acc": round(correct.item() / max(seen, 1), 5),
+            "images_per_sec": round(seen / seconds, 2),
+        }
+
+    def progress(self, step: int, steps_per_epoch: int, loss: float, images_per_sec: float) -> BatchProgress:
+        cfg = self.cfg
+        done = (self.epoch - 1) * steps_per_epoch + step + 1
+        total = steps_per_epoch * cfg.epochs
+        rate = max(images_per_sec / cfg.batch_size, 1e-9)  # steps per second
+        return BatchProgress(
+            epoch=self.epoch, epochs=cfg.epochs, step=done, total_steps=total, loss=round(loss, 5),
+            images_per_sec=round(images_per_sec, 2), eta_seconds=round((total - done) / rate, 1),
+        )
+
+    def save_best(self, model: Classifier, epoch: int, val_acc: float, val_loss: float) -> None:
+        self.best_epoch, self.best_val = epoch, (val_acc, val_loss)
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.write_checkpoint("training", test=None)
+
+    def write_checkpoint(self, status: str, test: dict[str, Any] | None) -> None:
+        digest = ckpt.save_weights(self.run_dir, self.best_state)
+        metrics = {"best_epoch": self.best_epoch, "best_val_acc": self.best_val[0],
+                   "best_val_loss": self.best_val[1], "seconds": round(self.elapsed(), 3)}
+        if test is not None:
+            metrics["test"] = test
+        ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, "metrics": metrics})
+        ckpt.write_history(self.run_dir, self.history)
+
+    def finish(self, model: Classifier, data: SplitTensors, device, classes) -> Finished:
+        model.load_state_dict(self.best_state)
+        logits = infer_logits(model, data.test_x, device)
+        predictions = logits.argmax(1).cpu().tolist()
+        report = classification_report(data.test_y.cpu().tolist(), predictions, classes)
+        self.write_checkpoint("complete", test=report)
+        return Finished(
+            run_dir=str(self.run_dir), best_epoch=self.best_epoch, best_val_acc=self.best_val[0],
+            test_acc=report["accuracy"], test_metrics=report, seconds=round(self.elapsed(), 3),
+            history=list(self.history),
+        )
+
+    def cancelled(self) -> Cancelled:
+        if self.best_state is None:
+            self.discard_run_dir()
+            return Cancelled(run_dir=None, epoch=self.epoch, seconds=round(self.elapsed(), 3),
+                             message="Training stopped before the first epoch ended; nothing was saved.")
+        self.write_checkpoint("cancelled", test=None)
+        return Cancelled(
+            run_dir=str(self.run_dir), epoch=self.epoch, seconds=round(self.elapsed(), 3),
+            message=f"Training stopped in epoch {self.epoch}; the best checkpoint so far "
+                    f"(epoch {self.best_epoch}, val acc {self.best_val[0]:.1%}) is saved.",
+        )
+
+    def failed(self, message: str) -> Failed:
+        # A failed run keeps status "training" (hidden, refused by load) unless it saved nothing at all.
+        if self.best_state is None:
+            self.discard_run_dir()
+        return Failed(message=message, run_dir=str(self.run_dir) if self.run_dir else None)
+
+    def discard_run_dir(self) -> None:
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+
+def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; a pretrained backbone learns slower than the new head so ImageNet features are not wrecked."""
+    head = list(model.head.parameters())
+    if cfg.strategy == "linear":
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+        groups = [{"params": head, "lr": cfg.lr}]
+    else:
+        scale = cfg.backbone_lr_scale if cfg.pretrained else 1.0
+        groups = [
+            {"params": list(model.features.parameters()), "lr": cfg.lr * scale},
+            {"params": head, "lr": cfg.lr},
+        ]
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to zero, stepped every batch."""
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig, device, check_stop) -> None:
+    """Fit the new head as a logistic regression on frozen features of the (unaugmented) training images.
+
+    Starting fine-tuning from a fitted head instead of a random one lets the backbone learn at a higher rate
+    without large early gradients wrecking the pretrained features; it costs one forward pass over the data.
+    """
+    model.eval()
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(data.train_x), EVAL_BATCH):
+            check_stop()
+            x = to_input(data.train_x[start:start + EVAL_BATCH])
+            feats.append(model.forward_features(torch.cat([x, torch.flip(x, dims=[3])])).float())
+    features = torch.cat(feats)
+    n = len(data.train_x)
+    labels = torch.cat([torch.cat([data.train_y[s:s + EVAL_BATCH]] * 2) for s in range(0, n, EVAL_BATCH)])
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=cfg.weight_decay)
+    with torch.enable_grad():
+        for _ in range(150):
+            loss = F.cross_entropy(model.head(features), labels, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
+def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Classifier) -> dict[str, Any]:
+    spec = get_backbone(cfg.backbone)
+    return {
+        "architecture": "pokedemo.models.Classifier",
+        "backbone": cfg.backbone,
+        "pretrained": cfg.pretrained,
+        "num_classes": len(dataset.classes),
+        "class_names": list(dataset.classes),
+        "image_size": cfg.img_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "feature_dim": spec.feature_dim,
+        "train_config": cfg.to_dict(),
+        "dataset": {
+            "root": str(dataset.root),
+            "class_counts": dataset.class_counts(),
+            "unreadable": [u.rel_path for u in dataset.unreadable],
+            "duplicate_groups": len(dataset.near_groups),
+            "conflict_groups": len(dataset.conflict_groups),
+        },
+        "split": split.to_record(dataset),
+        "versions": ckpt.library_versions(),
+        "created_at": ckpt.utc_now(),
+    }
+
+
+def _run_started(run_dir, device, dataset: Dataset, split: Split, cfg: TrainConfig, total_steps: int) -> RunStarted:
+    return RunStarted(
+        run_dir=str(run_dir), device=str(device), classes=list(dataset.classes),
+        class_counts=dataset.class_counts(),
+        split_sizes={"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        unreadable=[(u.rel_path, u.reason) for u in dataset.unreadable],
+        duplicate_groups=len(dataset.near_groups), conflict_groups=len(dataset.conflict_groups),
+        total_steps=total_steps, config=cfg.to_dict(),
+    )
+
+
+def compare(
+    config: TrainConfig,
+    data_root: str | Path,
+    out_root: str | Path | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> Iterator[Event]:
+    """Train pretrained then scratch on the same scan, split and budget; events come wrapped in ``Tagged``.
+
+    The scratch run trains every layer (a frozen random backbone learns little), so a ``linear`` strategy in
+    ``config`` applies to the pretrained run only.
+    """
+    stop = stop or threading.Event()
+    try:
+        config.validate()
+        dataset = scan_dataset(data_root, image_size=config.img_size)
+        split = split_dataset(dataset, config.ratios, config.seed)
+    except (DatasetError, ValueError) as exc:
+        yield Failed(message=str(exc))
+        return
+    runs = {
+        "pretrained": dataclasses.replace(config, pretrained=True),
+        "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune"),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for label, run_config in runs.items():
+        final = None
+        for event in train(run_config, out_root=out_root, stop=stop, dataset=dataset, split=split):
+            final = event
+            yield Tagged(run=label, event=event)
+        results[label] = _compare_summary(final)
+        if not isinstance(final, Finished):
+            return
+    yield CompareFinished(results=results, table=[{"run": k, **v} for k, v in results.items()])
+
+
+def epochs_to_reach(history: list[dict[str, Any]], threshold: float) -> int | None:
+    """First epoch whose validation accuracy reaches ``threshold``, or None."""
+    return next((h["epoch"] for h in history if h["val_acc"] >= threshold), None)
+
+
+def _compare_summary(final: Event | None) -> dict[str, Any]:
+    if not isinstance(final, Finished):
+        message = getattr(final, "message", "no result")
+        return {"status": type(final).__name__.lower() if final else "failed", "message": message}
+    return {
+        "status": "finished",
+        "test_acc": final.test_acc,
+        "best_val_acc": final.best_val_acc,
+        "seconds": final.seconds,
+        "epochs_to_90": epochs_to_reach(final.history, 0.9),
+        "run_dir": final.run_dir,
+        "confusion": final.test_metrics["confusion"],
+        "classes": final.test_metrics["classes"],
+    }

@@ -1,0 +1,84 @@
+"""Shared pytest fixtures.
+
+Real data lives outside the repo (read-only): $POKEDEMO_SHARED_DATA, default `../shared/data` beside the repo
+root. Tests that need it skip cleanly when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) without an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def shared_data_path() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("POKEDEMO_SHARED_DATA") or default)
+
+
+def _existing_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"{what} not found at {path} (set POKEDEMO_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _existing_dir(shared_data_path(), "shared data")
+
+
+@pytest.fixture(scope="session")
+def pokemon_dir(shared_data: Path) -> Path:
+    return _existing_dir(shared_data / "pokemon", "pokemon dataset")
+
+
+@pytest.fixture(scope="session")
+def edge_cases_dir(shared_data: Path) -> Path:
+    return _existing_dir(shared_data / "edge-cases", "edge-case images")
+
+
+# Class colours of the tiny dataset: a model tells the classes apart by colour alone (that is what training
+# tests rely on), while each image's own random light/dark block pattern keeps the dhashes far apart.
+TINY_COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 40), (200, 50, 200), (40, 200, 210),
+                (240, 130, 30), (120, 60, 170))
+
+
+def make_tiny_dataset(root: Path, classes=("a", "b", "c"), per_class: int = 8, size: int = 24,
+                      seed: int = 0) -> Path:
+    """Write ROOT/<class>/<nnn>.png: per_class images of size x size px per class; returns ROOT.
+
+    Class k is drawn in colour TINY_COLOURS[k] (learnable); every image is its own random 9x8 grid of
+    brightness blocks (the grid dhash looks at), so no two images are exact or near duplicates (nearest
+    dhash >= 12 bits apart over 90 trial datasets) and each class can be split when per_class >= 3.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for k, name in enumerate(classes):
+        colour = np.array(TINY_COLOURS[k % len(TINY_COLOURS)], dtype=np.float64)
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shade = rng.uniform(0.4, 1.0, size=(8, 9, 1))
+            blocks = np.clip(colour * shade + rng.uniform(-12, 12, size=(8, 9, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(blocks).resize((size, size), Image.Resampling.NEAREST).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path):
+    """Factory: tiny_dataset(root=None, **make_tiny_dataset kwargs) -> dataset folder (default: a fresh one
+    under tmp_path). Defaults: classes a, b, c with 8 images each (24 images), 24 px PNGs."""
+    made = []
+
+    def make(root: Path | None = None, **kwargs) -> Path:
+        made.append(root)
+        return make_tiny_dataset(root if root is not None else tmp_path / f"tiny{len(made)}", **kwargs)
+
+    return make

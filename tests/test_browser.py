@@ -1,0 +1,68 @@
+"""One real-browser check: Debian's Chromium, driven by Playwright, against the app launched in-process."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from conftest import make_tiny_dataset  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CLASSES = ("bulbasaur", "pikachu", "squirtle")
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from pokedemo import ui
+    from pokedemo.config import TrainConfig
+    from pokedemo.train import train
+
+    base = tmp_path_factory.mktemp("browser")
+    data = make_tiny_dataset(base / "data", classes=CLASSES)
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
+    assert type(list(train(config, data, base / "runs"))[-1]).__name__ == "Finished"
+    demo = ui.build_demo(checkpoint_root=base / "runs", data_dir=str(data))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                **ui.launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/", data
+    finally:
+        demo.close()
+
+
+def test_switch_tabs_upload_an_image_and_see_the_prediction(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data = app_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            expect(page.get_by_text("3 classes · 24 images")).to_be_visible(timeout=30_000)  # dataset summary
+            page.get_by_role("tab", name="③ Compare").click()
+            expect(page.get_by_role("button", name="▶ Train both and compare")).to_be_visible()
+            page.get_by_role("tab", name="② Predict").click()
+            page.locator("#predict-image input[type=file]").set_input_files(str(data / "pikachu" / "003.png"))
+            label = page.locator("#predict-label")
+            expect(label).to_contain_text("%", timeout=30_000)
+            text = label.inner_text()
+            assert any(name in text for name in CLASSES), text
+            expect(page.locator("#predict-caption")).to_contain_text("resnet18 from scratch")
+            page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "predict.png").stat().st_size > 10_000

@@ -1,0 +1,96 @@
+"""The command line, as a user runs it: real processes for the end-to-end run, in-process for the rest."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pokedemo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, env=None, timeout=300):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pokedemo", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    out = tmp_path / "runs"
+    result = run_cli("train", "--data", data, "--scratch", "--epochs", "2", "--img-size", "32",
+                     "--batch-size", "8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"checkpoint", "best_val_acc", "test_acc", "seconds"} <= set(summary)
+    run_dir = Path(summary["checkpoint"])
+    assert run_dir.parent == out
+    assert {"model.safetensors", "config.json", "history.json"} <= {p.name for p in run_dir.iterdir()}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["status"] == "complete" and config["train_config"]["pretrained"] is False
+
+    evaluated = run_cli("evaluate", "--checkpoint", run_dir, "--data", data, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert {"accuracy", "n", "per_class", "confusion", "classes"} <= set(report) and report["n"] == 24
+
+    good = next((data / "a").iterdir())
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    predicted = run_cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "2", good, bad)
+    assert predicted.returncode == 1
+    items = json.loads(predicted.stdout)
+    assert items[0]["image"] == str(good) and len(items[0]["top_k"]) == 2
+    assert set(items[0]["top_k"][0]) == {"label", "prob"}
+    assert items[1]["image"] == str(bad) and "error" in items[1]
+    assert "Traceback" not in predicted.stderr and len(predicted.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_on_own_test_split_and_plain_output(tiny_checkpoint, capsys):
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "true \\ pred" in out
+
+
+def test_predict_plain_output(tiny_checkpoint, tiny_data_dir, capsys):
+    image = next((tiny_data_dir / "c").iterdir())
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), str(image)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(image)) and "%" in line
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["train", "--data", "{data}", "--backbone", "vgg99"], "vgg99"),
+    (["evaluate", "--checkpoint", "/nonexistent/run"], "not found"),
+    (["predict", "--checkpoint", "{data}", "x.jpg"], "checkpoint"),
+    (["compare", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
+])
+def test_user_errors_are_one_line_exit_2(args, words, tiny_data_dir, capsys):
+    args = [a.replace("{data}", str(tiny_data_dir)) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and words in err and len(err.splitlines()) == 1
+
+
+def test_missing_weights_offline_is_one_line_with_advice(tiny_data_dir, tmp_path):
+    result = run_cli("train", "--data", tiny_data_dir, "--epochs", "1", "--out", tmp_path / "runs",
+                     env={"TORCH_HOME": str(tmp_path / "th"), "POKEDEMO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    err_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 1 and "resnet18-f37072fd.pth" in err_lines[0] and "--scratch" in err_lines[0]
+
+
+def test_compare_prints_table_and_both_runs(tiny_data_dir, tmp_path, capsys):
+    code = main(["compare", "--data", str(tiny_data_dir), "--backbone", "efficientnet_lite0", "--epochs", "1",
+                 "--img-size", "32", "--batch-size", "8", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "test acc" in out and "epochs to 90% val" in out
+    assert "pretrained:" in out and "scratch:" in out

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+from pokedemo.config import TrainConfig, amp_dtype, resolve_device
+
+
+def test_defaults_are_valid_and_json_round_trip():
+    config = TrainConfig()
+    config.validate()
+    restored = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+
+
+def test_from_dict_ignores_unknown_keys():
+    assert TrainConfig.from_dict({"epochs": 3, "from_the_future": 1}).epochs == 3
+
+
+@pytest.mark.parametrize("change", [
+    {"epochs": 0}, {"lr": 0}, {"strategy": "nope"}, {"img_size": 8}, {"val_ratio": 0.5, "test_ratio": 0.5},
+    {"pretrained": False, "strategy": "linear"}, {"device": "tpu"},
+])
+def test_invalid_values_are_refused_with_one_line(change):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**change).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_every_field_has_help_text():
+    import dataclasses
+
+    for field in dataclasses.fields(TrainConfig):
+        assert TrainConfig.help_for(field.name), field.name
+
+
+def test_device_resolution_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_autocast_only_on_cuda(monkeypatch):
+    assert amp_dtype(torch.device("cpu")) is None
+    assert amp_dtype(torch.device("mps")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert amp_dtype(torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert amp_dtype(torch.device("cuda")) is torch.float16

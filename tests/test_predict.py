@@ -1,0 +1,100 @@
+"""Prediction and evaluation with a real (tiny) trained checkpoint."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from pokedemo.checkpoint import CheckpointError
+from pokedemo.data import DatasetError, ImageLoadError
+from pokedemo.predict import Predictor, evaluate_folder, evaluate_split, get_predictor, predict_files
+
+
+def test_predict_returns_sorted_topk_summing_to_one(tiny_checkpoint, tiny_data_dir):
+    predictor = Predictor.load(tiny_checkpoint)
+    image = next((tiny_data_dir / "b").iterdir())
+    top = predictor.predict(image, top_k=5)
+    assert len(top) == 3  # capped at the number of classes
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-5)
+    assert set(predictor.predict_dict(image)) == {"a", "b", "c"}
+
+
+def test_inputs_of_every_kind_give_the_same_answer(tiny_checkpoint, tiny_data_dir):
+    predictor = Predictor.load(tiny_checkpoint)
+    path = next((tiny_data_dir / "a").iterdir())
+    data = path.read_bytes()
+    results = [predictor.predict(src) for src in (path, str(path), data, io.BytesIO(data), Image.open(path))]
+    for other in results[1:]:
+        assert other[0][0] == results[0][0]
+        assert other[0][1] == pytest.approx(results[0][0][1], abs=1e-6)
+
+
+def test_predictions_match_training_time_evaluation(tiny_checkpoint):
+    """The recorded test accuracy is reproduced from the split stored in the checkpoint."""
+    predictor = Predictor.load(tiny_checkpoint)
+    report = evaluate_split(predictor)
+    assert report["accuracy"] == pytest.approx(predictor.checkpoint.config["metrics"]["test"]["accuracy"])
+    assert report["n"] == predictor.checkpoint.config["metrics"]["test"]["n"]
+
+
+def test_evaluate_folder_reports_everything(tiny_checkpoint, tiny_data_dir):
+    report = evaluate_folder(Predictor.load(tiny_checkpoint), tiny_data_dir)
+    assert report["n"] == 24 and report["classes"] == ["a", "b", "c"]
+    assert len(report["confusion"]) == 3 and sum(map(sum, report["confusion"])) == 24
+    assert set(report["per_class"]) == {"a", "b", "c"} and len(report["items"]) == 24
+
+
+def test_evaluate_folder_with_a_subset_of_classes(tiny_checkpoint, tiny_data_dir, tmp_path):
+    import shutil
+
+    subset = tmp_path / "subset"
+    shutil.copytree(tiny_data_dir / "c", subset / "c")
+    report = evaluate_folder(Predictor.load(tiny_checkpoint), subset)
+    assert report["n"] == 8 and report["per_class"]["c"]["support"] == 8
+
+
+def test_unknown_class_folder_is_a_clear_error(tiny_checkpoint, tiny_data_dir, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data_dir / "a", other / "zebra")
+    with pytest.raises(DatasetError, match="zebra"):
+        evaluate_folder(Predictor.load(tiny_checkpoint), other)
+
+
+def test_edge_cases_predict_or_give_one_line(tiny_checkpoint, edge_cases_dir):
+    predictor = Predictor.load(tiny_checkpoint)
+    files = sorted(p for p in edge_cases_dir.iterdir() if p.suffix != ".md")
+    results = {r.image.split("/")[-1]: r for r in predict_files(predictor, [str(p) for p in files])}
+    must_fail = {"bomb-40000x40000.png", "empty.jpg", "not-an-image.jpg"}
+    for name, result in results.items():
+        if name in must_fail:
+            assert result.error and "\n" not in result.error, name
+        elif name != "truncated.jpg":  # either a prediction or a clear message is acceptable
+            assert result.error is None and len(result.top_k) == 3, (name, result.error)
+        else:
+            assert (result.error is None) != (result.top_k is None)
+
+
+def test_predictor_cache_reuses_and_reloads(tiny_checkpoint):
+    first = get_predictor(tiny_checkpoint)
+    assert get_predictor(tiny_checkpoint) is first
+    assert get_predictor(str(tiny_checkpoint / "config.json")) is first
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        Predictor.load(tmp_path / "nope")
+
+
+def test_bad_image_raises_image_load_error(tiny_checkpoint):
+    with pytest.raises(ImageLoadError):
+        Predictor.load(tiny_checkpoint).predict(b"definitely not an image")
+
+
+def test_probabilities_are_batched(tiny_checkpoint):
+    predictor = Predictor.load(tiny_checkpoint)
+    probs = predictor.probabilities(torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
+    assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5))

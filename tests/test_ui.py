@@ -1,0 +1,503 @@
+"""The Gradio app, end to end through gradio_client against the app launched in-process, plus its pure helpers.
+
+Every training here is tiny (24 images of 24 px, 32 px input, resnet18 from scratch or the bundled
+efficientnet_lite0 weights) so the whole file stays well under two minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from conftest import make_tiny_dataset  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+
+from pokedemo import ui  # noqa: E402
+from pokedemo.config import TrainConfig  # noqa: E402
+from pokedemo.events import (  # noqa: E402
+    BatchProgress, Cancelled, CompareFinished, EpochEnd, Failed, Finished, NewBest, RunStarted, Stage, Tagged,
+)
+from pokedemo.uploads import UploadError, ZipLimits, _copy_limited, dataset_root, extract_dataset_zip  # noqa: E402
+
+# backbone, pretrained, strategy, epochs, lr, batch size, image size, seed
+TINY_OPTIONS = ["resnet18", False, "finetune", 2, 0.002, 8, 32, 0]
+# A run that would take about a minute (so the tests can watch, predict meanwhile and stop it).
+LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 256, 0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tiny_run(data: Path, out: Path) -> Path:
+    """A finished checkpoint trained directly with the engine (so it is listed when the app starts)."""
+    from pokedemo.train import train
+
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
+    final = list(train(config, data, out))[-1]
+    assert isinstance(final, Finished), final
+    return Path(final.run_dir)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(url, data folder, checkpoint root, first checkpoint, demo) of the app running on a free port."""
+    base = tmp_path_factory.mktemp("ui")
+    data = make_tiny_dataset(base / "data")
+    root = base / "checkpoints"
+    first = tiny_run(data, root)
+    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                **ui.launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/", data, root, first, demo
+    finally:
+        demo.close()
+
+
+def client_for(url: str, tmp_path: Path) -> Client:
+    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+
+@pytest.fixture
+def client(served, tmp_path):
+    return client_for(served[0], tmp_path)
+
+
+def confidences(label: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def long_run_started(job, root: Path, before: set[str]) -> bool:
+    """True once a long training has saved its first checkpoint (so stopping keeps something)."""
+    assert not job.done(), f"the long run ended early: {job.outputs()[-1:]}"
+    return any(p.name not in before and (p / "model.safetensors").exists() for p in root.iterdir())
+
+
+# ------------------------------------------------------------------------------------ through the API
+
+
+def test_dataset_summary(served, client):
+    _, data, *_ = served
+    summary = client.predict(str(data), 0, 32, api_name="/scan")
+    assert "3 classes · 24 images" in summary
+    assert "| a | 8 |" in summary and "test" in summary
+    missing = client.predict(str(data / "nope"), 0, 32, api_name="/scan")
+    assert missing.startswith("⚠️") and "not found" in missing
+    assert client.predict("", 0, 32, api_name="/scan") == ui.NO_DATASET
+
+
+def test_zip_upload_is_extracted_and_summarised(served, client, tmp_path):
+    _, data, *_ = served
+    archive = tmp_path / "pokemon.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(data.rglob("*.png")):
+            zf.write(path, f"wrapper/{path.relative_to(data).as_posix()}")
+        zf.writestr("__MACOSX/wrapper/a/._000.png", b"junk")
+    folder, summary = client.predict(handle_file(str(archive)), 0, 32, api_name="/upload_zip")
+    assert Path(folder).name == "wrapper" and sorted(p.name for p in Path(folder).iterdir()) == ["a", "b", "c"]
+    assert "3 classes · 24 images" in summary
+
+    bad = tmp_path / "bad.zip"
+    bad.write_text("this is not a zip")
+    _, summary = client.predict(handle_file(str(bad)), 0, 32, api_name="/upload_zip")
+    assert summary.startswith("⚠️") and "zip" in summary
+
+
+def test_training_streams_updates_and_selects_the_new_checkpoint(served, client):
+    _, data, root, *_ = served
+    before = {p.name for p in root.iterdir()}
+    job = client.submit(str(data), *TINY_OPTIONS, api_name="/train")
+    updates = list(job)
+    assert len(updates) >= 4, "progress, epochs and the result should each reach the browser"
+    final = job.outputs()[-1]
+    progress, loss, accuracy, log, results, per_class, confusion, predict_pick, pick_a, pick_b = final
+    assert "Test accuracy" in results and "Predict" in results
+    assert "test accuracy" in progress
+    assert {row[2] for row in accuracy["data"]} == {"train accuracy", "validation accuracy"}
+    assert [row[0] for row in accuracy["data"] if row[2] == "validation accuracy"] == [1.0, 2.0]
+    assert "validation loss" in {row[2] for row in loss["data"]}
+    assert "epoch 2/2" in log
+    assert [row[0] for row in per_class["data"]] == ["a", "b", "c"]
+    assert "true ↓" in confusion
+    new = {p.name for p in root.iterdir()} - before
+    assert len(new) == 1
+    assert predict_pick["value"] == str(root / new.pop())
+    assert predict_pick["value"] in [value for _, value in pick_a["choices"]]
+
+
+def test_predict_returns_all_class_confidences(served, client):
+    _, data, _, checkpoint, _ = served
+    label, caption = client.predict(handle_file(str(data / "b" / "000.png")), str(checkpoint), api_name="/predict")
+    probs = confidences(label)
+    assert sorted(probs) == ["a", "b", "c"]
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+    assert label["label"] == max(probs, key=probs.get)
+    assert checkpoint.name in caption
+
+
+def test_predict_without_image_or_model_gives_guidance(served, client):
+    _, data, _, checkpoint, _ = served
+    label, caption = client.predict(None, str(checkpoint), api_name="/predict")
+    assert not label and "Upload" in caption
+    label, caption = client.predict(handle_file(str(data / "a" / "000.png")), None, api_name="/predict")
+    assert not label and caption == ui.NO_CHECKPOINT
+    label, caption = client.predict(handle_file(str(data / "a" / "000.png")), "/etc", api_name="/predict")
+    assert not label and "not one of this app's checkpoints" in caption
+
+
+EDGE_CASES_REFUSED = {"bomb-40000x40000.png", "empty.jpg", "not-an-image.jpg"}
+
+
+def test_every_edge_case_file_gets_an_answer(served, client, edge_cases_dir):
+    _, _, _, checkpoint, _ = served
+    files = sorted(p for p in edge_cases_dir.iterdir() if p.suffix != ".md")
+    assert len(files) == 13
+    for path in files:
+        label, caption = client.predict(handle_file(str(path)), str(checkpoint), api_name="/predict")
+        if path.name in EDGE_CASES_REFUSED:
+            assert not label and caption.startswith("⚠️") and "cannot be used as an image" in caption, path
+        elif path.name == "truncated.jpg":  # either a prediction from what decodes, or a message
+            assert label is not None or caption.startswith("⚠️")
+        else:
+            assert sum(confidences(label).values()) == pytest.approx(1.0, abs=1e-4), path.name
+
+
+def test_prediction_is_answered_while_training_runs_and_stop_cancels(served, tmp_path):
+    url, data, root, checkpoint, _ = served
+    trainer, user = client_for(url, tmp_path / "t"), client_for(url, tmp_path / "u")
+    before = {p.name for p in root.iterdir()}
+    job = trainer.submit(str(data), *LONG_OPTIONS, api_name="/train")
+    assert wait_for(lambda: long_run_started(job, root, before)), "the long run never saved a checkpoint"
+
+    started = time.monotonic()
+    label, _ = user.predict(handle_file(str(data / "c" / "001.png")), str(checkpoint), api_name="/predict")
+    assert label is not None and time.monotonic() - started < 15
+    assert not job.done(), "the prediction had to wait for the training to end"
+
+    trainer.predict(api_name="/stop")
+    assert wait_for(job.done, timeout=30), "stop did not end the run"
+    progress, *_, results, _, _, predict_pick, _, _ = job.outputs()[-1]
+    assert "Stopped" in results and "best checkpoint so far" in results
+    run_dir = Path(predict_pick["value"])
+    assert run_dir.parent == root and run_dir.name not in before
+    from pokedemo.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir).config["status"] == "cancelled"
+
+
+def test_second_training_waits_in_the_queue(served, tmp_path):
+    url, data, root, *_ = served
+    first, second = client_for(url, tmp_path / "1"), client_for(url, tmp_path / "2")
+    before = {p.name for p in root.iterdir()}
+    long_job = first.submit(str(data), *LONG_OPTIONS, api_name="/train")
+    assert wait_for(lambda: long_run_started(long_job, root, before))
+    short_job = second.submit(str(data), *TINY_OPTIONS, api_name="/train")
+    assert wait_for(lambda: short_job.status().code == Status.IN_QUEUE, timeout=10)
+    time.sleep(1.0)
+    assert short_job.status().code == Status.IN_QUEUE and short_job.status().rank == 0
+    first.predict(api_name="/stop")
+    assert wait_for(short_job.done, timeout=60)
+    assert "Test accuracy" in short_job.outputs()[-1][4]
+    assert long_job.done()
+
+
+def test_stop_without_a_running_job_does_not_cancel_the_next_one(served, client):
+    _, data, *_ = served
+    assert client.predict(api_name="/stop") == ()
+    outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
+    assert "Test accuracy" in outputs[4]
+
+
+def test_training_problems_are_messages(served, client, tmp_path):
+    _, data, *_ = served
+    outputs = client.predict("", *TINY_OPTIONS, api_name="/train")
+    assert "Training failed" in outputs[4] and "No dataset" in outputs[4]
+    outputs = client.predict(str(tmp_path / "missing"), *TINY_OPTIONS, api_name="/train")
+    assert "Training failed" in outputs[4] and "not found" in outputs[4]
+    linear_scratch = list(TINY_OPTIONS)
+    linear_scratch[2] = "linear"
+    outputs = client.predict(str(data), *linear_scratch, api_name="/train")
+    assert "Training failed" in outputs[4] and "linear" in outputs[4]
+
+
+def test_compare_trains_both_runs_then_checkpoints_compare_on_one_split(served, client):
+    _, data, root, *_ = served
+    options = ["efficientnet_lite0", True, "finetune", 1, 0.002, 8, 32, 0]
+    job = client.submit(str(data), *options, api_name="/compare")
+    updates = list(job)
+    assert len(updates) >= 4
+    progress, accuracy, loss, log, summary, table, confusions, predict_pick, pick_a, pick_b = job.outputs()[-1]
+    assert {row[2] for row in accuracy["data"]} == {"pretrained", "scratch"}
+    assert [row[0] for row in table["data"]] == ["pretrained", "scratch"]
+    assert "Pretrained" in summary and "scratch" in summary
+    assert confusions.count("<table") == 2
+    assert "[pretrained]" in log and "[scratch]" in log
+    run_a, run_b = pick_a["value"], pick_b["value"]
+    assert predict_pick["value"] == run_a and "pretrained" in run_a and "scratch" in run_b
+
+    caption, results, matrices = client.predict(run_a, run_b, str(data), api_name="/compare_checkpoints")
+    assert "same" in caption and "test images" in caption, caption
+    assert [row[0] for row in results["data"]] == ["A", "B"]
+    assert results["data"][0][4] == results["data"][1][4]  # the same number of test images
+    assert matrices.count("<table") == 2
+
+
+def test_checkpoint_refresh_lists_new_runs(served, client):
+    _, _, root, checkpoint, _ = served
+    picks = client.predict(str(checkpoint), None, str(root / "deleted"), api_name="/refresh_checkpoints")
+    listed = [value for _, value in picks[0]["choices"]]
+    assert str(checkpoint) in listed and listed == sorted(listed, reverse=True)  # names start with the time
+    assert picks[0]["value"] == str(checkpoint)  # kept
+    assert picks[1]["value"] == picks[2]["value"] == listed[0]  # empty or gone: the newest
+
+
+# ------------------------------------------------------------------------------------------ pure helpers
+
+
+def test_format_duration_and_percent():
+    assert ui.format_duration(42) == "0:42"
+    assert ui.format_duration(3723) == "1:02:03"
+    assert ui.format_duration(None) == "—" and ui.format_duration(float("nan")) == "—"
+    assert ui.percent(0.9355) == "93.5%" and ui.percent(None) == "—"
+
+
+def _run_events(run_dir="/runs/x"):
+    return [
+        Stage("cache", "Decoding 24 images"),
+        RunStarted(run_dir, "cpu", ["a", "b"], {"a": 8, "b": 8}, {"train": 10, "val": 3, "test": 3}, [], 0, 0, 4, {}),
+        BatchProgress(1, 2, 1, 4, 0.9, 50.0, 3.0),
+        BatchProgress(1, 2, 2, 4, 0.8, 50.0, 2.0),
+        EpochEnd(1, 2, 0.85, 0.5, 0.7, 0.66, 0.001, 1.5, 50.0),
+        NewBest(1, 0.66, run_dir),
+        EpochEnd(2, 2, 0.6, 0.8, 0.5, 1.0, 0.0, 3.0, 55.0),
+        Finished(run_dir, 2, 1.0, 0.75, {"n": 4, "classes": ["a", "b"], "confusion": [[2, 0], [1, 1]],
+                                         "per_class": {}}, 3.2),
+    ]
+
+
+def test_run_view_turns_events_into_curves_progress_and_log():
+    view = ui.RunView()
+    events = _run_events()
+    for event in events[:4]:
+        view.update(event)
+    assert view.fraction == 0.5 and "ETA 0:02" in view.status and "50 images/s" in view.status
+    for event in events[4:]:
+        view.update(event)
+    loss, accuracy = ui.curve_frames(view.points)
+    assert list(accuracy.columns) == ui.PLOT_COLUMNS
+    assert accuracy[accuracy.series == "validation accuracy"].value.tolist() == [0.66, 1.0]
+    assert loss[loss.series == "train loss (single batches)"].epoch.tolist() == [0.5, 1.0]
+    assert view.fraction == 1.0 and view.final is events[-1] and view.run_dir == "/runs/x"
+    assert any(line.startswith("epoch 2/2") for line in view.log) and "Decoding 24 images" in view.log
+
+
+def test_run_view_log_is_short_and_failures_say_why():
+    view = ui.RunView()
+    for i in range(40):
+        view.update(Stage("s", f"line {i}"))
+    assert len(view.log) == ui.LOG_LINES and view.log[-1] == "line 39"
+    view.update(Failed("pretrained weights for resnet18 are not on this machine"))
+    assert view.status.startswith("Failed: pretrained weights")
+    assert "Training failed" in ui.results_markdown(view.final)
+    stopped = Cancelled("/runs/y", 3, 9.0, "Training stopped in epoch 3; the best checkpoint so far is saved.")
+    assert "selected in the **Predict** tab" in ui.results_markdown(stopped)
+    assert "selected" not in ui.results_markdown(Cancelled(None, 1, 1.0, "nothing was saved"))
+
+
+def test_compare_view_colours_curves_by_run():
+    view = ui.CompareView()
+    for event in _run_events("/runs/p"):
+        view.update(Tagged("pretrained", event))
+    assert view.fraction == 0.5 and view.status.startswith("Run 1 of 2 (pretrained)")
+    view.update(Tagged("scratch", _run_events("/runs/s")[2]))
+    assert view.fraction == pytest.approx(0.5 + 0.25 / 2)
+    accuracy, loss = ui.compare_frames(view.points)
+    assert set(accuracy.series) == {"pretrained"} and set(loss.series) == {"pretrained"}
+    results = {
+        "pretrained": {"status": "finished", "test_acc": 0.9, "best_val_acc": 0.95, "seconds": 61,
+                       "epochs_to_90": 1, "classes": ["a", "b"], "confusion": [[2, 0], [0, 2]]},
+        "scratch": {"status": "finished", "test_acc": 0.5, "best_val_acc": 0.6, "seconds": 70,
+                    "epochs_to_90": None, "classes": ["a", "b"], "confusion": [[1, 1], [1, 1]]},
+    }
+    view.update(CompareFinished(results, []))
+    assert view.status == "Both runs finished." and view.message() is None
+    table = ui.compare_table(results, epochs=3)
+    assert table.values.tolist() == [["pretrained", "90.0%", "95.0%", "1:01", "1"],
+                                     ["scratch", "50.0%", "60.0%", "1:10", "not within 3"]]
+    assert "40.0 points better" in ui.compare_takeaway(results, 3)
+    assert ui.compare_confusions(results).count("<table") == 2
+
+
+def test_confusion_html_escapes_names_and_shows_counts():
+    report = {"classes": ["<b>x</b>", "y"], "confusion": [[3, 1], [0, 4]]}
+    page = ui.confusion_html(report, "Test")
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert page.count("<td") == 4 and ">3</td>" in page and ">4</td>" in page
+    assert "rgba(34,197,94" in page and "rgba(239,68,68" in page  # correct green, mistakes red
+
+
+def test_per_class_frame_and_report_on_items():
+    report = {"per_class": {"a": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}}}
+    assert ui.per_class_frame(report).values.tolist() == [["a", "100.0%", "50.0%", "66.7%", 2]]
+    items = [{"path": "a/1", "true": "a", "pred": "a"}, {"path": "b/1", "true": "b", "pred": "a"},
+             {"path": "b/2", "true": "b", "pred": "b"}]
+    report = ui.report_on_items(items, ["a", "b"], {"a/1", "b/1"})
+    assert report["n"] == 2 and report["accuracy"] == 0.5 and report["confusion"] == [[1, 0], [1, 0]]
+
+
+def test_dataset_summary_reports_unreadable_duplicates_and_conflicts(tiny_dataset):
+    root = tiny_dataset()
+    (root / "a" / "broken.jpg").write_bytes(b"not an image")
+    (root / "b" / "copy-of-a.png").write_bytes((root / "a" / "000.png").read_bytes())
+    summary = ui.summarise_dataset(str(root), 0, None)
+    assert "3 classes · 25 images" in summary
+    assert "1 unreadable file(s) skipped: `a/broken.jpg`" in summary
+    assert "1 group(s) look alike but sit in different class folders" in summary
+    assert "`a/000.png` ↔ `b/copy-of-a.png`" in summary
+    assert ui.summarise_dataset("  ", 0, None) == ui.NO_DATASET
+
+
+def test_backbone_default_prefers_available_weights():
+    choices = [("resnet18 — pretrained weights: needs download", "resnet18"),
+               ("efficientnet_lite0 — pretrained weights: bundled", "efficientnet_lite0")]
+    assert ui.default_backbone(choices) == "efficientnet_lite0"
+    cached = [("resnet18 — pretrained weights: cached", "resnet18"), choices[1]]
+    assert ui.default_backbone(cached) == TrainConfig().backbone
+    assert [name for _, name in ui.backbone_choices()] == ["resnet18", "efficientnet_lite0"]
+    assert "bundled" in dict((n, label) for label, n in ui.backbone_choices())["efficientnet_lite0"]
+
+
+def test_make_config_converts_widget_values():
+    config = ui.make_config("resnet18", True, "linear", 3.0, "0.01", 16.0, 64.0, 7.0)
+    assert (config.epochs, config.lr, config.batch_size, config.img_size, config.seed) == (3, 0.01, 16, 64, 7)
+    assert config.strategy == "linear" and config.pretrained is True
+
+
+def test_checkpoints_outside_the_root_are_refused(tmp_path):
+    from pokedemo.checkpoint import CheckpointError
+
+    root = tmp_path / "runs"
+    (root / "one").mkdir(parents=True)
+    assert ui.checkpoint_inside(root, str(root / "one")) == (root / "one").resolve()
+    assert ui.checkpoint_inside(root, "one") == (root / "one").resolve()
+    for outside in ("/etc", str(root / ".." / "x"), "../x"):
+        with pytest.raises(CheckpointError):
+            ui.checkpoint_inside(root, outside)
+
+
+def test_job_registry_one_job_per_session_and_stop_flags():
+    jobs = ui.JobRegistry()
+    assert jobs.reserve("s1") and not jobs.reserve("s1")
+    assert jobs.request_stop("s1") and not jobs.request_stop("s2")
+    with jobs.running_job("s1") as flag:
+        assert flag.is_set()  # stop pressed while queued: the job sees it when it starts
+        assert jobs.busy_elsewhere("s2") and not jobs.busy_elsewhere("s1")
+    assert jobs.running is None and jobs.reserve("s1")
+    with jobs.running_job("api") as flag:  # API callers skip reserve
+        assert not flag.is_set()
+
+
+def test_example_images_one_per_class(tiny_dataset):
+    root = tiny_dataset()
+    examples = ui.example_images(str(root))
+    assert [Path(p).name for p in examples] == ["a-000.png", "b-000.png", "c-000.png"]
+    assert all(Path(p).is_file() and Path(p).is_relative_to(Path(ui.tempfile.gettempdir())) for p in examples)
+    assert ui.example_images("") == [] and ui.example_images(str(root / "missing")) == []
+
+
+# ----------------------------------------------------------------------------------------- zip uploads
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_unwraps_one_top_folder_and_ignores_macos_junk(tmp_path):
+    archive = _zip(tmp_path / "d.zip", {"pokemon/a/1.png": b"x", "pokemon/b/1.png": b"y",
+                                        "__MACOSX/pokemon/a/._1.png": b"z", "pokemon/a/._2.png": b"z"})
+    root = extract_dataset_zip(archive, tmp_path / "out")
+    assert root == tmp_path / "out" / "pokemon"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == ["a/1.png", "b/1.png"]
+    assert not (tmp_path / "out" / "__MACOSX").exists()
+
+
+def test_zip_of_class_folders_at_top_level_is_not_unwrapped(tmp_path):
+    archive = _zip(tmp_path / "d.zip", {"a/1.png": b"x", "b/1.png": b"y"})
+    assert extract_dataset_zip(archive, tmp_path / "out") == tmp_path / "out"
+    single = _zip(tmp_path / "s.zip", {"only/1.png": b"x"})
+    assert dataset_root(extract_dataset_zip(single, tmp_path / "out2")) == tmp_path / "out2"
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "a/../../evil.png", "/abs/evil.png", "C:/evil.png",
+                                  "..\\evil.png"])
+def test_zip_paths_outside_the_target_are_refused(tmp_path, name):
+    archive = _zip(tmp_path / "d.zip", {"a/1.png": b"x", name: b"evil"})
+    with pytest.raises(UploadError, match="unsafe path"):
+        extract_dataset_zip(archive, tmp_path / "deep" / "out")
+    assert not list(tmp_path.rglob("evil.png"))
+
+
+def test_zip_symlinks_are_skipped(tmp_path):
+    archive = tmp_path / "d.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a/1.png", b"x")
+        link = zipfile.ZipInfo("a/link.png")
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    root = extract_dataset_zip(archive, tmp_path / "out")
+    assert not (root / "a" / "link.png").exists() and (root / "a" / "1.png").read_bytes() == b"x"
+
+
+def test_zip_limits_on_files_size_and_ratio(tmp_path):
+    archive = _zip(tmp_path / "d.zip", {f"a/{i}.png": b"x" for i in range(5)})
+    with pytest.raises(UploadError, match="5 files"):
+        extract_dataset_zip(archive, tmp_path / "o1", ZipLimits(max_files=4))
+    with pytest.raises(UploadError, match="MB"):
+        extract_dataset_zip(_zip(tmp_path / "big.zip", {"a/1.png": b"\0" * 3_000_000}), tmp_path / "o2",
+                            ZipLimits(max_total_bytes=2_000_000))
+    with pytest.raises(UploadError, match="zip bomb"):
+        extract_dataset_zip(_zip(tmp_path / "bomb.zip", {"a/1.png": b"\0" * 3_000_000}), tmp_path / "o3",
+                            ZipLimits(ratio_floor_bytes=1_000_000))
+
+
+def test_zip_bytes_beyond_the_declared_size_stop_extraction(tmp_path):
+    import io
+
+    with pytest.raises(UploadError, match="more data"):
+        _copy_limited(io.BytesIO(b"\0" * 5000), tmp_path / "f", budget=4000)
+    assert _copy_limited(io.BytesIO(b"\0" * 5000), tmp_path / "g", budget=5000) == 5000
+
+
+def test_not_a_zip_and_empty_zip_are_clear_errors(tmp_path):
+    text = tmp_path / "x.zip"
+    text.write_text("hello")
+    with pytest.raises(UploadError, match="not a readable .zip"):
+        extract_dataset_zip(text, tmp_path / "o1")
+    with pytest.raises(UploadError, match="no files"):
+        extract_dataset_zip(_zip(tmp_path / "e.zip", {}), tmp_path / "o2")
