@@ -45,6 +45,10 @@ class TrainConfig:
         True,
         "Pretrained fine-tuning: first fit the new head on cached frozen features (seconds), then fine-tune all.",
     )
+    freeze_bn: bool = _opt(
+        True,
+        "Pretrained fine-tuning: keep BatchNorm statistics from ImageNet (eval mode) instead of small-batch ones.",
+    )
     val_ratio: float = _opt(0.2, "Share of images held out for validation (duplicate-aware).")
     test_ratio: float = _opt(0.2, "Share of images held out for the final test (duplicate-aware).")
     device: str = _opt("auto", "auto (cuda → mps → cpu), cpu, cuda or mps.", choices=DEVICES)

@@ -221,12 +221,13 @@ def doctor_markdown(report: dict[str, Any]) -> str:
 
 def conflict_thumbnails(report: dict[str, Any], root: str | os.PathLike | None = None,
                         limit: int = 24) -> list[tuple[Image.Image, str]]:
-    """One side-by-side strip per label-conflict group (for a gr.Gallery), captioned with the paths."""
+    """One side-by-side strip per label-conflict group (for a gr.Gallery): each picture with its class
+    folder written under it; the caption lists the paths."""
     base = Path(root or report["root"])
     out = []
     for group in report["conflict_groups"][:limit]:
-        thumbs = [_thumbnail(base / p) for p in group]
-        out.append((_strip(thumbs), " | ".join(group)))
+        tiles = [(_thumbnail(base / p), p.split("/", 1)[0]) for p in group]
+        out.append((_strip(tiles), " | ".join(group)))
     return out
 
 
@@ -239,12 +240,19 @@ def _thumbnail(path: Path) -> Image.Image:
     return img
 
 
-def _strip(images: list[Image.Image], gap: int = 6) -> Image.Image:
-    """Images side by side on white, bottom-aligned to a common height."""
-    height = max(im.height for im in images)
-    strip = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1), height), "white")
+def _strip(tiles: list[tuple[Image.Image, str]], gap: int = 8, label_height: int = 24) -> Image.Image:
+    """Tiles side by side on white, bottom-aligned, each with its label centred underneath."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=15)
+    height = max(im.height for im, _ in tiles)
+    width = sum(max(im.width, 60) for im, _ in tiles) + gap * (len(tiles) - 1)
+    strip = Image.new("RGB", (width, height + label_height), "white")
+    draw = ImageDraw.Draw(strip)
     x = 0
-    for im in images:
-        strip.paste(im, (x, height - im.height))
-        x += im.width + gap
+    for im, label in tiles:
+        cell = max(im.width, 60)
+        strip.paste(im, (x + (cell - im.width) // 2, height - im.height))
+        draw.text((x + cell / 2, height + label_height / 2), label, fill=(20, 20, 20), font=font, anchor="mm")
+        x += cell + gap
     return strip

@@ -1,18 +1,19 @@
 """Grad-CAM: where did the model look for a class?
 
-A short hook-based implementation (Selvaraju et al., 2017) on the last convolutional feature map, the one that
+A short hook-based implementation (Selvaraju et al., 2017) on the last convolutional feature map, the one
 global pooling turns into the features the linear head reads:
 
-- resnet18: ``features.layer4`` (512 channels, stride 32).
-- efficientnet_lite0 (timm): ``features.bn2``, i.e. ``conv_head`` followed by its BatchNorm + ReLU6. That is the
-  map that is pooled, so with a pooled linear head Grad-CAM equals the class activation map exactly. Hooking the
-  raw ``conv_head`` output (before BN/ReLU6) gives gradients through the activation's clipped regions that
-  blur the map, and ``blocks[-1]`` (320 channels) is one 1x1 conv earlier and measurably less precise on
-  the patch test (tests/test_gradcam.py).
+- resnet18: ``features.layer4`` (512 channels, stride 32; 4x4 cells at 128 px).
+- efficientnet_lite0 (timm): ``features.bn2``: ``conv_head`` followed by its BatchNorm + ReLU6. That is the
+  map that gets pooled, so with a pooled linear head Grad-CAM is exactly the class activation map, and it is
+  non-negative like resnet's post-ReLU ``layer4``. On the coloured-patch test (tests/test_gradcam.py) the raw
+  ``conv_head`` output and ``blocks[-1]`` localised no better (13/30 peaks in the patch each for a fine-tuned
+  model, same as ``bn2``), so the map the head actually sees wins.
 
 The image goes through exactly the prediction path (``load_image`` → ``image_to_tensor`` → [0, 1]); the
-Classifier normalises internally. The heatmap covers the displayed image; the parts outside the centre crop
-the model saw stay 0 and are dimmed in the overlay.
+Classifier normalises internally. Feature cells are placed where the convolutions centre them (see
+``_interp_matrix``). The heatmap covers the displayed image; the parts outside the centre crop the model saw
+stay 0 and are dimmed in the overlay.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-DISPLAY_MAX_SIDE = 512  # overlays are for looking at: big uploads are shown at most this large
+DISPLAY_MAX_SIDE = 512  # overlays are for looking at: big uploads are shown at most this large,
+DISPLAY_MIN_SIDE = 128  # and tiny ones (an 8x8 icon) at least this large (longer side)
 _HOOK_LAYERS = {"resnet18": "layer4", "efficientnet_lite0": "bn2"}  # names inside Classifier.features
 
 # Inferno-like colour map: dark purple (cold) → red → orange → pale yellow (hot). A few control points
@@ -43,15 +45,17 @@ class CamResult:
     prob: float           # the model's probability for that class
     class_index: int
     predicted: str        # the model's top class (equal to `label` unless a target was given)
+    evidence: float       # the map's raw maximum before scaling; 0: no positive evidence for `label` anywhere
+
+
+_LUT = np.stack([
+    np.interp(np.linspace(0, 1, 256), _CMAP_POINTS[:, 0], _CMAP_POINTS[:, c]) for c in (1, 2, 3)
+], axis=1).round().astype(np.uint8)
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] colours for values in [0, 1]."""
-    lut = np.stack([
-        np.interp(np.linspace(0, 1, 256), _CMAP_POINTS[:, 0], _CMAP_POINTS[:, c]) for c in (1, 2, 3)
-    ], axis=1).astype(np.uint8)
-    index = np.clip(np.rint(np.asarray(values) * 255), 0, 255).astype(np.int64)
-    return lut[index]
+    return _LUT[np.clip(np.rint(np.asarray(values) * 255), 0, 255).astype(np.int64)]
 
 
 def cam_layer(model: Any):
@@ -108,18 +112,34 @@ def _crop_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + short, top + short
 
 
-def _interp_matrix(cells: int, out: int, model_side: int) -> np.ndarray:
-    """[out, cells] linear interpolation weights from feature cells to display pixels.
+def _keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Catmull-Rom (Keys, a=-0.5) cubic convolution kernel."""
+    t = np.abs(t)
+    near = (a + 2) * t**3 - (a + 3) * t**2 + 1
+    far = a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
-    With the symmetric padding of both backbones, every stride-2 layer centres output j on input 2j, so
-    feature cell i sits on model-input pixel stride*i, not at the middle of its stride-wide block (which is
-    where align_corners=False interpolation would put it: half a cell, 16 px at 128 px, off towards the
-    bottom right). Beyond the outermost cells the value is held (np.interp clamps).
+
+def _interp_matrix(cells: int, out: int, model_side: int) -> np.ndarray:
+    """[out, cells] cubic interpolation weights from feature cells to display pixels.
+
+    Where: with the symmetric padding of both backbones every stride-2 layer centres output j on input 2j, so
+    feature cell i sits on model-input pixel stride*i, not in the middle of its stride-wide block (where
+    align_corners=False resizing puts it: half a cell, 16 px at 128 px, off towards the bottom right).
+    Beyond the outermost cells the value is held.
+    How: cubic rather than bilinear, because bilinear can only peak exactly on a cell; a cubic through a 4x4
+    map peaks between two hot cells when the object straddles them (patch test: 28/30 peaks inside the
+    patch against 20/30 for bilinear, same layer4 map).
     """
     stride = model_side / cells
     pixel_centres = (np.arange(out) + 0.5) * (model_side / out)  # display pixel -> model-input coordinate
-    position = (pixel_centres - 0.5) / stride  # model-input pixel p has its centre at p + 0.5
-    return np.stack([np.interp(position, np.arange(cells), np.eye(cells)[i]) for i in range(cells)], axis=1)
+    position = np.clip((pixel_centres - 0.5) / stride, 0, cells - 1)  # input pixel p is centred at p + 0.5
+    base = np.floor(position).astype(np.int64)
+    weights = np.zeros((out, cells))
+    for offset in (-1, 0, 1, 2):
+        j = base + offset
+        np.add.at(weights, (np.arange(out), np.clip(j, 0, cells - 1)), _keys_cubic(position - j))
+    return weights
 
 
 def upsample_cam(cam, width: int, height: int, model_side: int) -> np.ndarray:
@@ -129,7 +149,7 @@ def upsample_cam(cam, width: int, height: int, model_side: int) -> np.ndarray:
     cam = np.asarray(cam, dtype=np.float64)
     up = _interp_matrix(cam.shape[0], side, model_side) @ cam @ _interp_matrix(cam.shape[1], side, model_side).T
     peak = float(up.max())
-    up = np.clip(up / peak, 0, 1) if peak > 0 else np.zeros_like(up)
+    up = np.clip(up / peak, 0, 1) if peak > 0 else np.zeros_like(up)  # cubic overshoot below 0 clipped
     heatmap = np.zeros((height, width), dtype=np.float32)
     heatmap[top:bottom, left:right] = up
     return heatmap
@@ -154,13 +174,22 @@ def grad_cam(predictor: Any, source: Any, target: int | str | None = None) -> Ca
 
     image = load_image(source)
     cam, probs, index = class_activation(predictor, image_to_tensor(image, predictor.image_size), target)
-    display = image.copy()
-    display.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE), Image.Resampling.LANCZOS)
+    display = _display_copy(image)
     heatmap = upsample_cam(cam.numpy(), display.width, display.height, predictor.image_size)
     return CamResult(
         heatmap=heatmap, overlay=blend_overlay(display, heatmap), label=predictor.classes[index],
         prob=float(probs[index]), class_index=index, predicted=predictor.classes[int(probs.argmax())],
+        evidence=float(cam.max()),
     )
+
+
+def _display_copy(image: Image.Image) -> Image.Image:
+    longer = max(image.size)
+    side = min(max(longer, DISPLAY_MIN_SIDE), DISPLAY_MAX_SIDE)
+    if side == longer:
+        return image.copy()
+    size = (max(1, round(image.width * side / longer)), max(1, round(image.height * side / longer)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def write_cam_overlays(predictor: Any, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:

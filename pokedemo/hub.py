@@ -6,8 +6,8 @@ A pushed repo holds pokedemo's own files (``model.safetensors``, ``config.json``
 ``architecture``, ``num_classes``, ``label_names`` and ``pretrained_cfg`` and ignores the rest). timm expects
 its own tensor names, so for backbones that timm can build (resnet18, efficientnet_lite0) the same weights are
 also stored under timm's names in ``timm_model.safetensors``; ``pretrained_cfg.hf_hub_filename`` points timm
-there, so ``timm.create_model("hf-hub:NAMESPACE/NAME", pretrained=True)`` works. (On the Hub, Xet storage
-deduplicates the identical tensor bytes of the two files.)
+there, so ``timm.create_model("hf-hub:NAMESPACE/NAME", pretrained=True)`` works. (The Hub's Xet storage
+chunks files by content, so the identical tensor bytes of the two files are largely stored and sent once.)
 
 Settings are read when a function is called, not when the module is imported: ``HF_ENDPOINT``,
 ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN``. (huggingface_hub itself freezes them at its
@@ -76,6 +76,7 @@ class PushResult:
     commit_oid: str
     commit_url: str
     timm_compatible: bool
+    private: bool  # the repo's visibility after the push (an existing repo keeps its own)
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -282,7 +283,8 @@ def _validated_snapshot(folder: Path, ref: RepoRef) -> Path:
     try:
         read_config(folder)
     except CheckpointError as err:
-        raise HubError(f"{ref.label} has a broken pokedemo config: {str(err).replace(str(folder), ref.label)}") from None
+        detail = str(err).replace(str(folder), ref.label)  # the cache path means nothing to the user
+        raise HubError(f"{ref.label} has a broken pokedemo config: {detail}") from None
     if not (folder / WEIGHTS_FILE).is_file():
         raise HubError(f"{ref.label} is not a complete pokedemo model: the repo has no {WEIGHTS_FILE}")
     return folder
@@ -314,12 +316,12 @@ def push_checkpoint_details(checkpoint: str | os.PathLike, repo_id: str, *, priv
     with _hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-push-") as staging:
         api = _api(ctx)
         _check_can_write(api, ctx)
-        url = _ensure_repo(api, ctx, private)
+        url, is_private = _ensure_repo(api, ctx, private)
         timm_ok = write_hub_folder(loaded, Path(staging), ref.repo_id)
         message = commit_message or f"Upload {loaded.config['backbone']} checkpoint {Path(loaded.path).name}"
         info = api.upload_folder(repo_id=ref.repo_id, folder_path=staging, commit_message=message)
-    return PushResult(url=str(url), repo_id=ref.repo_id, commit_oid=info.oid, commit_url=info.commit_url,
-                      timm_compatible=timm_ok)
+    return PushResult(url=url, repo_id=ref.repo_id, commit_oid=info.oid, commit_url=info.commit_url,
+                      timm_compatible=timm_ok, private=is_private)
 
 
 def _local_run_dir(checkpoint: str | os.PathLike) -> Path:
@@ -348,19 +350,19 @@ def _check_can_write(api: Any, ctx: _Context) -> None:
         raise HubError(f"this token is read-only: pushing to {ctx.ref.repo_id} needs a 'write' token for {namespace!r}")
 
 
-def _ensure_repo(api: Any, ctx: _Context, private: bool) -> str:
-    """The repo's URL, creating the repo when it does not exist yet. An existing repo keeps its visibility,
+def _ensure_repo(api: Any, ctx: _Context, private: bool) -> tuple[str, bool]:
+    """(URL, private) of the repo, created when it does not exist yet. An existing repo keeps its visibility,
     so never upload publicly what was meant to be private."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
         info = api.model_info(ctx.ref.repo_id)
     except RepositoryNotFoundError:  # missing, or someone else's private repo: creating it says which
-        return str(api.create_repo(ctx.ref.repo_id, private=private, exist_ok=True))
+        return str(api.create_repo(ctx.ref.repo_id, private=private, exist_ok=True)), private
     if private and not info.private:
         raise HubError(f"{ctx.ref.repo_id} already exists and is public; nothing was uploaded because --private "
                        "was asked (make the repo private on the Hub, or push without --private)")
-    return f"{ctx.endpoint}/{ctx.ref.repo_id}"
+    return f"{ctx.endpoint}/{ctx.ref.repo_id}", bool(info.private)
 
 
 def write_hub_folder(loaded: Any, folder: Path, repo_id: str) -> bool:
@@ -529,7 +531,7 @@ def _card_intro(config: dict[str, Any], repo_id: str) -> str:
     counts = (config.get("dataset") or {}).get("class_counts") or {}
     images = f" on {sum(counts.values())} images" if counts else ""
     test = _test_metrics(config)
-    accuracy = f" It reaches **{test['accuracy']:.1%} accuracy** on its held-out test split." if "accuracy" in test else ""
+    accuracy = f" It reaches **{test['accuracy']:.1%} accuracy** on its held-out test split." if test else ""
     status = "" if config.get("status") == "complete" else f"\n\n> Note: this run is `{config.get('status')}`."
     return (f"# {repo_id.split('/')[-1]}\n\nAn image classifier for {config['num_classes']} classes: a {backbone} "
             f"{start}{images} at {size}×{size} px with pokedemo, a demo of transfer learning."
@@ -550,7 +552,8 @@ def _card_metrics(config: dict[str, Any]) -> str:
     if "macro_f1" in test:
         rows.append(["test macro F1", f"{test['macro_f1']:.4f}", ""])
     if metrics.get("best_val_acc") is not None:
-        rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", f"epoch {metrics.get('best_epoch')}"])
+        best = f"epoch {metrics.get('best_epoch')}"
+        rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", best])
     if metrics.get("seconds") is not None:
         rows.append(["training time", f"{metrics['seconds']:.1f} s", ""])
     if not rows:
@@ -671,7 +674,7 @@ def push_for_ui(checkpoint: str | os.PathLike | None, repo_id: str | None, priva
     timm_line = (f" It also loads in timm: `timm.create_model(\"hf-hub:{result.repo_id}\", pretrained=True)`."
                  if result.timm_compatible else "")
     return (f"✅ Pushed to [{result.repo_id}]({result.url}) (commit `{result.commit_oid[:7]}`, "
-            f"{'private' if private else 'public'}). Load it with `python -m pokedemo predict --checkpoint "
+            f"{'private' if result.private else 'public'}). Load it with `python -m pokedemo predict --checkpoint "
             f"{result.repo_id} IMAGE`.{timm_line}")
 
 

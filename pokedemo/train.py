@@ -216,8 +216,12 @@ class _Run:
         cfg = self.cfg
         linear = cfg.strategy == "linear"
         model.train()
-        if linear:
-            model.features.eval()  # frozen backbone: keep its BatchNorm statistics
+        if linear or (cfg.pretrained and cfg.freeze_bn):
+            # Keep the pretrained BatchNorm statistics: batch statistics of 32 images are noisy and differ from
+            # the ones the head was fitted on, which costs accuracy early in a short fine-tune.
+            for module in model.features.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         dtype = amp_dtype(device)
         order = torch.randperm(len(data.train_y), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)

@@ -42,6 +42,7 @@ QUEUE_MAX_SIZE = 32                 # waiting requests of all kinds; more are re
 PREDICT_CONCURRENCY = 4             # predictions answered in parallel (each holds the Predictor lock briefly)
 MAX_UPLOAD = "300mb"                # images and dataset zips
 LOG_LINES = 12
+INFO_SECONDS = 6                    # how long an info toast stays
 UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
 EXAMPLES_PER_CLASS = 1
 RUN_LABELS = ("pretrained", "scratch")
@@ -351,16 +352,23 @@ def dataset_summary_markdown(dataset, split) -> str:
         more = f" and {len(dataset.unreadable) - 3} more" if len(dataset.unreadable) > 3 else ""
         lines.append(f"- ⚠️ {len(dataset.unreadable)} unreadable file(s) skipped: {shown}{more}")
     else:
-        lines.append("- ✅ every image file is readable")
+        lines.append("- ✓ every image file is readable")
     lines.append(f"- {len(dataset.near_groups)} group(s) of duplicate or near-duplicate images "
                  f"({len(dataset.exact_groups)} with byte-identical copies); each group stays inside one split, "
                  "so no test image has a copy in training")
     if dataset.conflict_groups:
-        examples = "; ".join(" ↔ ".join(f"`{dataset.records[i].rel_path}`" for i in group[:2])
-                             for group in dataset.conflict_groups[:3])
+        examples = "; ".join(" ↔ ".join(f"`{dataset.records[i].rel_path}`" for i in _differently_labelled(dataset, g))
+                             for g in dataset.conflict_groups[:3])
         lines.append(f"- ⚠️ {len(dataset.conflict_groups)} group(s) look alike but sit in different class "
                      f"folders (worth checking): {examples}")
     return "\n".join(lines)
+
+
+def _differently_labelled(dataset, group: list[int]) -> tuple[int, int]:
+    """Two members of a conflict group that carry different labels (the pair worth showing)."""
+    first = group[0]
+    other = next(i for i in group if dataset.records[i].label != dataset.records[first].label)
+    return first, other
 
 
 def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
@@ -567,17 +575,18 @@ class DemoApp:
         """Runs before a training request is queued: registers its stop flag, says whether it has to wait."""
         session = session_of(request)
         if not self.jobs.reserve(session):
-            raise gr.Error("Your training is already running in this tab; press Stop first.", title="Busy")
+            raise gr.Error("A training from this tab is already running or waiting; press Stop first.",
+                           title="Busy")
         if self.jobs.busy_elsewhere(session):
-            gr.Info("Someone else is training right now; yours starts when that finishes (queue position shown).")
+            _info("Someone else is training right now; yours starts when that finishes (queue position shown).")
             return progress_html(0, "Waiting: another training is running; yours starts when it finishes.")
         return progress_html(0, "Starting…")
 
     def stop(self, request: gr.Request = None) -> None:
         if self.jobs.request_stop(session_of(request)):
-            gr.Info("Stopping after the current batch; the best checkpoint so far is kept.")
+            _info("Stopping after the current batch; the best checkpoint so far is kept.")
         else:
-            gr.Info("Nothing to stop: no training is running from this tab.")
+            _info("Nothing to stop: no training is running from this tab.")
 
     def train(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
               batch_size: float, img_size: float, seed: float, request: gr.Request = None):
@@ -623,7 +632,7 @@ class DemoApp:
         return engine(config, folder, self.checkpoint_root, stop=stop)
 
     def _train_outputs(self, view: RunView, done: bool = False) -> tuple:
-        loss, accuracy = curve_frames(view.points)
+        loss, accuracy = map(plot_value, curve_frames(view.points))
         report = view.final.test_metrics if done and isinstance(view.final, Finished) else None
         return (
             progress_html(view.fraction, view.status), loss, accuracy, "\n".join(view.log),
@@ -634,7 +643,7 @@ class DemoApp:
         )
 
     def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False) -> tuple:
-        accuracy, loss = compare_frames(view.points)
+        accuracy, loss = map(plot_value, compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in RUN_LABELS]
         summary = compare_takeaway(results, epochs) if results else (f"⚠️ {view.message()}" if done and
@@ -742,13 +751,17 @@ def _drive(events: Iterator[Event], view: RunView | CompareView, stop: threading
                 view.update(event)
 
 
+def _info(message: str) -> None:
+    gr.Info(message, duration=INFO_SECONDS)
+
+
 def _notify(final: Event | None) -> None:
     if isinstance(final, Failed):
         gr.Warning(final.message)
     elif isinstance(final, Cancelled):
-        gr.Info(final.message)
+        _info(final.message)
     elif isinstance(final, Finished):
-        gr.Info(f"Training finished: test accuracy {percent(final.test_acc)}. The model is ready in Predict.")
+        _info(f"Training finished: test accuracy {percent(final.test_acc)}. The model is ready in Predict.")
 
 
 def _data_root_for(predictor, folder: str | None) -> str | None:
@@ -813,9 +826,14 @@ CSS = ".pd-confusion table th { font-weight: 600; }"
 
 
 def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] | None = None) -> gr.LinePlot:
-    return gr.LinePlot(pd.DataFrame([], columns=PLOT_COLUMNS), x="epoch", y="value", color="series",
-                       title=title, x_title="epoch", y_title=y_title, color_title="", color_map=colours,
-                       y_lim=y_lim, height=260)
+    # Starts as None: a plot whose first value is an empty DataFrame never draws its later data (Gradio 6.31).
+    return gr.LinePlot(None, x="epoch", y="value", color="series", title=title, x_title="epoch",
+                       y_title=y_title, color_title="", color_map=colours, y_lim=y_lim)
+
+
+def plot_value(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """What a LinePlot is sent: None until there is a point (see ``_plot``)."""
+    return frame if len(frame) else None
 
 
 def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -823,8 +841,7 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     ui["data_dir"] = gr.Textbox(label="Dataset folder on this machine (one sub-folder per class)",
                                 value=app.data_dir, placeholder="data/pokemon")
     ui["scan"] = gr.Button("Scan folder", size="sm")
-    ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath",
-                        height=90)
+    ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")
     ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…")
     # Issue 6 adds the "Dataset doctor" accordion here, under the summary.
 
@@ -839,7 +856,8 @@ def _options_panel(ui: dict[str, Any]) -> None:
                                    info="Untick to start from random weights (training from scratch).")
     ui["strategy"] = gr.Radio([("fine-tune all layers", "finetune"), ("train only the new last layer", "linear")],
                               value=cfg.strategy, label="What to train", info=help_for("strategy"))
-    ui["epochs"] = gr.Slider(1, 30, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"))
+    ui["epochs"] = gr.Slider(1, 30, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"),
+                             elem_id="epochs")
     with gr.Accordion("More options", open=False):
         ui["lr"] = gr.Number(value=cfg.lr, label="Learning rate", info=help_for("lr"))
         ui["batch_size"] = gr.Slider(4, 128, value=cfg.batch_size, step=4, label="Batch size",
@@ -863,11 +881,10 @@ def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
             with gr.Row():
                 ui["loss_plot"] = _plot("Loss (lower is better)", "loss", LOSS_COLOURS)
                 ui["acc_plot"] = _plot("Accuracy (higher is better)", "accuracy", ACCURACY_COLOURS, [0, 1])
-            ui["results"] = gr.Markdown()
-            with gr.Row():
-                ui["per_class"] = gr.Dataframe(_empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics (test set)",
-                                               interactive=False)
-                ui["confusion"] = gr.HTML()
+            ui["results"] = gr.Markdown(elem_id="train-results")
+            ui["per_class"] = gr.Dataframe(_empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics (test set)",
+                                           interactive=False)
+            ui["confusion"] = gr.HTML()
             ui["log"] = gr.Textbox(label="Log", lines=5, max_lines=LOG_LINES, interactive=False, autoscroll=True)
 
 
@@ -886,7 +903,7 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                 ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
                                                label="Model (your trained runs, newest first)",
                                                allow_custom_value=True)
-                ui["refresh"] = gr.Button("↻ Refresh", size="sm", scale=1)
+                ui["refresh"] = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100)
             # Issue 4 adds the "Push to Hub" accordion here, under the checkpoint picker.
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
@@ -904,7 +921,7 @@ def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
     with gr.Row():
         ui["compare_acc_plot"] = _plot("Validation accuracy", "accuracy", RUN_COLOURS, [0, 1])
         ui["compare_loss_plot"] = _plot("Training loss", "loss", RUN_COLOURS)
-    ui["compare_summary"] = gr.Markdown()
+    ui["compare_summary"] = gr.Markdown(elem_id="compare-summary")
     ui["compare_table"] = gr.Dataframe(compare_table({}), label="Side by side", interactive=False)
     ui["compare_confusions"] = gr.HTML()
     ui["compare_log"] = gr.Textbox(label="Log", lines=4, max_lines=LOG_LINES, interactive=False, autoscroll=True)
@@ -916,7 +933,7 @@ def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
         ui["ckpt_a"] = gr.Dropdown(choices, value=first, label="Checkpoint A", scale=3, allow_custom_value=True)
         ui["ckpt_b"] = gr.Dropdown(choices, value=second, label="Checkpoint B", scale=3, allow_custom_value=True)
         ui["evaluate"] = gr.Button("Evaluate both", scale=1)
-    ui["eval_caption"] = gr.Markdown()
+    ui["eval_caption"] = gr.Markdown(elem_id="eval-caption")
     ui["eval_table"] = gr.Dataframe(_empty_frame(CHECKPOINT_TABLE_COLUMNS), interactive=False, label="Results")
     ui["eval_confusions"] = gr.HTML()
 

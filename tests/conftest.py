@@ -82,3 +82,22 @@ def tiny_dataset(tmp_path: Path):
         return make_tiny_dataset(root if root is not None else tmp_path / f"tiny{len(made)}", **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A session-wide tiny dataset (3 classes × 8 images of 24 px); treat it as read-only."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny-data") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_data_dir: Path, tmp_path_factory) -> Path:
+    """A real run directory: resnet18 from scratch, 2 epochs at 32 px on tiny_data_dir (a few seconds)."""
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32, seed=0)
+    events = list(train(config, tiny_data_dir, tmp_path_factory.mktemp("tiny-runs")))
+    assert isinstance(events[-1], Finished), events[-1]
+    return Path(events[-1].run_dir)

@@ -53,3 +53,32 @@ def test_autocast_only_on_cuda(monkeypatch):
     assert amp_dtype(torch.device("cuda")) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert amp_dtype(torch.device("cuda")) is torch.float16
+
+
+def test_device_is_only_chosen_in_the_device_helper():
+    """CUDA/MPS placement goes through resolve_device; no module hard-codes .cuda() or a device string."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "pokedemo"
+    offenders = []
+    for path in package.glob("*.py"):
+        if path.name == "config.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\.cuda\(|\.mps\(|device\(\s*[\"'](cuda|mps)", line):
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_training_batches_run_under_autocast_only_on_cuda(monkeypatch):
+    """The engine asks amp_dtype for every autocast region, so CPU runs stay in float32."""
+    import pokedemo.train as engine
+
+    seen = []
+    real = engine.amp_dtype
+    monkeypatch.setattr(engine, "amp_dtype", lambda device: seen.append(device.type) or real(device))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model.head = torch.nn.Linear(4, 2)
+    logits = engine.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))
+    assert seen == ["cpu"] and logits.dtype == torch.float32

@@ -98,7 +98,8 @@ def make_checkpoint(root: Path, backbone: str = "efficientnet_lite0", seed: int 
         "train_config": {"backbone": backbone, "epochs": 1, "img_size": size, "weights_file": None},
         "dataset": {"root": str(root / "secret-user" / "pokemon"), "class_counts": {c: 8 for c in CLASSES}},
         "metrics": {"best_epoch": 1, "best_val_acc": 0.5, "seconds": 1.0, "test": {
-            "accuracy": 2 / 3, "n": 3, "macro_f1": 0.5556, "classes": list(CLASSES), "confusion": [[1, 0, 0], [0, 1, 0], [1, 0, 0]],
+            "accuracy": 2 / 3, "n": 3, "macro_f1": 0.5556, "classes": list(CLASSES),
+            "confusion": [[1, 0, 0], [0, 1, 0], [1, 0, 0]],
             "per_class": {c: {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 1} for c in CLASSES}}},
     })
     ckpt.write_history(run, [{"epoch": 1, "train_loss": 1.2, "train_acc": 0.4, "val_loss": 1.1, "val_acc": 0.5}])
@@ -170,7 +171,8 @@ def test_push_pull_predict_gives_the_same_probabilities(hub_env, tokens, trained
     assert files["model.safetensors"] == (trained_run / "model.safetensors").read_bytes()
 
     pulled = hub.download_checkpoint(repo)
-    assert pulled == Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / hub_env.head(repo)
+    cache = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}"
+    assert pulled == cache / "snapshots" / hub_env.head(repo)
     assert {p.name for p in pulled.iterdir()} == {"model.safetensors", "config.json", "history.json", "README.md"}
 
     local, remote = Predictor.load(trained_run), Predictor.load(repo)  # the repo id goes through resolve_checkpoint
@@ -245,7 +247,8 @@ def test_timm_loads_the_pushed_model_with_identical_outputs(hub_env, tokens, tmp
     assert pushed.timm_compatible
     # timm calls hf_hub_download without an endpoint or cache: re-point huggingface_hub's frozen settings.
     monkeypatch.setattr(constants, "ENDPOINT", hub_env.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub_env.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_env.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "timm-cache"))
     spec = f"hf-hub:{repo}@{pushed.commit_oid}" if backbone == "resnet18" else f"hf-hub:{repo}"
     model = timm.create_model(spec, pretrained=True).eval()
@@ -302,12 +305,16 @@ def test_private_repo_needs_a_token_that_can_read_it(hub_env, tokens, tmp_path, 
     repo = new_repo()
     hub.push_checkpoint(run, repo, private=True, token=tokens.alice)
     assert hub_env.repos[repo].private
+    run = make_checkpoint(tmp_path, seed=3)
+    again = hub.push_checkpoint_details(run, repo, token=tokens.alice)
+    assert again.private and hub_env.repos[repo].private  # pushing without --private keeps it private
     message = hub_error(lambda: hub.download_checkpoint(repo), "not found")
     assert "private" in message
     monkeypatch.setenv("HF_TOKEN", tokens.bob)  # someone else's token
     hub_error(lambda: hub.download_checkpoint(repo), "not found")
     monkeypatch.setenv("HF_TOKEN", tokens.alice)
-    assert (hub.download_checkpoint(repo) / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
+    pulled = hub.download_checkpoint(repo)
+    assert (pulled / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
 
 
 def test_private_push_never_lands_in_an_existing_public_repo(hub_env, tokens, tmp_path):
@@ -350,13 +357,16 @@ def test_push_without_any_token(hub_env, tmp_path):
     hub_error(lambda: hub.push_checkpoint(run, new_repo()), "no Hugging Face token")
 
 
-def test_download_errors(hub_env, tokens):
+def test_download_errors(hub_env, tokens, tmp_path):
     hub_error(lambda: hub.download_checkpoint("alice/does-not-exist"), "model repo alice/does-not-exist not found")
     hub_env.create_repo("alice/other-model", files={"config.json": b'{"architecture": "resnet50"}',
                                                     "model.safetensors": b"not ours"})
-    hub_error(lambda: hub.download_checkpoint("alice/other-model"), "is not a pokedemo model")
+    hub_error(lambda: hub.download_checkpoint("alice/other-model"), "not a pokedemo model: its config.json has no")
     hub_env.create_repo("alice/just-a-readme", files={"README.md": b"# hello\n"})
-    hub_error(lambda: hub.download_checkpoint("alice/just-a-readme"), "is not a pokedemo model: the repo has no config.json")
+    hub_error(lambda: hub.download_checkpoint("alice/just-a-readme"), "not a pokedemo model: the repo has no config")
+    config = (make_checkpoint(tmp_path) / "config.json").read_bytes()
+    hub_env.create_repo("alice/no-weights", files={"config.json": config})
+    hub_error(lambda: hub.download_checkpoint("alice/no-weights"), "not a complete pokedemo model")
 
 
 @pytest.mark.parametrize("spec", ["not-a-repo", "a/b/c", "alice/name@", "../x", "alice/na me"])
@@ -389,7 +399,7 @@ def test_unreachable_hub(hub_env, tokens, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     hub_error(lambda: hub.download_checkpoint("alice/anything"), "cannot reach the Hugging Face Hub at 127.0.0.1")
     run = make_checkpoint(tmp_path)
-    hub_error(lambda: hub.push_checkpoint(run, "alice/anything", token=tokens.alice), "cannot reach the Hugging Face Hub")
+    hub_error(lambda: hub.push_checkpoint(run, "alice/anything", token=tokens.alice), "cannot reach the Hugging Face")
 
 
 # --------------------------------------------------------------------------------------------- app helpers
@@ -400,6 +410,7 @@ def test_push_and_load_for_the_app(hub_env, tokens, tmp_path, monkeypatch):
     repo = new_repo()
     done = hub.push_for_ui(str(run), repo, False, tokens.alice)
     assert done.startswith("✅") and f"[{repo}]({hub_env.url}/{repo})" in done and "hf-hub:" in done
+    assert "public" in done
     monkeypatch.setenv("HF_TOKEN", tokens.alice)
     assert hub.push_for_ui(str(run), repo, False, "").startswith("✅")  # empty field: HF_TOKEN
     refused = hub.push_for_ui(str(run), repo, False, "hf_WrongWrongWrong1")
@@ -513,4 +524,5 @@ def test_cli_push_offline_exits_2(hub_env, tokens, tmp_path, monkeypatch, capsys
     monkeypatch.setenv("HF_TOKEN", tokens.alice)
     assert main(["push", "--checkpoint", str(make_checkpoint(tmp_path)), "--repo-id", new_repo()]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == "error: cannot push while offline mode is on (HF_HUB_OFFLINE=1); unset it to reach the Hub\n"
+    assert out == "" and err.startswith("error: cannot push while offline mode is on (HF_HUB_OFFLINE=1)")
+    assert err.count("\n") == 1

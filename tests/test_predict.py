@@ -27,7 +27,7 @@ def test_inputs_of_every_kind_give_the_same_answer(tiny_checkpoint, tiny_data_di
     data = path.read_bytes()
     results = [predictor.predict(src) for src in (path, str(path), data, io.BytesIO(data), Image.open(path))]
     for other in results[1:]:
-        assert other[0][0] == results[0][0]
+        assert other[0][0] == results[0][0][0]
         assert other[0][1] == pytest.approx(results[0][0][1], abs=1e-6)
 
 

@@ -241,6 +241,8 @@ def test_training_problems_are_messages(served, client, tmp_path):
     linear_scratch[2] = "linear"
     outputs = client.predict(str(data), *linear_scratch, api_name="/train")
     assert "Training failed" in outputs[4] and "linear" in outputs[4]
+    outputs = client.predict("", *TINY_OPTIONS, api_name="/compare")
+    assert outputs[4].startswith("⚠️") and "No dataset" in outputs[4] and "Failed" in outputs[0]
 
 
 def test_compare_trains_both_runs_then_checkpoints_compare_on_one_split(served, client):
@@ -312,6 +314,7 @@ def test_run_view_turns_events_into_curves_progress_and_log():
     assert loss[loss.series == "train loss (single batches)"].epoch.tolist() == [0.5, 1.0]
     assert view.fraction == 1.0 and view.final is events[-1] and view.run_dir == "/runs/x"
     assert any(line.startswith("epoch 2/2") for line in view.log) and "Decoding 24 images" in view.log
+    assert ui.plot_value(accuracy) is accuracy and ui.plot_value(ui.curve_frames([])[0]) is None
 
 
 def test_run_view_log_is_short_and_failures_say_why():
@@ -408,6 +411,19 @@ def test_checkpoints_outside_the_root_are_refused(tmp_path):
             ui.checkpoint_inside(root, outside)
 
 
+def test_a_second_job_from_the_same_tab_is_refused_and_others_are_told_to_wait(tmp_path):
+    import gradio as gr
+    from types import SimpleNamespace
+
+    app = ui.DemoApp(tmp_path, "")
+    mine, theirs = SimpleNamespace(session_hash="mine"), SimpleNamespace(session_hash="theirs")
+    assert "Starting" in app.reserve(mine)
+    with pytest.raises(gr.Error, match="already running or waiting"):
+        app.reserve(mine)
+    with app.jobs.running_job("mine"):
+        assert "another training is running" in app.reserve(theirs)
+
+
 def test_job_registry_one_job_per_session_and_stop_flags():
     jobs = ui.JobRegistry()
     assert jobs.reserve("s1") and not jobs.reserve("s1")
@@ -501,3 +517,28 @@ def test_not_a_zip_and_empty_zip_are_clear_errors(tmp_path):
         extract_dataset_zip(text, tmp_path / "o1")
     with pytest.raises(UploadError, match="no files"):
         extract_dataset_zip(_zip(tmp_path / "e.zip", {}), tmp_path / "o2")
+
+
+# --------------------------------------------------------------------------------------------- app.py
+
+
+def test_app_listens_where_asked_locally_and_leaves_it_to_gradio_on_spaces(monkeypatch):
+    import app
+
+    for name in ("SYSTEM", "SPACE_ID", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.server_settings(app.parse_args([])) == {"server_name": "127.0.0.1", "server_port": 7860,
+                                                      "share": False}
+    args = app.parse_args(["--host", "0.0.0.0", "--port", "8080", "--share"])
+    assert app.server_settings(args) == {"server_name": "0.0.0.0", "server_port": 8080, "share": True}
+    monkeypatch.setenv("SYSTEM", "spaces")
+    assert app.server_settings(args) == {}
+    monkeypatch.delenv("SYSTEM")
+    monkeypatch.setenv("SPACE_ID", "someone/pokedemo")
+    assert app.on_spaces()
+
+
+def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default():
+    fresh = ui.backbone_dropdown(None)
+    assert fresh.value == ui.default_backbone(ui.backbone_choices())
+    assert ui.backbone_dropdown("resnet18").value == "resnet18"

@@ -1,0 +1,211 @@
+"""Training benchmark: the classic tutorial loop against pokedemo's default training, side by side.
+
+    python -m pokedemo.bench --data ../shared/data/pokemon [--json bench.json] [--rows ...]
+
+Every row runs in its own subprocess (so peak memory is that row's own) on the same duplicate-aware split.
+The reference loop is written out plainly here on purpose: it is what pokedemo is measured against, the way
+the widely taught tutorial trains (PIL decode every epoch, Resize(280) → RandomRotation(15) → CenterCrop(224),
+Adam 1e-3, batch 32, 10 epochs, full fine-tune, best-val checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS = {
+    # name: (loop, backbone, pretrained)
+    "reference-efficientnet_lite0-pretrained": ("reference", "efficientnet_lite0", True),
+    "pokedemo-efficientnet_lite0-pretrained": ("pokedemo", "efficientnet_lite0", True),
+    "reference-resnet18-scratch": ("reference", "resnet18", False),
+    "pokedemo-resnet18-scratch": ("pokedemo", "resnet18", False),
+    "reference-resnet18-pretrained": ("reference", "resnet18", True),
+    "pokedemo-resnet18-pretrained": ("pokedemo", "resnet18", True),
+}
+
+
+def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed: int) -> dict[str, Any]:
+    """The tutorial's training loop, plainly: decode per epoch, 224 px, Adam, best-val checkpoint."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset as TorchDataset
+    from torchvision import transforms as T
+
+    from pokedemo.data import load_image, scan_dataset, split_dataset
+    from pokedemo.models import build_classifier
+
+    torch.manual_seed(seed)
+    dataset = scan_dataset(data)
+    split = split_dataset(dataset, (0.6, 0.2, 0.2), seed)
+    model = build_classifier(backbone, len(dataset.classes), pretrained)  # normalises inside, like Normalize()
+    train_tf = T.Compose([T.Resize((280, 280)), T.RandomRotation(15), T.CenterCrop(224), T.ToTensor()])
+    eval_tf = T.Compose([T.Resize((280, 280)), T.CenterCrop(224), T.ToTensor()])
+
+    class Folder(TorchDataset):
+        def __init__(self, indices, transform):
+            self.items = [(dataset.records[i].path, dataset.records[i].label) for i in indices]
+            self.transform = transform
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            path, label = self.items[i]
+            return self.transform(load_image(path)), label
+
+    train_loader = DataLoader(Folder(split.train, train_tf), batch_size=32, shuffle=True)
+    val_loader = DataLoader(Folder(split.val, eval_tf), batch_size=32)
+    test_loader = DataLoader(Folder(split.test, eval_tf), batch_size=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def accuracy(loader):
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
+        return correct / total
+
+    start, best_acc, best_state, history, seen = time.perf_counter(), -1.0, None, [], 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for x, y in train_loader:
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        val_acc = accuracy(val_loader)
+        history.append({"epoch": epoch, "val_acc": val_acc, "elapsed": time.perf_counter() - start})
+        if val_acc > best_acc:
+            best_acc, best_state = val_acc, {k: v.clone() for k, v in model.state_dict().items()}
+    train_seconds = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    test_acc = accuracy(test_loader)
+    return {"test_acc": test_acc, "best_val_acc": best_acc, "final_val_acc": history[-1]["val_acc"],
+            "seconds": time.perf_counter() - start, "images_per_sec": seen / train_seconds, "history": history}
+
+
+def pokedemo_loop(data: str, backbone: str, pretrained: bool, seed: int, out: str) -> dict[str, Any]:
+    """pokedemo's default training, exactly what the app's Train button runs (TrainConfig defaults)."""
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import EpochEnd, Finished
+    from pokedemo.train import train
+
+    config = TrainConfig(backbone=backbone, pretrained=pretrained, seed=seed)
+    start, final, rates = time.perf_counter(), None, []
+    for event in train(config, data, out):
+        if isinstance(event, EpochEnd):
+            rates.append(event.images_per_sec)
+        final = event
+    if not isinstance(final, Finished):
+        return {"error": getattr(final, "message", "did not finish")}
+    history = [{"epoch": h["epoch"], "val_acc": h["val_acc"], "elapsed": h["elapsed"]} for h in final.history]
+    return {"test_acc": final.test_acc, "best_val_acc": final.best_val_acc, "final_val_acc": history[-1]["val_acc"],
+            "seconds": time.perf_counter() - start, "images_per_sec": sum(rates) / len(rates), "history": history}
+
+
+def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one row in a fresh subprocess so its peak memory and warm-up are its own."""
+    cmd = [sys.executable, "-m", "pokedemo.bench", "--data", args.data, "--seed", str(args.seed),
+           "--ref-epochs", str(args.ref_epochs), "--out", args.out, "--one-row", name]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return {"row": name, "error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return {"row": name, **json.loads(lines[-1])}
+
+
+def one_row(name: str, args: argparse.Namespace) -> None:
+    loop, backbone, pretrained = ROWS[name]
+    try:
+        if loop == "reference":
+            result = reference_loop(args.data, backbone, pretrained, args.ref_epochs, args.seed)
+        else:
+            result = pokedemo_loop(args.data, backbone, pretrained, args.seed, args.out)
+    except Exception as exc:  # noqa: BLE001 - a row that cannot run (e.g. no weights offline) is reported
+        result = {"error": " ".join(str(exc).split())}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def seconds_to_reach(history: list[dict[str, Any]], target: float) -> float | None:
+    return next((h["elapsed"] for h in history if h["val_acc"] >= target), None)
+
+
+def add_comparisons(rows: list[dict[str, Any]]) -> None:
+    """Time to reach the matching reference row's final val accuracy, and speed-up over it."""
+    by_name = {r["row"]: r for r in rows}
+    for row in rows:
+        if "error" in row:
+            continue
+        reference = by_name.get(row["row"].replace("pokedemo-", "reference-"))
+        if reference and "error" not in reference:
+            target = reference["final_val_acc"]
+            row["target_val_acc"] = target
+            row["seconds_to_target"] = seconds_to_reach(row["history"], target)
+            row["speedup_vs_reference"] = round(reference["seconds"] / row["seconds"], 2)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = (f"{'row':<42}{'test acc':>9}{'best val':>9}{'wall s':>8}{'s to ref val':>13}"
+              f"{'img/s':>8}{'peak MB':>9}{'speed-up':>9}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['row']:<42} skipped: {r['error'][:90]}")
+            continue
+        reach = r.get("seconds_to_target")
+        lines.append(
+            f"{r['row']:<42}{r['test_acc']:>9.1%}{r['best_val_acc']:>9.1%}{r['seconds']:>8.1f}"
+            f"{(f'{reach:.1f}' if reach is not None else 'never' if 'target_val_acc' in r else '-'):>13}"
+            f"{r['images_per_sec']:>8.1f}{r['peak_rss_mb']:>9.0f}"
+            f"{(str(r['speedup_vs_reference']) + 'x') if 'speedup_vs_reference' in r else '-':>9}"
+        )
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}, cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pokedemo.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=os.environ.get("POKEDEMO_DATA", "../shared/data/pokemon"))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS)[:4], choices=list(ROWS), help="Rows to run.")
+    parser.add_argument("--ref-epochs", type=int, default=10, help="Epochs of the reference loop (tutorial: 10).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench-out", help="Where the benchmark's runs are written.")
+    parser.add_argument("--json", default=None, metavar="FILE", help="Also write the table as JSON.")
+    parser.add_argument("--one-row", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one_row:
+        one_row(args.one_row, args)
+        return 0
+    rows = []
+    for name in args.rows:
+        print(f"running {name} …", file=sys.stderr, flush=True)
+        rows.append(run_row(name, args))
+    add_comparisons(rows)
+    print(f"machine: {machine_description()}")
+    print(f"command: python -m pokedemo.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
