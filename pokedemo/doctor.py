@@ -101,6 +101,8 @@ def _split_summary(dataset: data.Dataset) -> dict[str, Any]:
         "groups_kept_whole": len(dataset.near_groups),
         "images_in_groups": sum(len(g) for g in dataset.near_groups),
     }
+    if len(dataset.classes) < 2:
+        return {**summary, "error": "training needs at least 2 class folders"}
     try:
         data._check_splittable(dataset)  # the same check training applies, as a message instead of a raise
     except data.DatasetError as exc:
@@ -117,8 +119,6 @@ def _split_summary(dataset: data.Dataset) -> dict[str, Any]:
 
 def _warnings(report: dict[str, Any]) -> list[str]:
     counts, out = report["classes"], []
-    if len(counts) < 2:
-        out.append(f"only {len(counts)} class folder(s); training needs at least 2")
     if report["imbalanced"] and counts:
         low = min(counts, key=counts.get)
         high = max(counts, key=counts.get)
@@ -138,8 +138,8 @@ def _warnings(report: dict[str, Any]) -> list[str]:
 
 def format_doctor(report: dict[str, Any]) -> str:
     """Plain-text report for the terminal."""
-    lines = [f"dataset {report['root']}: {report['n_images']} readable images in {len(report['classes'])} "
-             f"classes ({report['seconds']:.2f}s)"]
+    lines = [(f"dataset {report['root']}: {report['n_images']} readable images in {len(report['classes'])} "
+              f"classes ({report['seconds']:.2f}s)")]
     width = max([len(c) for c in report["classes"]] + [5])
     lines += [f"  {name:<{width}} {n:>6}" for name, n in report["classes"].items()]
     lines += _facts_lines(report)
@@ -197,8 +197,8 @@ def split_sentence(split: dict[str, Any]) -> str:
 
 def doctor_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown for the Train tab's panel."""
-    lines = [f"**{report['n_images']} images in {len(report['classes'])} classes** "
-             f"(checked in {report['seconds']:.1f}s)", ""]
+    lines = [(f"**{report['n_images']} images in {len(report['classes'])} classes** "
+              f"(checked in {report['seconds']:.1f}s)"), ""]
     lines += ["| class | images |", "|---|---:|"]
     lines += [f"| {name} | {n} |" for name, n in report["classes"].items()]
     sizes = report["sizes"]
@@ -207,8 +207,8 @@ def doctor_markdown(report: dict[str, Any]) -> str:
         f"- formats: {_counts(report['formats'])}; modes: {_counts(report['modes'])}",
         "- sizes: width {min}–{max} (median {median:g}), ".format(**sizes["width"])
         + "height {min}–{max} (median {median:g})".format(**sizes["height"]),
-        f"- exact duplicate groups: {len(report['exact_duplicate_groups'])}; near-duplicate groups: "
-        f"{len(report['near_duplicate_groups'])}; label conflicts: {len(report['conflict_groups'])}",
+        (f"- exact duplicate groups: {len(report['exact_duplicate_groups'])}; near-duplicate groups: "
+         f"{len(report['near_duplicate_groups'])}; label conflicts: {len(report['conflict_groups'])}"),
         f"- {split_sentence(report['split'])}",
     ]
     if report["unreadable"]:

@@ -177,6 +177,7 @@ def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:
     probs = predictor.probabilities(cached_tensors(dataset, indices, predictor.image_size))
     predictions = probs.argmax(1).tolist()
     report = classification_report(targets, predictions, predictor.classes)
+    report["root"] = str(dataset.root)  # lets reports and galleries find the images again
     report["items"] = [
         {"path": dataset.records[i].rel_path, "true": predictor.classes[t], "pred": predictor.classes[p],
          "prob": round(float(probs[j, p]), 6)}

@@ -106,7 +106,9 @@ def _cell_colour(fraction: float, diagonal: bool) -> tuple[int, int, int]:
     """White → blue for correct predictions, white → red for mistakes, by share of the true class's images
     (so small and big classes compare); errors stand out even when counts are small."""
     end = (33, 102, 172) if diagonal else (203, 24, 29)
-    f = max(0.0, min(1.0, fraction)) ** 0.7  # lift small shares off white so a single mistake is visible
+    f = max(0.0, min(1.0, fraction)) ** 0.7
+    if fraction > 0:
+        f = max(f, 0.3)  # lift small shares off white so a single mistake is visible
     return tuple(round(255 + (e - 255) * f) for e in end)
 
 
@@ -126,9 +128,12 @@ def confusion_image(report: dict[str, Any]) -> Image.Image:
     rotate = max(_text_width(probe, c, label_font) for c in classes) > cell - 8
     top_h = label_w if rotate else label_font.size + 12
     left, top = label_w + label_font.size + 16, top_h + 2 * label_font.size + 28
-    img = Image.new("RGB", (left + n * cell + 16, top + n * cell + 16), "white")
+    title = f"accuracy {report.get('accuracy', 0):.1%} on {report.get('n', 0)} images"
+    title_x = max(left + n * cell / 2, _text_width(probe, title, label_font) / 2 + 12)  # never off the left
+    width = max(left + n * cell + 16, int(title_x + _text_width(probe, title, label_font) / 2) + 12)
+    img = Image.new("RGB", (width, top + n * cell + 16), "white")
     draw = ImageDraw.Draw(img)
-    _draw_titles(img, draw, report, left, top, n * cell, label_font)
+    _draw_titles(img, draw, title, title_x, top, n * cell, label_font)
     for j, name in enumerate(classes):  # predicted class names above the columns
         _column_label(img, name, left + j * cell + cell // 2, top - 6, label_font, rotate)
     for i, name in enumerate(classes):
@@ -140,11 +145,10 @@ def confusion_image(report: dict[str, Any]) -> Image.Image:
     return img
 
 
-def _draw_titles(img: Image.Image, draw: ImageDraw.ImageDraw, report: dict[str, Any], left: int, top: int,
+def _draw_titles(img: Image.Image, draw: ImageDraw.ImageDraw, title: str, centre_x: float, top: int,
                  grid: int, fnt) -> None:
-    title = f"accuracy {report.get('accuracy', 0):.1%} on {report.get('n', 0)} images"
-    draw.text((left + grid / 2, 6), title, fill="black", font=fnt, anchor="ma")
-    draw.text((left + grid / 2, fnt.size + 14), "predicted class", fill=(80, 80, 80), font=fnt, anchor="ma")
+    draw.text((centre_x, 6), title, fill="black", font=fnt, anchor="ma")
+    draw.text((centre_x, fnt.size + 14), "predicted class", fill=(80, 80, 80), font=fnt, anchor="ma")
     axis = _text_image("true class", fnt, (80, 80, 80)).rotate(90, expand=True)
     img.paste(axis, (4, top + grid // 2 - axis.height // 2))
 

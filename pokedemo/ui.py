@@ -15,6 +15,7 @@ every batch; the engine then saves the best checkpoint so far and reports ``Canc
 from __future__ import annotations
 
 import html
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ from pokedemo.events import (  # noqa: E402
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
 )
+
+_log = logging.getLogger(__name__)
 
 QUEUE_MAX_SIZE = 32                 # waiting requests of all kinds; more are refused with "queue full"
 PREDICT_CONCURRENCY = 4             # predictions answered in parallel (each holds the Predictor lock briefly)
@@ -159,20 +162,34 @@ class RunView:
                             "metric": metric, "split": split})
 
 
-SERIES_NAMES = {
-    ("loss", "batch"): "train loss (single batches)", ("loss", "train"): "train loss (epoch)",
-    ("loss", "val"): "validation loss", ("accuracy", "train"): "train accuracy",
-    ("accuracy", "val"): "validation accuracy",
+SERIES_NAMES = {  # short: the legend sits under a narrow chart whose title names the metric
+    ("loss", "batch"): "train (each batch)", ("loss", "train"): "train (epoch)", ("loss", "val"): "validation",
+    ("accuracy", "train"): "train", ("accuracy", "val"): "validation",
 }
+
+
+LOSS_SERIES = [SERIES_NAMES[("loss", split)] for split in ("batch", "train", "val")]
+ACCURACY_SERIES = [SERIES_NAMES[("accuracy", split)] for split in ("train", "val")]
+
+
+def series_frame(rows: list[dict[str, Any]], series: list[str]) -> pd.DataFrame:
+    """Plot rows plus an empty (NaN) row for every series without points yet.
+
+    A LinePlot fixes its colours and legend from the series in the first data it draws (Gradio 6.31), so every
+    series has to be there from the start; NaN points are not drawn.
+    """
+    present = {row["series"] for row in rows}
+    missing = [{"epoch": 0.0, "value": float("nan"), "series": name} for name in series if name not in present]
+    return pd.DataFrame(rows + missing, columns=PLOT_COLUMNS)
 
 
 def curve_frames(points: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(loss, accuracy) frames for gr.LinePlot: columns epoch, value, series."""
     frames = []
-    for metric in ("loss", "accuracy"):
+    for metric, series in (("loss", LOSS_SERIES), ("accuracy", ACCURACY_SERIES)):
         rows = [{"epoch": p["epoch"], "value": p["value"], "series": SERIES_NAMES[(metric, p["split"])]}
                 for p in points if p["metric"] == metric]
-        frames.append(pd.DataFrame(rows, columns=PLOT_COLUMNS))
+        frames.append(series_frame(rows, series))
     return frames[0], frames[1]
 
 
@@ -182,7 +199,7 @@ def compare_frames(points: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataF
            for p in points if p["metric"] == "accuracy" and p["split"] == "val"]
     loss = [{"epoch": p["epoch"], "value": p["value"], "series": p["run"]}
             for p in points if p["metric"] == "loss" and p["split"] == "train"]
-    return pd.DataFrame(acc, columns=PLOT_COLUMNS), pd.DataFrame(loss, columns=PLOT_COLUMNS)
+    return series_frame(acc, list(RUN_LABELS)), series_frame(loss, list(RUN_LABELS))
 
 
 @dataclass
@@ -277,7 +294,7 @@ def results_markdown(final: Event | None) -> str:
         return (f"### Test accuracy: {percent(final.test_acc)}\n"
                 f"on {final.test_metrics.get('n', '?')} held-out test images the model never saw while training · "
                 f"best epoch {final.best_epoch} (validation {percent(final.best_val_acc)}) · "
-                f"{format_duration(final.seconds)}\n\n"
+                f"took {format_duration(final.seconds)}\n\n"
                 f"Saved as `{name}` — now selected in the **Predict** tab.")
     if isinstance(final, Cancelled):
         extra = " It is selected in the **Predict** tab." if final.run_dir else ""
@@ -293,6 +310,9 @@ def epochs_to_90_text(value: int | None, epochs: int | None = None) -> str:
     return str(value)
 
 
+COMPARE_COLUMNS = ["run", "test accuracy", "best val accuracy", "wall time", "epochs to 90% val"]
+
+
 def compare_table(results: dict[str, dict[str, Any]], epochs: int | None = None) -> pd.DataFrame:
     rows = []
     for run, summary in results.items():
@@ -304,8 +324,7 @@ def compare_table(results: dict[str, dict[str, Any]], epochs: int | None = None)
                      "best val accuracy": percent(summary["best_val_acc"]),
                      "wall time": format_duration(summary["seconds"]),
                      "epochs to 90% val": epochs_to_90_text(summary.get("epochs_to_90"), epochs)})
-    return pd.DataFrame(rows, columns=["run", "test accuracy", "best val accuracy", "wall time",
-                                       "epochs to 90% val"])
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
 def compare_takeaway(results: dict[str, dict[str, Any]], epochs: int) -> str:
@@ -646,11 +665,11 @@ class DemoApp:
         accuracy, loss = map(plot_value, compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in RUN_LABELS]
-        summary = compare_takeaway(results, epochs) if results else (f"⚠️ {view.message()}" if done and
-                                                                       view.message() else "")
+        problem = view.message() if done else None
+        summary = compare_takeaway(results, epochs) if results else (f"⚠️ {problem}" if problem else "")
         return (
             progress_html(view.fraction, view.status), accuracy, loss, "\n".join(view.log), summary,
-            compare_table(results, epochs) if results else _empty_frame(list(compare_table({}).columns)),
+            compare_table(results, epochs) if results else _empty_frame(COMPARE_COLUMNS),
             compare_confusions(results) if results else "",
             *(self._select_checkpoints(*runs) if done else (gr.skip(),) * 3),
         )
@@ -790,6 +809,7 @@ def friendly_error(exc: BaseException) -> str:
         return f"This file cannot be used as an image: {exc}"
     if isinstance(exc, (CheckpointError, DatasetError, ValueError, OSError)):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    _log.error("unexpected error in the app", exc_info=exc)  # a bug: keep the traceback for the server log
     return f"unexpected error ({type(exc).__name__}: {exc})"
 
 
@@ -818,9 +838,8 @@ INTRO = """# Pokédemo — teach a network to recognise Pokémon
 watch it learn. ② **Predict**: show it any picture. ③ **Compare**: the same network starting from ImageNet
 weights vs. from random weights."""
 
-LOSS_COLOURS = {"train loss (single batches)": "#fdba74", "train loss (epoch)": "#ea580c",
-                "validation loss": "#2563eb"}
-ACCURACY_COLOURS = {"train accuracy": "#ea580c", "validation accuracy": "#2563eb"}
+LOSS_COLOURS = {"train (each batch)": "#fdba74", "train (epoch)": "#ea580c", "validation": "#2563eb"}
+ACCURACY_COLOURS = {"train": "#ea580c", "validation": "#2563eb"}
 RUN_COLOURS = {"pretrained": "#ea580c", "scratch": "#6b7280"}
 CSS = ".pd-confusion table th { font-weight: 600; }"
 
@@ -832,8 +851,8 @@ def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] 
 
 
 def plot_value(frame: pd.DataFrame) -> pd.DataFrame | None:
-    """What a LinePlot is sent: None until there is a point (see ``_plot``)."""
-    return frame if len(frame) else None
+    """What a LinePlot is sent: None until there is a real point (see ``_plot``)."""
+    return frame if frame["value"].notna().any() else None
 
 
 def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -872,10 +891,10 @@ def _options_panel(ui: dict[str, Any]) -> None:
 
 def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
     with gr.Row():
-        with gr.Column(scale=2, min_width=340):
+        with gr.Column(scale=1, min_width=340):
             _dataset_panel(app, ui)
             _options_panel(ui)
-        with gr.Column(scale=3):
+        with gr.Column(scale=2):  # wide, so both charts and their legends fit side by side
             gr.Markdown("### 3 · Watch it learn")
             ui["progress"] = gr.HTML(progress_html(0, "Not started: choose a dataset, then press ▶ Train."))
             with gr.Row():
@@ -901,9 +920,10 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
         with gr.Column():
             with gr.Row(equal_height=True):
                 ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
-                                               label="Model (your trained runs, newest first)",
-                                               allow_custom_value=True)
-                ui["refresh"] = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100)
+                                               label="Model", allow_custom_value=True,
+                                               info="Your trained runs, newest first, with their test accuracy "
+                                                    "(↻ re-reads the list).")
+                ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
             # Issue 4 adds the "Push to Hub" accordion here, under the checkpoint picker.
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")

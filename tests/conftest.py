@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# One intra-op thread per process in tests: on a 2-core machine shared with other processes (browser, app
+# server threads, subprocesses), 2 torch threads contend and run 10-40x slower. Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) without an installed package
     sys.path.insert(0, str(REPO_ROOT))

@@ -100,6 +100,13 @@ def test_imbalance_and_too_small_class_are_reported_not_raised(tiny_dataset, tmp
     assert "cannot split" in doctor.format_doctor(report)
 
 
+def test_single_class_is_reported(tiny_dataset, tmp_path):
+    report = doctor.diagnose(tiny_dataset(tmp_path / "one", classes=("only",)))
+    assert report["classes"] == {"only": 8}
+    assert "at least 2 class folders" in report["split"]["error"]
+    assert any("at least 2 class folders" in w for w in report["warnings"])
+
+
 def test_not_a_dataset_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError):
         doctor.diagnose(tmp_path / "missing")
@@ -124,7 +131,7 @@ def test_text_markdown_and_conflict_thumbnails(sick_dataset):
 def test_cli_json_on_shared_pokemon_data(pokemon_dir):
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pokedemo", "doctor", "--data", str(pokemon_dir), "--json"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=False)
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # exactly one JSON object on stdout

@@ -136,9 +136,9 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
     progress, loss, accuracy, log, results, per_class, confusion, predict_pick, pick_a, pick_b = final
     assert "Test accuracy" in results and "Predict" in results
     assert "test accuracy" in progress
-    assert {row[2] for row in accuracy["data"]} == {"train accuracy", "validation accuracy"}
-    assert [row[0] for row in accuracy["data"] if row[2] == "validation accuracy"] == [1.0, 2.0]
-    assert "validation loss" in {row[2] for row in loss["data"]}
+    assert {row[2] for row in accuracy["data"]} == {"train", "validation"}
+    assert [row[0] for row in accuracy["data"] if row[2] == "validation"] == [1.0, 2.0]
+    assert {row[2] for row in loss["data"]} == {"train (each batch)", "train (epoch)", "validation"}
     assert "epoch 2/2" in log
     assert [row[0] for row in per_class["data"]] == ["a", "b", "c"]
     assert "true ↓" in confusion
@@ -310,8 +310,8 @@ def test_run_view_turns_events_into_curves_progress_and_log():
         view.update(event)
     loss, accuracy = ui.curve_frames(view.points)
     assert list(accuracy.columns) == ui.PLOT_COLUMNS
-    assert accuracy[accuracy.series == "validation accuracy"].value.tolist() == [0.66, 1.0]
-    assert loss[loss.series == "train loss (single batches)"].epoch.tolist() == [0.5, 1.0]
+    assert accuracy[accuracy.series == "validation"].value.tolist() == [0.66, 1.0]
+    assert loss[loss.series == "train (each batch)"].epoch.tolist() == [0.5, 1.0]
     assert view.fraction == 1.0 and view.final is events[-1] and view.run_dir == "/runs/x"
     assert any(line.startswith("epoch 2/2") for line in view.log) and "Decoding 24 images" in view.log
     assert ui.plot_value(accuracy) is accuracy and ui.plot_value(ui.curve_frames([])[0]) is None
@@ -338,7 +338,10 @@ def test_compare_view_colours_curves_by_run():
     view.update(Tagged("scratch", _run_events("/runs/s")[2]))
     assert view.fraction == pytest.approx(0.5 + 0.25 / 2)
     accuracy, loss = ui.compare_frames(view.points)
-    assert set(accuracy.series) == {"pretrained"} and set(loss.series) == {"pretrained"}
+    assert set(accuracy.dropna().series) == {"pretrained"} and set(loss.dropna().series) == {"pretrained"}
+    # scratch is already in the legend (a NaN row), so the chart's colours stay fixed when its points arrive
+    assert set(accuracy.series) == {"pretrained", "scratch"}
+    assert accuracy[accuracy.series == "scratch"].value.isna().all()
     results = {
         "pretrained": {"status": "finished", "test_acc": 0.9, "best_val_acc": 0.95, "seconds": 61,
                        "epochs_to_90": 1, "classes": ["a", "b"], "confusion": [[2, 0], [0, 2]]},
