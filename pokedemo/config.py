@@ -29,7 +29,7 @@ class TrainConfig:
         "finetune", "finetune: train all layers; linear: freeze the backbone, train only the new head.",
         choices=STRATEGIES,
     )
-    epochs: int = _opt(6, "Passes over the training split.")
+    epochs: int = _opt(4, "Passes over the training split.")
     batch_size: int = _opt(32, "Images per optimisation step.")
     lr: float = _opt(2e-3, "Peak learning rate of the new head (AdamW, warm-up then cosine decay).")
     backbone_lr_scale: float = _opt(
