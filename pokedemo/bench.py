@@ -174,6 +174,56 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
+    """End-to-end predict latency (decode + preprocess + forward) on a ~1000 px JPEG, model loaded once."""
+    import io
+    import statistics
+
+    from PIL import Image
+
+    from pokedemo.predict import get_predictor
+
+    start = time.perf_counter()
+    predictor = get_predictor(checkpoint)
+    load_seconds = time.perf_counter() - start
+    gradient = Image.linear_gradient("L").resize((1000, 750)).convert("RGB")
+    buffer = io.BytesIO()
+    gradient.save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    predictor.predict(data)  # warm-up: first call allocates
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predictor.predict(data)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"load_s": round(load_seconds, 3), "p50_ms": round(statistics.median(times), 1),
+            "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1), "image": "1000x750 JPEG", "n": repeats}
+
+
+def bench_app_start(port: int = 7861, timeout: float = 60.0) -> dict[str, Any]:
+    """Seconds from `python app.py` to the first successful HTTP answer."""
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port)], cwd=root, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - start < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        return {"first_response_s": round(time.perf_counter() - start, 2)}
+            except OSError:
+                time.sleep(0.1)
+        return {"error": f"no answer within {timeout:.0f}s"}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def machine_description() -> str:
     import torch
 
@@ -189,8 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench-out", help="Where the benchmark's runs are written.")
     parser.add_argument("--json", default=None, metavar="FILE", help="Also write the table as JSON.")
+    parser.add_argument("--predict", metavar="CKPT", default=None,
+                        help="Instead of training rows: predict latency with this checkpoint, and app start-up time.")
     parser.add_argument("--one-row", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.predict:
+        print(f"machine: {machine_description()}")
+        print(f"predict: {json.dumps(bench_predict(args.predict))}")
+        print(f"app start: {json.dumps(bench_app_start())}")
+        return 0
     if args.one_row:
         one_row(args.one_row, args)
         return 0

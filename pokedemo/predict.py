@@ -72,7 +72,9 @@ class Predictor:
 
         Raises ImageLoadError (one line) for anything that is not a usable image.
         """
-        image = load_image(source)
+        # Decoding at most 3x the model's resolution lets libjpeg skip most of a big JPEG's pixels (draft mode)
+        # while image_to_tensor still downsamples with antialiasing, as in training.
+        image = load_image(source, max_side=3 * self.image_size)
         tensor = image_to_tensor(image, self.image_size).unsqueeze(0)
         probs = self.probabilities(tensor)[0]
         k = max(1, min(top_k, len(self.classes)))

@@ -14,6 +14,7 @@ every batch; the engine then saves the best checkpoint so far and reports ``Canc
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import os
@@ -492,14 +493,17 @@ def checkpoint_choices(root: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
-    """The run directory ``spec`` if it lies inside ``root``; the app never loads files from elsewhere."""
+    """The run directory ``spec`` (absolute, relative to the working directory, or a run name under ``root``)
+    if it lies inside ``root``; the app never loads files from elsewhere."""
     from pokedemo.checkpoint import CheckpointError
 
+    root_dir = Path(root).resolve()
     path = Path(spec).expanduser()
-    path = (path if path.is_absolute() else Path(root) / path).resolve()
-    if not path.is_relative_to(Path(root).resolve()):
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root_dir / path]
+    inside = [c.resolve() for c in candidates if c.resolve().is_relative_to(root_dir)]
+    if not inside:
         raise CheckpointError(f"{spec} is not one of this app's checkpoints")
-    return path
+    return next((c for c in inside if c.exists()), inside[-1])
 
 
 # ---------------------------------------------------------------------------------------- job control
@@ -693,15 +697,18 @@ class DemoApp:
         return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
                      for value in current)
 
-    def predict(self, image: str | None, checkpoint: str | None):
-        """(label confidences, caption) for gr.Label; a friendly caption instead of any error."""
+    def predict(self, image: dict | str | None, checkpoint: str | None):
+        """(label confidences, caption) for gr.Label; a friendly caption instead of any error.
+
+        ``image`` is gr.Image's raw value (the event does not preprocess, see ``_wire_checkpoints``).
+        """
         if not checkpoint:
             return None, NO_CHECKPOINT
         if not image:
             return None, "Upload an image, use the webcam or paste one — or click an example."
         try:
             predictor = self._predictor(checkpoint)
-            return predictor.predict_dict(image), model_caption(predictor)
+            return predictor.predict_dict(image_source(image)), model_caption(predictor)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never an error page
             message = friendly_error(exc)
             gr.Warning(message)
@@ -749,6 +756,17 @@ class DemoApp:
         """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
         summary = summarise_dataset(folder, seed, img_size) if (folder or "").strip() else NO_DATASET
         return (summary, *self.refresh(*current))
+
+
+def image_source(value: dict | str | None) -> str | bytes | None:
+    """The file path (or, for a data: URL, the bytes) inside gr.Image's raw value; uploads were already moved
+    into Gradio's cache and checked by Gradio before the handler runs."""
+    if not isinstance(value, dict):
+        return value or None
+    url = value.get("url") or ""
+    if url.startswith("data:"):
+        return base64.b64decode(url.split(",", 1)[-1])  # binascii.Error is a ValueError: a friendly message
+    return value.get("path")
 
 
 def _drive(events: Iterator[Event], view: RunView | CompareView, stop: threading.Event) -> Iterator[None]:
@@ -814,23 +832,6 @@ def friendly_error(exc: BaseException) -> str:
 
 
 # -------------------------------------------------------------------------------------------- layout
-
-
-class RawImage(gr.Image):
-    """gr.Image whose upload reaches the handler as the file path, unopened.
-
-    gr.Image opens every upload with PIL before the handler runs, so an empty or non-image file, or a
-    decompression bomb, would fail inside Gradio with a generic error. This way every file goes through the
-    one loader of ``pokedemo.data``, which answers with a clear message.
-    """
-
-    def get_block_name(self) -> str:
-        return "image"  # the same browser component as gr.Image
-
-    def preprocess(self, payload):
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return super().preprocess(payload)
 
 
 INTRO = """# Pokédemo — teach a network to recognise Pokémon
@@ -911,12 +912,13 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
     choices = checkpoint_choices(app.checkpoint_root)
     with gr.Row():
         with gr.Column():
-            ui["image"] = RawImage(sources=["upload", "webcam", "clipboard"], type="filepath", label="Your image",
+            ui["image"] = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Your image",
                                    height=340, elem_id="predict-image")
             examples = example_images(app.data_dir)
             if examples:
-                gr.Examples([[p] for p in examples], inputs=[ui["image"]], label="Examples from the dataset "
-                            "(probably seen in training — try your own pictures too)")
+                gr.Examples([[p] for p in examples], inputs=[ui["image"]], elem_id="predict-examples",
+                            label="Examples from the dataset (probably seen in training — try your own pictures "
+                                  "too)")
         with gr.Column():
             with gr.Row(equal_height=True):
                 ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
@@ -997,9 +999,12 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
 def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
     pickers = _pick(ui, CHECKPOINT_PICKERS)
     ui["refresh"].click(app.refresh, pickers, pickers, api_name="refresh_checkpoints", concurrency_limit=None)
+    # preprocess=False: gr.Image would open every upload with PIL first, so an empty or non-image file or a
+    # decompression bomb would fail inside Gradio with a generic error; the handler gets the raw upload and the
+    # one loader of pokedemo.data answers with a clear message instead.
     gr.on([ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
           [ui["label"], ui["caption"]], api_name="predict", concurrency_limit=PREDICT_CONCURRENCY,
-          concurrency_id="predict", show_progress="minimal")
+          concurrency_id="predict", show_progress="minimal", preprocess=False)
     ui["evaluate"].click(app.compare_checkpoints, [ui["ckpt_a"], ui["ckpt_b"], ui["data_dir"]],
                          _pick(ui, ("eval_caption", "eval_table", "eval_confusions")),
                          api_name="compare_checkpoints", concurrency_limit=1, concurrency_id="evaluate")

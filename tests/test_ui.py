@@ -278,6 +278,20 @@ def test_checkpoint_refresh_lists_new_runs(served, client):
 # ------------------------------------------------------------------------------------------ pure helpers
 
 
+def test_importing_the_app_writes_nothing_into_the_package():
+    # Gradio writes a .pyi stub beside any module that defines a Component subclass; ui.py must define none.
+    assert not Path(ui.__file__).with_suffix(".pyi").exists()
+
+
+def test_image_source_reads_gradios_raw_image_value():
+    import base64
+
+    assert ui.image_source({"path": "/tmp/gradio/x.png", "url": "http://h/file=x.png"}) == "/tmp/gradio/x.png"
+    data_url = "data:image/png;base64," + base64.b64encode(b"abc").decode()
+    assert ui.image_source({"path": None, "url": data_url}) == b"abc"
+    assert ui.image_source("/a.png") == "/a.png" and ui.image_source(None) is None and ui.image_source("") is None
+
+
 def test_format_duration_and_percent():
     assert ui.format_duration(42) == "0:42"
     assert ui.format_duration(3723) == "1:02:03"
@@ -401,13 +415,15 @@ def test_make_config_converts_widget_values():
     assert config.strategy == "linear" and config.pretrained is True
 
 
-def test_checkpoints_outside_the_root_are_refused(tmp_path):
+def test_checkpoints_outside_the_root_are_refused(tmp_path, monkeypatch):
     from pokedemo.checkpoint import CheckpointError
 
     root = tmp_path / "runs"
     (root / "one").mkdir(parents=True)
     assert ui.checkpoint_inside(root, str(root / "one")) == (root / "one").resolve()
     assert ui.checkpoint_inside(root, "one") == (root / "one").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert ui.checkpoint_inside("runs", "runs/one") == (root / "one").resolve()  # relative to the working dir
     for outside in ("/etc", str(root / ".." / "x"), "../x"):
         with pytest.raises(CheckpointError):
             ui.checkpoint_inside(root, outside)
