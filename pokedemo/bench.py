@@ -146,9 +146,9 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
     """Time to reach the matching reference row's final val accuracy, and speed-up over it."""
     by_name = {r["row"]: r for r in rows}
     for row in rows:
-        if "error" in row:
+        if "error" in row or not row["row"].startswith("pokedemo-"):
             continue
-        reference = by_name.get(row["row"].replace("pokedemo-", "reference-"))
+        reference = by_name.get(row["row"].replace("pokedemo-", "reference-", 1))
         if reference and "error" not in reference:
             target = reference["final_val_acc"]
             row["target_val_acc"] = target

@@ -35,6 +35,7 @@ import pandas as pd  # noqa: E402
 
 from pokedemo.config import TrainConfig, default_checkpoint_root  # noqa: E402
 from pokedemo.data import IMAGE_EXTENSIONS  # noqa: E402
+from pokedemo import ui_helpers as helpers  # noqa: E402
 from pokedemo.events import (  # noqa: E402
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
@@ -573,6 +574,10 @@ class DemoApp:
         self.checkpoint_root = str(checkpoint_root)
         self.data_dir = data_dir
         self.jobs = JobRegistry()
+        self.hub_choices: list[tuple[str, str]] = []  # models loaded from the Hub, listed after local runs
+
+    def choices(self) -> list[tuple[str, str]]:
+        return checkpoint_choices(self.checkpoint_root) + self.hub_choices
 
     # ---- dataset
 
@@ -661,9 +666,18 @@ class DemoApp:
             progress_html(view.fraction, view.status), loss, accuracy, "\n".join(view.log),
             results_markdown(view.final) if done else "",
             per_class_frame(report) if report else _empty_frame(PER_CLASS_COLUMNS),
-            confusion_html(report, "Confusion matrix (test set)") if report else "",
+            confusion_picture(report),
+            *(self._errors_of(view.run_dir) if report else ("", [])),
             *(self._select_checkpoints(view.run_dir) if done else (gr.skip(),) * 3),
         )
+
+    def _errors_of(self, run_dir: str | None) -> tuple[str, list]:
+        """(caption, gallery) of the test images a finished run gets wrong."""
+        try:
+            report = helpers.test_report(self._predictor(run_dir), None)
+            return helpers.errors_caption(report), helpers.errors_items(report)
+        except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
+            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
 
     def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False) -> tuple:
         accuracy, loss = map(plot_value, compare_frames(view.points))
@@ -680,7 +694,7 @@ class DemoApp:
 
     def _select_checkpoints(self, first: str | None, second: str | None = None) -> tuple:
         """Dropdown updates after a run: the new run selected in Predict (and in Compare A/B)."""
-        choices = checkpoint_choices(self.checkpoint_root)
+        choices = self.choices()
         known = {value for _, value in choices}
 
         def dropdown(run: str | None) -> gr.Dropdown:
@@ -692,7 +706,7 @@ class DemoApp:
 
     def refresh(self, *current: str | None) -> tuple:
         """Re-list checkpoints for each dropdown, keeping its selection when it still exists."""
-        choices = checkpoint_choices(self.checkpoint_root)
+        choices = self.choices()
         known = [value for _, value in choices]
         return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
                      for value in current)
@@ -715,8 +729,18 @@ class DemoApp:
             return None, f"⚠️ {message}"
 
     def _predictor(self, checkpoint: str):
+        from pokedemo.hub import download_for_ui, hub_cache_dir
         from pokedemo.predict import get_predictor
 
+        if helpers.hub_spec(checkpoint):  # a repo id typed into the picker
+            path, message = download_for_ui(checkpoint)
+            if path is None:
+                raise ValueError(message.removeprefix("❌ "))
+            return get_predictor(path)
+        # Only this app's runs and models downloaded from the Hub are loaded, never any other folder.
+        hub_cache = Path(hub_cache_dir()).resolve()
+        if Path(checkpoint).is_absolute() and Path(checkpoint).resolve().is_relative_to(hub_cache):
+            return get_predictor(Path(checkpoint).resolve())
         return get_predictor(checkpoint_inside(self.checkpoint_root, checkpoint))
 
     def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):
@@ -734,7 +758,7 @@ class DemoApp:
         predictors = [self._predictor(first), self._predictor(second)]
         if predictors[0].classes != predictors[1].classes:
             raise ValueError("these checkpoints were trained on different classes, so their test sets differ")
-        reports = [evaluate_split(p, data_root=_data_root_for(p, folder)) for p in predictors]
+        reports = [evaluate_split(p, data_root=helpers.data_root_for(p, folder)) for p in predictors]
         held_out = [{it["path"] for it in r["items"]} for r in reports]
         common = held_out[0] & held_out[1]
         if not common:
@@ -752,10 +776,80 @@ class DemoApp:
         return (caption, pd.DataFrame(rows, columns=CHECKPOINT_TABLE_COLUMNS),
                 f'<div style="display:flex;gap:24px;flex-wrap:wrap">{confusions}</div>')
 
+    # ---- seeing inside: doctor, mistakes, Grad-CAM
+
+    def doctor(self, folder: str | None):
+        """(report, conflict strips, accordion) of the Train tab's dataset doctor."""
+        text, strips = helpers.doctor_panel(folder)
+        warnings = text.count("⚠️")
+        title = DOCTOR_TITLE + (f" — ⚠️ {warnings} warning(s)" if warnings else "")
+        return text, gr.Gallery(value=strips, visible=bool(strips)), gr.Accordion(label=title)
+
+    def inspect(self, checkpoint: str | None, folder: str | None):
+        """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
+        empty = (None, _empty_frame(PER_CLASS_COLUMNS), [])
+        if not checkpoint:
+            return (NO_CHECKPOINT, *empty)
+        try:
+            predictor = self._predictor(checkpoint)
+            report = helpers.test_report(predictor, folder)
+        except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
+            return (f"⚠️ {friendly_error(exc)}", *empty)
+        return (helpers.errors_caption(report), confusion_picture(report), helpers.per_class_rows(report),
+                helpers.errors_items(report))
+
+    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
+        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
+        from pokedemo.gradcam import grad_cam
+
+        if not checkpoint or not image:
+            return None, "", gr.skip()
+        try:
+            predictor = self._predictor(checkpoint)
+            result = grad_cam(predictor, image_source(image), helpers.cam_target_value(target, predictor.classes))
+        except Exception as exc:  # noqa: BLE001 - the label's caption already explains unusable images
+            return None, f"⚠️ No heatmap: {friendly_error(exc)}", gr.skip()
+        choices = helpers.cam_choices(predictor.classes)
+        picker = gr.Dropdown(choices=choices, value=target if target in choices else helpers.TOP_CLASS)
+        return result.overlay, helpers.cam_caption(result), picker
+
+    # ---- the Hugging Face Hub
+
+    def load_from_hub(self, spec: str | None, token: str | None = None):
+        """Download a model by repo id and select it in the Predict picker; (message, picker)."""
+        from pokedemo.hub import download_for_ui
+
+        path, message = download_for_ui(spec, token or None)
+        if path is None:
+            return message, gr.skip()
+        choice = helpers.hub_choice(spec, path)
+        self.hub_choices = [c for c in self.hub_choices if c[1] != choice[1]] + [choice]
+        return message + " It is selected as the model above.", gr.Dropdown(choices=self.choices(), value=choice[1])
+
+    def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None):
+        """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
+        from pokedemo.hub import push_for_ui
+
+        if checkpoint:
+            try:
+                checkpoint = str(checkpoint_inside(self.checkpoint_root, checkpoint))
+            except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
+                return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
+        return push_for_ui(checkpoint, repo_id, bool(private), token or None)
+
     def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:
         """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
         summary = summarise_dataset(folder, seed, img_size) if (folder or "").strip() else NO_DATASET
         return (summary, *self.refresh(*current))
+
+
+def confusion_picture(report: dict[str, Any] | None):
+    """The confusion matrix as a PIL image (class names on both axes, counts, colour), None without a report."""
+    if not report:
+        return None
+    from pokedemo.report import confusion_image
+
+    return confusion_image(report)
 
 
 def image_source(value: dict | str | None) -> str | bytes | None:
@@ -801,14 +895,6 @@ def _notify(final: Event | None) -> None:
         _info(f"Training finished: test accuracy {percent(final.test_acc)}. The model is ready in Predict.")
 
 
-def _data_root_for(predictor, folder: str | None) -> str | None:
-    """The folder the checkpoint was trained on, else the Train tab's folder (e.g. a checkpoint from the Hub)."""
-    recorded = (predictor.checkpoint.config.get("dataset") or {}).get("root")
-    if recorded and Path(recorded).is_dir():
-        return recorded
-    return (folder or "").strip() or None
-
-
 def model_caption(predictor) -> str:
     config = predictor.checkpoint.config
     kind = "pretrained" if config.get("pretrained", True) else "from scratch"
@@ -842,7 +928,10 @@ weights vs. from random weights."""
 LOSS_COLOURS = {"train (each batch)": "#fdba74", "train (epoch)": "#ea580c", "validation": "#2563eb"}
 ACCURACY_COLOURS = {"train": "#ea580c", "validation": "#2563eb"}
 RUN_COLOURS = {"pretrained": "#ea580c", "scratch": "#6b7280"}
-CSS = ".pd-confusion table th { font-weight: 600; }"
+# Conflict strips are wide and short: without this the gallery gives each one a square cell of white space.
+CSS = (".pd-confusion table th { font-weight: 600; }\n"
+       "#doctor-conflicts .thumbnail-item { aspect-ratio: 3 / 1.2 !important; height: auto !important; }")
+DOCTOR_TITLE = "Dataset doctor: duplicates, label conflicts, odd files"  # no emoji: many fonts lack them
 
 
 def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] | None = None) -> gr.LinePlot:
@@ -863,7 +952,11 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     ui["scan"] = gr.Button("Scan folder", size="sm")
     ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")
     ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…")
-    # Issue 6 adds the "Dataset doctor" accordion here, under the summary.
+    with gr.Accordion(DOCTOR_TITLE, open=False, elem_id="doctor") as ui["doctor_box"]:
+        ui["doctor"] = gr.Markdown(helpers.DOCTOR_EMPTY, elem_id="doctor-report")
+        ui["conflicts"] = gr.Gallery(label="Label conflicts: one picture filed under two classes (folder under "
+                                           "each copy)", columns=1, height="auto", object_fit="contain",
+                                     visible=False, elem_id="doctor-conflicts")
 
 
 def _options_panel(ui: dict[str, Any]) -> None:
@@ -904,7 +997,13 @@ def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
             ui["results"] = gr.Markdown(elem_id="train-results")
             ui["per_class"] = gr.Dataframe(_empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics (test set)",
                                            interactive=False)
-            ui["confusion"] = gr.HTML()
+            ui["confusion"] = gr.Image(label="Confusion matrix (test set): rows = true class, columns = predicted",
+                                       type="pil", interactive=False, height=380, show_label=True,
+                                       elem_id="train-confusion")
+            gr.Markdown("### 4 · Where does it go wrong?")
+            ui["errors_caption"] = gr.Markdown("After training, the test images the model got wrong appear here.",
+                                               elem_id="errors-caption")
+            ui["errors"] = _errors_gallery("errors")
             ui["log"] = gr.Textbox(label="Log", lines=5, max_lines=LOG_LINES, interactive=False, autoscroll=True)
 
 
@@ -926,9 +1025,53 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                                                info="Your trained runs, newest first, with their test accuracy "
                                                     "(↻ re-reads the list).")
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
-            # Issue 4 adds the "Push to Hub" accordion here, under the checkpoint picker.
+            _hub_panel(ui)
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
+            _cam_panel(ui)
+    with gr.Accordion("Where does this model go wrong? Its mistakes on the test images", open=False,
+                      elem_id="inspect"):
+        ui["inspect"] = gr.Button("Show the mistakes of the selected model", size="sm")
+        ui["inspect_caption"] = gr.Markdown(elem_id="inspect-caption")
+        with gr.Row():
+            ui["inspect_confusion"] = gr.Image(label="Confusion matrix (test set)", type="pil", interactive=False,
+                                               height=360, scale=1)
+            ui["inspect_table"] = gr.Dataframe(_empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics",
+                                               interactive=False, scale=1)
+        ui["inspect_errors"] = _errors_gallery("inspect-errors")
+
+
+def _errors_gallery(elem_id: str) -> gr.Gallery:
+    return gr.Gallery(label="Misclassified test images: true → predicted (confidence in the wrong answer)",
+                      columns=6, height="auto", object_fit="contain", elem_id=elem_id)
+
+
+def _cam_panel(ui: dict[str, Any]) -> None:
+    gr.Markdown("#### Where did it look? (Grad-CAM)")
+    ui["cam_target"] = gr.Dropdown([helpers.TOP_CLASS], value=helpers.TOP_CLASS, label="Explain which class",
+                                   info="The heatmap shows which parts of the image speak for this class.",
+                                   elem_id="cam-target")
+    ui["cam_image"] = gr.Image(label="Heatmap over your image", type="pil", interactive=False, height=300,
+                               elem_id="cam-image")
+    ui["cam_caption"] = gr.Markdown(elem_id="cam-caption")
+
+
+def _hub_panel(ui: dict[str, Any]) -> None:
+    with gr.Accordion("Hugging Face Hub: load a model, or share the selected one", open=False, elem_id="hub"):
+        with gr.Row(equal_height=True):
+            ui["hub_repo"] = gr.Textbox(label="Load from the Hub", placeholder="namespace/name or namespace/name@v1",
+                                        scale=4)
+            ui["hub_load"] = gr.Button("Load from Hub", size="sm", scale=1)
+        ui["hub_load_msg"] = gr.Markdown(elem_id="hub-load-msg")
+        gr.Markdown("**Push the selected model** (a run trained here) to a model repo with a generated model card.")
+        with gr.Row(equal_height=True):
+            ui["push_repo"] = gr.Textbox(label="Repo id", placeholder="your-name/pokemon-classifier", scale=3)
+            ui["push_private"] = gr.Checkbox(label="Private", value=False, scale=1)
+        ui["push_token"] = gr.Textbox(label="Access token (write)", type="password", placeholder="hf_…",
+                                      info="Leave empty to use HF_TOKEN or your saved `hf auth login`. It is "
+                                           "used for this push only, never shown or saved.")
+        ui["push"] = gr.Button("Push to Hub", variant="secondary", size="sm")
+        ui["push_msg"] = gr.Markdown(elem_id="push-msg")
 
 
 def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -961,7 +1104,8 @@ def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 TRAINING_OPTIONS = ("data_dir", "backbone", "pretrained", "strategy", "epochs", "lr", "batch_size", "img_size", "seed")
-TRAIN_OUTPUTS = ("progress", "loss_plot", "acc_plot", "log", "results", "per_class", "confusion")
+TRAIN_OUTPUTS = ("progress", "loss_plot", "acc_plot", "log", "results", "per_class", "confusion", "errors_caption",
+                 "errors")
 COMPARE_OUTPUTS = ("compare_progress", "compare_acc_plot", "compare_loss_plot", "compare_log", "compare_summary",
                    "compare_table", "compare_confusions")
 CHECKPOINT_PICKERS = ("checkpoint", "ckpt_a", "ckpt_b")
@@ -971,12 +1115,34 @@ def _pick(ui: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
     return [ui[name] for name in names]
 
 
-def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> None:
+def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> dict[str, Any]:
     scan_inputs = _pick(ui, ("data_dir", "seed", "img_size"))
+    doctor = dict(fn=app.doctor, inputs=ui["data_dir"], outputs=_pick(ui, ("doctor", "conflicts", "doctor_box")),
+                  concurrency_limit=2, concurrency_id="scan")
     gr.on([ui["scan"].click, ui["data_dir"].submit], app.scan, scan_inputs, ui["summary"], api_name="scan",
-          concurrency_limit=2, concurrency_id="scan")
+          concurrency_limit=2, concurrency_id="scan").then(**doctor, api_name="doctor")
     ui["zip"].upload(app.upload_zip, [ui["zip"], ui["seed"], ui["img_size"]], [ui["data_dir"], ui["summary"]],
-                     api_name="upload_zip", concurrency_limit=2, concurrency_id="scan")
+                     api_name="upload_zip", concurrency_limit=2, concurrency_id="scan").then(
+        **doctor, api_visibility="private")
+    return doctor
+
+
+def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
+    """Grad-CAM after each prediction (its own queue slot, so the top-5 label never waits for it), the
+    mistakes of a model, and the Hub panel."""
+    cam = dict(fn=app.explain, inputs=_pick(ui, ("image", "checkpoint", "cam_target")),
+               outputs=_pick(ui, ("cam_image", "cam_caption", "cam_target")), concurrency_limit=2,
+               concurrency_id="cam", show_progress="minimal", preprocess=False)
+    ui["cam_target"].input(**cam, api_name="explain")  # first: the public endpoint gets the plain name
+    ui["predict_event"].then(**cam, api_visibility="private")
+    ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
+                        _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
+                        api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
+    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub, [ui["hub_repo"]],
+          [ui["hub_load_msg"], ui["checkpoint"]], api_name="load_from_hub", concurrency_limit=2,
+          concurrency_id="hub")
+    ui["push"].click(app.push, _pick(ui, ("checkpoint", "push_repo", "push_private", "push_token")), ui["push_msg"],
+                     api_name="push_to_hub", concurrency_limit=1, concurrency_id="hub")
 
 
 def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -1002,7 +1168,8 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
     # preprocess=False: gr.Image would open every upload with PIL first, so an empty or non-image file or a
     # decompression bomb would fail inside Gradio with a generic error; the handler gets the raw upload and the
     # one loader of pokedemo.data answers with a clear message instead.
-    gr.on([ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
+    ui["predict_event"] = gr.on(
+          [ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
           [ui["label"], ui["caption"]], api_name="predict", concurrency_limit=PREDICT_CONCURRENCY,
           concurrency_id="predict", show_progress="minimal", preprocess=False)
     ui["evaluate"].click(app.compare_checkpoints, [ui["ckpt_a"], ui["ckpt_b"], ui["data_dir"]],
@@ -1023,14 +1190,16 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
                 _predict_tab(app, ui)
             with gr.Tab("③ Compare", id="compare"):
                 _compare_tab(app, ui)
-        _wire_dataset(app, ui)
+        doctor = _wire_dataset(app, ui)
         _wire_jobs(app, ui)
         _wire_checkpoints(app, ui)
+        _wire_insight(app, ui)
         load_inputs = _pick(ui, ("data_dir", "seed", "img_size") + CHECKPOINT_PICKERS)
         demo.load(backbone_dropdown, ui["backbone"], ui["backbone"], api_visibility="private",
                   concurrency_limit=None)
         demo.load(app.on_load, load_inputs, [ui["summary"], *_pick(ui, CHECKPOINT_PICKERS)],
-                  api_visibility="private", concurrency_limit=2, concurrency_id="scan")
+                  api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
+            **doctor, api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE)
     threading.Thread(target=warm_up, name="pokedemo-warm-up", daemon=True).start()
     demo.pokedemo = app  # for tests and later panels: the handlers and their job registry

@@ -3,7 +3,8 @@
     python scripts/screenshots.py [--data /work/shared/data/pokemon] [--epochs 2] [--out docs/screenshots]
 
 Launches the app in-process on a free port with a throw-away checkpoint folder, drives Debian's Chromium with
-Playwright and writes train.png, predict.png and compare.png. Takes a few minutes on a CPU.
+Playwright and writes doctor.png, train.png, errors.png, predict.png, gradcam.png and (unless
+--skip-compare) compare.png. Takes a few minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -48,7 +49,29 @@ def close_toasts(page) -> None:
     page.wait_for_timeout(500)
 
 
-def shoot(url: str, data: Path, runs: Path, epochs: int, out: Path, chromium: str) -> None:
+def clip_around(page, selectors: list[str], pad: int = 12) -> dict[str, float]:
+    """The page region that holds all the given elements (for a screenshot of one panel)."""
+    page.locator(selectors[0]).first.scroll_into_view_if_needed()
+    scroll_y = page.evaluate("window.scrollY")  # bounding boxes are in viewport coordinates; clips in page ones
+    boxes = [page.locator(sel).first.bounding_box() for sel in selectors]
+    boxes = [{**b, "y": b["y"] + scroll_y} for b in boxes]
+    left, top = min(b["x"] for b in boxes) - pad, min(b["y"] for b in boxes) - pad
+    right = max(b["x"] + b["width"] for b in boxes) + pad
+    bottom = max(b["y"] + b["height"] for b in boxes) + pad
+    return {"x": max(left, 0), "y": max(top, 0), "width": right - max(left, 0), "height": bottom - max(top, 0)}
+
+
+def shoot_doctor(page, out: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#doctor").get_by_text("Dataset doctor").first.click()
+    expect(page.locator("#doctor-report")).to_contain_text("images in", timeout=120_000)
+    page.wait_for_timeout(1000)
+    page.locator("#doctor").screenshot(path=str(out / "doctor.png"))
+    page.locator("#doctor").get_by_text("Dataset doctor").first.click()  # closed again for train.png
+
+
+def shoot(url: str, data: Path, runs: Path, epochs: int, out: Path, chromium: str, compare: bool = True) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -58,6 +81,7 @@ def shoot(url: str, data: Path, runs: Path, epochs: int, out: Path, chromium: st
         expect(page.get_by_text("classes ·").first).to_be_visible(timeout=60_000)
         backbone = page.get_by_role("combobox", name="Backbone (the network)")
         expect(backbone).to_have_value(re.compile("efficientnet_lite0.*bundled"), timeout=60_000)
+        shoot_doctor(page, out)
         epochs_box = page.locator("#epochs input[type=number]")
         epochs_box.fill(str(epochs))
         epochs_box.press("Enter")
@@ -66,14 +90,22 @@ def shoot(url: str, data: Path, runs: Path, epochs: int, out: Path, chromium: st
         page.wait_for_timeout(1500)  # let the plots finish drawing
         close_toasts(page)
         page.screenshot(path=str(out / "train.png"), full_page=True)
+        page.screenshot(path=str(out / "errors.png"), full_page=True,
+                        clip=clip_around(page, ["#errors-caption", "#errors"]))
 
         page.get_by_role("tab", name="② Predict").click()
         run_dir = max((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
         page.locator("#predict-image input[type=file]").set_input_files(str(a_test_image(run_dir, data)))
         expect(page.locator("#predict-label")).to_contain_text("%", timeout=60_000)
-        page.wait_for_timeout(800)
+        expect(page.locator("#cam-caption")).to_contain_text("Where the model", timeout=60_000)
+        page.wait_for_timeout(1200)
         close_toasts(page)
         page.screenshot(path=str(out / "predict.png"), full_page=True)
+        page.screenshot(path=str(out / "gradcam.png"), full_page=True,
+                        clip=clip_around(page, ["#predict-image", "#predict-label", "#cam-caption", "#cam-image"]))
+        if not compare:
+            browser.close()
+            return
 
         page.get_by_role("tab", name="③ Compare").click()
         page.get_by_role("button", name="▶ Train both and compare").click()
@@ -92,6 +124,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--skip-compare", action="store_true", help="leave compare.png as it is (saves minutes)")
     args = parser.parse_args()
     from pokedemo import ui
 
@@ -103,10 +136,11 @@ def main() -> None:
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                     **ui.launch_options())
         try:
-            shoot(f"http://127.0.0.1:{port}/", Path(args.data), Path(runs), args.epochs, out, args.chromium)
+            shoot(f"http://127.0.0.1:{port}/", Path(args.data), Path(runs), args.epochs, out, args.chromium,
+                  compare=not args.skip_compare)
         finally:
             demo.close()
-    print(f"wrote {', '.join(str(out / n) for n in ('train.png', 'predict.png', 'compare.png'))}")
+    print(f"wrote {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def test_comparison_columns():
     ]
     add_comparisons(rows)
     assert rows[1]["seconds_to_target"] == 20.0 and rows[1]["speedup_vs_reference"] == 10.0
+    assert "speedup_vs_reference" not in rows[0]  # a reference row is not compared with itself
     table = format_table(rows)
     assert "10.0x" in table and "skipped: no weights" in table
     assert seconds_to_reach(history, 0.99) is None

@@ -75,6 +75,9 @@ def test_switch_tabs_upload_an_image_and_see_the_prediction(app_url, tmp_path):
             expect(top).to_have_text(name, timeout=30_000)
             expect(label).to_contain_text(share)
             expect(page.locator("#predict-caption")).to_contain_text("resnet18 from scratch")
+            expect(page.locator("#cam-caption")).to_contain_text(f"answer **{name}**".replace("**", ""),
+                                                                 timeout=30_000)  # Grad-CAM follows the label
+            expect(page.locator("#cam-image img")).to_be_visible()
 
             page.locator("#predict-examples button").last.click()  # an example goes the same way
             expect(page.locator("#predict-image img")).to_have_attribute("src", re.compile("squirtle-000"))

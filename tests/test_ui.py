@@ -132,7 +132,8 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
     updates = list(job)
     assert len(updates) >= 4, "progress, epochs and the result should each reach the browser"
     final = job.outputs()[-1]
-    progress, loss, accuracy, log, results, per_class, confusion, predict_pick, pick_a, pick_b = final
+    (progress, loss, accuracy, log, results, per_class, confusion, errors_caption, errors, predict_pick, pick_a,
+     pick_b) = final
     assert "Test accuracy" in results and "Predict" in results
     assert "test accuracy" in progress
     assert {row[2] for row in accuracy["data"]} == {"train", "validation"}
@@ -140,7 +141,11 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
     assert {row[2] for row in loss["data"]} == {"train (each batch)", "train (epoch)", "validation"}
     assert "epoch 2/2" in log
     assert [row[0] for row in per_class["data"]] == ["a", "b", "c"]
-    assert "true ↓" in confusion
+    assert Path(confusion).stat().st_size > 1000  # the confusion matrix picture
+    import re
+
+    wrong = re.match(r"\*\*(\d+) of", errors_caption)
+    assert (errors_caption == ui.helpers.NO_ERRORS and not errors) or len(errors) == int(wrong.group(1))
     new = {p.name for p in root.iterdir()} - before
     assert len(new) == 1
     assert predict_pick["value"] == str(root / new.pop())
@@ -198,7 +203,8 @@ def test_prediction_is_answered_while_training_runs_and_stop_cancels(served, tmp
 
     trainer.predict(api_name="/stop")
     assert wait_for(job.done, timeout=30), "stop did not end the run"
-    progress, *_, results, _, _, predict_pick, _, _ = job.outputs()[-1]
+    final = job.outputs()[-1]
+    results, predict_pick = final[4], final[-3]
     assert "Stopped" in results and "best checkpoint so far" in results
     run_dir = Path(predict_pick["value"])
     assert run_dir.parent == root and run_dir.name not in before
@@ -273,6 +279,112 @@ def test_checkpoint_refresh_lists_new_runs(served, client):
     assert str(checkpoint) in listed and listed == sorted(listed, reverse=True)  # names start with the time
     assert picks[0]["value"] == str(checkpoint)  # kept
     assert picks[1]["value"] == picks[2]["value"] == listed[0]  # empty or gone: the newest
+
+
+# -------------------------------------------------------------- seeing inside: doctor, mistakes, Grad-CAM
+
+
+def test_doctor_finds_a_duplicate_and_a_label_conflict(served, client, tmp_path):
+    import shutil
+
+    data = make_tiny_dataset(tmp_path / "dup")
+    shutil.copyfile(data / "a" / "000.png", data / "a" / "copy.png")      # an exact duplicate inside a class
+    shutil.copyfile(data / "b" / "003.png", data / "c" / "stray.png")     # the same picture in two classes
+    report, conflicts = client.predict(str(data), api_name="/doctor")
+    assert "26 images in 3 classes" in report
+    assert "exact duplicate groups: 2" in report and "label conflicts: 1" in report
+    assert "Label conflicts" in report and "⚠️" in report
+    strips = conflicts["value"]  # a gallery update: shown only when there are conflicts
+    assert conflicts["visible"] and len(strips) == 1 and strips[0]["caption"] == "b/003.png | c/stray.png"
+    assert Path(strips[0]["image"]).stat().st_size > 500
+
+    report, conflicts = client.predict(str(tmp_path / "missing"), api_name="/doctor")
+    assert report.startswith("⚠️") and not conflicts["value"] and not conflicts["visible"]
+    assert client.predict("", api_name="/doctor")[0] == ui.helpers.DOCTOR_EMPTY
+
+
+def test_inspect_shows_confusion_per_class_and_mistakes_sorted(served, client):
+    _, data, _, checkpoint, _ = served
+    caption, confusion, table, errors = client.predict(str(checkpoint), str(data), api_name="/inspect")
+    assert Path(confusion).stat().st_size > 1000
+    assert [row[0] for row in table["data"]] == ["a", "b", "c", "macro average"]
+    if errors:  # a 1-epoch tiny model usually gets some wrong; each is captioned "true → predicted (p)"
+        assert f"{len(errors)} of" in caption
+        probs = [float(e["caption"].split("(")[1].split("%")[0]) for e in errors]
+        assert probs == sorted(probs, reverse=True)
+        assert all(" → " in e["caption"] for e in errors)
+    else:
+        assert caption == ui.helpers.NO_ERRORS
+    caption, confusion, _, errors = client.predict(None, str(data), api_name="/inspect")
+    assert caption == ui.NO_CHECKPOINT and confusion is None and not errors
+
+
+def test_grad_cam_overlay_for_the_top_class_and_a_picked_one(served, client):
+    _, data, _, checkpoint, _ = served
+    image = handle_file(str(data / "b" / "000.png"))
+    overlay, caption, picker = client.predict(image, str(checkpoint), ui.helpers.TOP_CLASS, api_name="/explain")
+    from PIL import Image
+
+    with Image.open(overlay) as img:
+        assert img.size == (128, 128)  # a 24 px upload is shown at the display minimum
+    assert "Where the model looked" in caption
+    assert [c[1] for c in picker["choices"]] == [ui.helpers.TOP_CLASS, "a", "b", "c"]
+    label, _ = client.predict(image, str(checkpoint), api_name="/predict")
+    other = next(name for name in "abc" if name != label["label"])
+    overlay, caption, picker = client.predict(image, str(checkpoint), other, api_name="/explain")
+    assert f"evidence for **{other}**" in caption and picker["value"] == other
+    overlay, caption, _ = client.predict(handle_file(str(data / "a" / "000.png")), None, "a", api_name="/explain")
+    assert overlay is None and caption == ""
+
+
+# ------------------------------------------------------------------------------------------------ the Hub
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The local stand-in of the Hub API, with pokedemo pointed at it (the app reads these when called)."""
+    from huggingface_hub import constants
+    from hub_server import FakeHub
+
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        for name in ("HF_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def test_push_to_hub_gives_a_link_and_bad_tokens_a_message(served, client, hub):
+    _, data, _, checkpoint, _ = served
+    token = hub.add_user("alice")
+    message = client.predict(str(checkpoint), "alice/tiny", False, token, api_name="/push_to_hub")
+    assert message.startswith("✅") and f"({hub.url}/alice/tiny)" in message and token not in message
+    assert len(hub.file("alice/tiny", "model.safetensors")) > 1000  # the weights really arrived
+    bad = "hf_" + "x" * 30
+    message = client.predict(str(checkpoint), "alice/tiny", False, bad, api_name="/push_to_hub")
+    assert message.startswith("❌") and bad not in message
+    message = client.predict(str(checkpoint), "", False, token, api_name="/push_to_hub")
+    assert "repo id" in message and token not in message
+
+
+def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub):
+    _, data, _, checkpoint, _ = served
+    token = hub.add_user("bob")
+    assert client.predict(str(checkpoint), "bob/shared", False, token, api_name="/push_to_hub").startswith("✅")
+    message, picker = client.predict("bob/shared", api_name="/load_from_hub")
+    assert message.startswith("✅") and "bob/shared" in message
+    assert any("bob/shared" in label for label, _ in picker["choices"])
+    image = handle_file(str(data / "c" / "001.png"))
+    from_hub, _ = client.predict(image, picker["value"], api_name="/predict")
+    local, _ = client.predict(image, str(checkpoint), api_name="/predict")
+    assert confidences(from_hub) == pytest.approx(confidences(local), abs=1e-5)
+    typed, _ = client.predict(image, "bob/shared", api_name="/predict")  # typed into the picker
+    assert confidences(typed) == pytest.approx(confidences(local), abs=1e-5)
+    message, _ = client.predict("bob/nope", api_name="/load_from_hub")
+    assert message.startswith("❌") and "bob/nope" in message
 
 
 # ------------------------------------------------------------------------------------------ pure helpers

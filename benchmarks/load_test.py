@@ -1,0 +1,267 @@
+"""Load test (not a unit test): many concurrent gradio_client users predict while one training runs.
+
+    python benchmarks/load_test.py [--users 20] [--duration 60] [--data ../shared/data/pokemon]
+
+It starts the app (``app.py``) in a subprocess on a free port of 127.0.0.1 with a temporary checkpoints folder,
+first making a checkpoint to predict with (a short efficientnet_lite0 training on the data, or ``--checkpoint``),
+then, at once:
+  * one client starts a training with the default options (efficientnet_lite0, pretrained) on the data;
+  * USERS clients each predict images from the data in a loop for DURATION seconds.
+It prints the number of predictions, the success rate, p50/p95/max latency, and whether the training finished
+normally and how long it took. Bounded: only 127.0.0.1, at most --max-requests predictions, at most DURATION
+seconds of load, and the training is given --train-timeout seconds before the app is shut down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pokemon"
+HOST = "127.0.0.1"  # never anything else: this script must not load someone else's server
+
+
+@dataclass
+class Results:
+    users: int
+    duration_s: float
+    predictions: int = 0
+    succeeded: int = 0
+    failures: list[str] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    training_finished: bool = False
+    training_message: str = ""
+    training_s: float | None = None
+    predictions_during_training: int = 0
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_s)
+        pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: None)
+        return {
+            "users": self.users, "load_seconds": round(self.duration_s, 1), "predictions": self.predictions,
+            "success_rate": round(self.succeeded / self.predictions, 4) if self.predictions else None,
+            "throughput_per_s": round(self.predictions / self.duration_s, 2) if self.duration_s else None,
+            "latency_p50_s": _r(pick(0.50)), "latency_p95_s": _r(pick(0.95)), "latency_max_s": _r(lat[-1] if lat else None),
+            "latency_mean_s": _r(statistics.fmean(lat) if lat else None),
+            "predictions_during_training": self.predictions_during_training,
+            "training_finished": self.training_finished, "training_seconds": _r(self.training_s),
+            "training_result": self.training_message, "failures": self.failures[:5],
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="class-folder dataset (default: shared pokemon)")
+    parser.add_argument("--users", type=int, default=20, help="concurrent predicting clients (max 64)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of prediction load (max 600)")
+    parser.add_argument("--max-requests", type=int, default=5000, help="hard cap on predictions in total")
+    parser.add_argument("--train-timeout", type=float, default=900.0, help="seconds the training may take in all")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="existing run to predict with (default: train efficientnet_lite0 for 1 epoch first)")
+    parser.add_argument("--no-training", action="store_true", help="predictions only (a baseline)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    args = parser.parse_args()
+    if not 1 <= args.users <= 64 or not 1 <= args.duration <= 600 or args.max_requests < 1:
+        parser.error("--users must be 1..64, --duration 1..600 s, --max-requests >= 1")
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def make_checkpoint(data: Path, root: Path) -> Path:
+    """A short real training (efficientnet_lite0, pretrained, 1 epoch) to predict with."""
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+
+    started = time.monotonic()
+    final = list(train(TrainConfig(backbone="efficientnet_lite0", epochs=1), data, root))[-1]
+    if not isinstance(final, Finished):
+        sys.exit(f"could not make the checkpoint to predict with: {getattr(final, 'message', final)}")
+    print(f"checkpoint for predictions: {final.run_dir} (test acc {final.test_acc:.1%}, "
+          f"{time.monotonic() - started:.0f}s)", flush=True)
+    return Path(final.run_dir)
+
+
+def start_app(data: Path, checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_TOKEN", "HUGGING_FACE"))}
+    env.update(POKEDEMO_CHECKPOINTS=str(checkpoints), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    with open(log, "ab") as handle:
+        return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", HOST, "--port", str(port),
+                                 "--data", str(data), "--checkpoints", str(checkpoints)],
+                                cwd=ROOT, env=env, stdout=handle, stderr=handle, start_new_session=True)
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the app exited with status {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("the app did not start serving in time")
+
+
+def client(url: str, folder: Path):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=str(folder))
+
+
+def user_loop(url: str, images: list[Path], checkpoint: str, results: Results, lock: threading.Lock,
+              deadline: float, training: threading.Event, workdir: Path, seed: int) -> None:
+    """One user: predict random images until the deadline or the request cap; records every outcome."""
+    from gradio_client import handle_file
+
+    rng = random.Random(seed)
+    try:
+        me = client(url, workdir)
+    except Exception as exc:  # noqa: BLE001 - a user that cannot connect is a failure to report
+        with lock:
+            results.predictions += 1
+            results.failures.append(f"connect: {type(exc).__name__}: {exc}")
+        return
+    while time.monotonic() < deadline:
+        with lock:
+            if results.predictions >= MAX_REQUESTS[0]:
+                return
+            results.predictions += 1
+        started = time.monotonic()
+        try:
+            label, caption = me.predict(handle_file(str(rng.choice(images))), checkpoint, api_name="/predict")
+            ok, problem = bool(label and label.get("confidences")), caption
+        except Exception as exc:  # noqa: BLE001
+            ok, problem = False, f"{type(exc).__name__}: {exc}"
+        elapsed = time.monotonic() - started
+        with lock:
+            results.latencies_s.append(elapsed)
+            results.succeeded += ok
+            results.predictions_during_training += training.is_set()
+            if not ok:
+                results.failures.append(str(problem)[:200])
+
+
+MAX_REQUESTS = [5000]
+
+
+def run_training(url: str, data: Path, results: Results, training: threading.Event, workdir: Path,
+                 timeout: float) -> None:
+    from pokedemo.config import TrainConfig
+
+    cfg = TrainConfig(backbone="efficientnet_lite0")
+    trainer = client(url, workdir)
+    started = time.monotonic()
+    training.set()
+    try:
+        job = trainer.submit(str(data), cfg.backbone, cfg.pretrained, cfg.strategy, cfg.epochs, cfg.lr,
+                             cfg.batch_size, cfg.img_size, cfg.seed, api_name="/train")
+        while not job.done() and time.monotonic() - started < timeout:
+            time.sleep(0.5)
+        if not job.done():
+            results.training_message = f"did not finish within {timeout:.0f}s"
+            trainer.predict(api_name="/stop")
+            return
+        text = job.outputs()[-1][4]
+        results.training_finished = "Test accuracy" in text
+        results.training_message = " ".join(text.split())[:200]
+        results.training_s = time.monotonic() - started
+    except Exception as exc:  # noqa: BLE001
+        results.training_message = f"{type(exc).__name__}: {exc}"
+    finally:
+        training.clear()
+
+
+def drive(url: str, args: argparse.Namespace, checkpoint: Path, workdir: Path) -> Results:
+    images = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:200]
+    results, lock, training = Results(users=args.users, duration_s=args.duration), threading.Lock(), threading.Event()
+    trainer = None
+    if not args.no_training:
+        trainer = threading.Thread(target=run_training, args=(url, args.data, results, training, workdir / "trainer",
+                                                              args.train_timeout), daemon=True)
+        trainer.start()
+        time.sleep(1.0)  # the training is queued first, as when a class starts one and then tries Predict
+    started = time.monotonic()
+    deadline = started + args.duration
+    users = [threading.Thread(target=user_loop, daemon=True, args=(
+        url, images, str(checkpoint), results, lock, deadline, training, workdir / f"user{k}", k))
+        for k in range(args.users)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join(timeout=args.duration + 120)
+    results.duration_s = time.monotonic() - started
+    print(f"load phase over after {results.duration_s:.0f}s; waiting for the training…", flush=True)
+    if trainer is not None:
+        trainer.join(timeout=args.train_timeout + 60)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    MAX_REQUESTS[0] = args.max_requests
+    if not args.data.is_dir():
+        sys.exit(f"data folder not found: {args.data}")
+    with tempfile.TemporaryDirectory(prefix="pokedemo-load-") as tmp:
+        workdir = Path(tmp)
+        checkpoints = workdir / "checkpoints"
+        checkpoint = args.checkpoint.resolve() if args.checkpoint else make_checkpoint(args.data, checkpoints)
+        if args.checkpoint:  # the app only loads checkpoints under its own folder
+            import shutil
+
+            checkpoint = Path(shutil.copytree(checkpoint, checkpoints / checkpoint.name))
+        port = free_port()
+        url = f"http://{HOST}:{port}/"
+        proc = start_app(args.data, checkpoints, port, workdir / "app.log")
+        try:
+            wait_until_serving(url, proc)
+            results = drive(url, args, checkpoint, workdir)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        log = (workdir / "app.log").read_text(errors="replace")
+    summary = summary_with_log(results, log)
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def summary_with_log(results: Results, log: str) -> dict:
+    summary = results.summary()
+    summary["cpu_cores"] = os.cpu_count()
+    summary["tracebacks_in_app_log"] = log.count("Traceback")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

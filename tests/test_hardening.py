@@ -1,0 +1,486 @@
+"""Hardening: hostile files, hostile zips, broken checkpoints, killed processes, failing runs, concurrent users
+and the Hub token. Each test drives the real code path (CLI subprocess, the app over gradio_client, the engine)
+and checks what a user would see: an answer or one clear line, nothing lost, nobody stuck.
+
+What other files already prove is not repeated here: single-image edge cases through the loader (test_data),
+each edge case through the app's /predict API (test_ui), zip traversal/symlink/bomb limits (test_ui),
+checkpoint validation one case at a time (test_checkpoint), Hub download refusals (test_hub).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from conftest import make_tiny_dataset  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+
+from pokedemo import checkpoint as ckpt  # noqa: E402
+from pokedemo.cli import main as cli_main  # noqa: E402
+from pokedemo.config import TrainConfig  # noqa: E402
+from pokedemo.events import Finished, RunStarted  # noqa: E402
+from pokedemo.train import train  # noqa: E402
+from pokedemo.uploads import UploadError, extract_dataset_zip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REFUSED = {"bomb-40000x40000.png", "empty.jpg", "not-an-image.jpg"}   # the README's "a clear message" files
+TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32, seed=0)
+# backbone, pretrained, strategy, epochs, lr, batch size, image size, seed (the app's /train inputs after data)
+TINY_OPTIONS = ["resnet18", False, "finetune", 1, 0.002, 8, 32, 0]
+LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 128, 0]   # runs long enough to be interrupted
+
+
+def edge_files(edge_cases_dir: Path) -> list[Path]:
+    return sorted(p for p in edge_cases_dir.iterdir() if p.suffix != ".md")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def tiny_run(data: Path, out: Path) -> Path:
+    final = list(train(TINY, data, out))[-1]
+    assert isinstance(final, Finished), final
+    return Path(final.run_dir)
+
+
+def run_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None  # not written yet, or caught between writes
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    return {**clean, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1", **extra}
+
+
+# ---------------------------------------------------------------------------------------- hostile images
+
+
+def test_cli_predict_all_edge_cases_in_one_run(tiny_checkpoint, edge_cases_dir):
+    files = edge_files(edge_cases_dir)
+    done = subprocess.run([sys.executable, "-m", "pokedemo", "predict", "--checkpoint", str(tiny_checkpoint),
+                           *map(str, files)], capture_output=True, text=True, cwd=ROOT, env=subprocess_env(),
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    predicted = {Path(line.split(":", 1)[0]).name for line in done.stdout.splitlines()}
+    errors = done.stderr.strip().splitlines()
+    assert all(line.startswith("error: ") for line in errors), errors
+    for path in files:
+        if path.name in REFUSED:
+            assert path.name not in predicted and sum(path.name in e for e in errors) == 1, path.name
+        elif path.name != "truncated.jpg":  # truncated: a prediction from what decodes, or one line
+            assert path.name in predicted, path.name
+    assert len(predicted) + len(errors) == len(files)
+
+
+def test_edge_cases_inside_a_training_folder_are_skipped_or_used(tiny_dataset, edge_cases_dir, tmp_path):
+    data = tiny_dataset()
+    files = edge_files(edge_cases_dir)
+    for path in files:
+        shutil.copy(path, data / "a" / path.name)
+    events = list(train(TINY, data, tmp_path / "runs"))
+    assert isinstance(events[-1], Finished), events[-1]
+    started = next(e for e in events if isinstance(e, RunStarted))
+    skipped = {Path(rel).name: reason for rel, reason in started.unreadable}
+    assert REFUSED <= set(skipped) <= REFUSED | {"truncated.jpg"}, skipped
+    assert all(reason and "\n" not in reason for reason in skipped.values())
+    assert "pixels" in skipped["bomb-40000x40000.png"] or "bomb" in skipped["bomb-40000x40000.png"].lower()
+    used = len(files) - len(skipped)
+    assert started.class_counts == {"a": 8 + used, "b": 8, "c": 8}
+    assert sum(started.split_sizes.values()) == 24 + used
+
+
+# ------------------------------------------------------------------------------------------ hostile zips
+
+
+def write_zip(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in dirs:
+            archive.writestr(zipfile.ZipInfo(name), b"")
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def png_bytes(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_zip_with_odd_but_harmless_content_becomes_a_clean_dataset(tmp_path):
+    from pokedemo.data import scan_dataset
+
+    members = {}
+    for k, cls in enumerate(("pika", "bulba")):
+        for i in range(3):
+            ext = (".PNG", ".Png", ".png")[i]  # upper-case extensions count as images
+            members[f"wrap/{cls}/{i}{ext}"] = png_bytes((40 * i + 10, 120 * k, 200 - 60 * i))
+    members["wrap/pika/notes.txt"] = b"not an image"
+    members["wrap/bulba/model.py"] = b"import os; os.system('rm -rf /')"
+    members["__MACOSX/wrap/pika/._0.PNG"] = b"\x00\x05\x16\x07junk"
+    members["wrap/.DS_Store"] = b"junk"
+    archive = write_zip(tmp_path / "up.zip", members, dirs=("wrap/", "wrap/empty/", "wrap/empty/deeper/"))
+    root = extract_dataset_zip(archive, tmp_path / "out")
+    assert root == tmp_path / "out" / "wrap"  # the single wrapping folder is unwrapped
+    assert not (tmp_path / "out" / "__MACOSX").exists()
+    dataset = scan_dataset(root, require_splittable=False)
+    assert dataset.classes == ["bulba", "pika"]  # empty folders are not classes; junk files are not images
+    assert sorted(Path(r.rel_path).suffix for r in dataset.records) == [".PNG"] * 2 + [".Png"] * 2 + [".png"] * 2
+    assert not (root / "bulba" / "model.py").stat().st_mode & 0o111  # nothing was made executable
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd-copy", "C:/Windows/evil.png", "a/../../evil.png",
+                                  "..\\..\\evil.png"])
+def test_zip_escape_attempts_write_nothing_outside(tmp_path, name):
+    archive = write_zip(tmp_path / "evil.zip", {"ok/a/1.png": png_bytes((1, 2, 3)), name: b"x"})
+    target = tmp_path / "deep" / "out"
+    with pytest.raises(UploadError, match="unsafe path"):
+        extract_dataset_zip(archive, target)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and target not in p.parents and p != archive]
+    assert outside == []
+
+
+def test_zip_symlink_entry_is_never_created(tmp_path):
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for cls in ("a", "b"):
+            out.writestr(f"{cls}/1.png", png_bytes((9, 9, 9)))
+        link = zipfile.ZipInfo("a/passwd.png")
+        link.external_attr = (0o120777 << 16)  # S_IFLNK: the entry's data is the link target
+        out.writestr(link, "/etc/passwd")
+    root = extract_dataset_zip(archive, tmp_path / "out")
+    assert not (root / "a" / "passwd.png").exists() and not any(p.is_symlink() for p in root.rglob("*"))
+
+
+def test_zip_bomb_is_refused_before_writing_much(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        out.writestr("a/zeros.png", b"\0" * (64 << 20))  # 64 MB of zeros → ~64 KB compressed
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(UploadError, match="zip bomb"):
+        extract_dataset_zip(archive, tmp_path / "out")
+    assert sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file()) == 0
+
+
+def test_app_limits_upload_size():
+    from pokedemo import ui
+
+    options = ui.launch_options()
+    assert options["max_file_size"] == ui.MAX_UPLOAD and ui.MAX_UPLOAD.endswith("mb")
+    import inspect
+
+    import gradio as gr
+
+    assert "max_file_size" in inspect.signature(gr.Blocks.launch).parameters
+    assert "**launch_options()" in (ROOT / "app.py").read_text()  # app.py launches with these options
+
+
+# ------------------------------------------------------------------------------------------ bad checkpoints
+
+
+def broken_checkpoints(good: Path, base: Path) -> dict[str, Path]:
+    """A few ways a checkpoint folder can be wrong, each a copy of a good one with one defect."""
+    cases = {}
+    for name in ("malformed-config", "pickle-weights", "no-weights", "wrong-shapes"):
+        cases[name] = Path(shutil.copytree(good, base / name))
+    (cases["malformed-config"] / "config.json").write_text('{"format": "pokedemo-checkpoint", "backbone": ')
+    (cases["no-weights"] / "model.safetensors").unlink()
+    marker = base / "pickle-ran"
+    payload = type("Evil", (), {"__reduce__": lambda self: (os.system, (f"touch {marker}",))})()
+    import pickle
+
+    (cases["pickle-weights"] / "model.safetensors").write_bytes(pickle.dumps(payload))
+    _rehash(cases["pickle-weights"])  # even with a matching hash it must not be unpickled
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(good / "model.safetensors"))
+    tensors["head.weight"] = torch.zeros(7, tensors["head.weight"].shape[1])
+    save_file(tensors, str(cases["wrong-shapes"] / "model.safetensors"))
+    _rehash(cases["wrong-shapes"])
+    return cases
+
+
+def _rehash(run: Path) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config["weights_sha256"] = ckpt.sha256_file(run / "model.safetensors")
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def test_broken_checkpoints_are_one_line_in_cli_and_a_message_in_the_app(tiny_checkpoint, tiny_data_dir,
+                                                                         tmp_path, capsys):
+    from pokedemo.ui import DemoApp, checkpoint_choices
+
+    cases = broken_checkpoints(tiny_checkpoint, tmp_path)
+    image = str(next((tiny_data_dir / "a").iterdir()))
+    app = DemoApp(tmp_path, str(tiny_data_dir))
+    expected = {"malformed-config": "malformed", "pickle-weights": "unreadable weights", "no-weights": "missing",
+                "wrong-shapes": "do not fit"}
+    for name, run in cases.items():
+        assert cli_main(["predict", "--checkpoint", str(run), image]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and expected[name] in err and len(err.splitlines()) == 1, (name, err)
+        label, caption = app.predict(image, str(run))
+        assert label is None and caption.startswith("⚠️") and expected[name] in caption, (name, caption)
+        assert "\n" not in caption and "Traceback" not in caption
+        if name in ("malformed-config", "no-weights"):  # listing reads configs only; picking checks weights
+            assert str(run) not in [value for _, value in checkpoint_choices(tmp_path)]
+    assert not (tmp_path / "pickle-ran").exists(), "a pickle was executed"
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+
+def test_kill_9_during_cli_training_loses_nothing(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data")
+    out = tmp_path / "runs"
+    earlier = tiny_run(data, out)
+    command = [sys.executable, "-m", "pokedemo", "train", "--data", str(data), "--backbone", "resnet18", "--scratch",
+               "--epochs", "200", "--img-size", "64", "--batch-size", "4", "--out", str(out)]
+    with open(tmp_path / "train.log", "wb") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=log, stderr=log)
+    try:
+        def interrupted_run() -> Path | None:
+            assert proc.poll() is None, (tmp_path / "train.log").read_text()[-2000:]
+            return next((p for p in out.iterdir() if p != earlier and run_status(p) == "training"), None)
+
+        assert wait_for(lambda: interrupted_run() is not None, timeout=90), "no checkpoint was ever written"
+        run = interrupted_run()
+        time.sleep(1.0)  # into a later epoch
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert [info.path for info in ckpt.list_checkpoints(out)] == [earlier]
+    assert ckpt.load_checkpoint(earlier).config["status"] == "complete"
+    with pytest.raises(ckpt.CheckpointError, match="unfinished run"):
+        ckpt.load_checkpoint(run)
+    assert ckpt.load_checkpoint(run, allow_incomplete=True).classes == ["a", "b", "c"]  # still consistent
+    (out / ".model.safetensors.stray.tmp").write_bytes(b"half")  # debris such as an interrupted write leaves
+    (out / "junk-folder").mkdir()
+    later = tiny_run(data, out)
+    assert [info.path for info in ckpt.list_checkpoints(out)] == [later, earlier]
+
+
+def start_app(port: int, data: Path, checkpoints: Path, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
+             "--checkpoints", str(checkpoints)],
+            cwd=ROOT, env=subprocess_env(POKEDEMO_CHECKPOINTS=str(checkpoints)), stdout=handle, stderr=handle,
+            start_new_session=True)
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    assert wait_for(up, timeout=timeout, every=0.5), log.read_text()[-3000:]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def listed(client: Client) -> list[str]:
+    picks = client.predict(None, None, None, api_name="/refresh_checkpoints")
+    return [value for _, value in picks[0]["choices"]]
+
+
+def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data")
+    root = tmp_path / "checkpoints"
+    earlier = tiny_run(data, root)
+    log = tmp_path / "app.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_app(port, data, root, log)
+    try:
+        wait_until_serving(url, proc, log)
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
+        assert listed(client) == [str(earlier)]
+        job = client.submit(str(data), *LONG_OPTIONS, api_name="/train")
+        assert wait_for(lambda: any(run_status(p) == "training" for p in root.iterdir()), timeout=90), \
+            log.read_text()[-3000:]
+        assert not job.done()
+    finally:
+        kill_group(proc)
+    interrupted = next(p for p in root.iterdir() if run_status(p) == "training")
+
+    proc = start_app(port, data, root, log)
+    try:
+        wait_until_serving(url, proc, log)
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl2"))
+        assert listed(client) == [str(earlier)]  # the interrupted run is hidden
+        label, caption = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
+                                        api_name="/predict")
+        assert not label and "unfinished" in caption, caption
+        outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
+        assert "Test accuracy" in outputs[4], outputs[4]
+        assert len(listed(client)) == 2 and str(earlier) in listed(client)
+    finally:
+        kill_group(proc)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(url, data, checkpoint root, first checkpoint, demo) of the app launched in this process."""
+    from pokedemo import ui
+
+    base = tmp_path_factory.mktemp("hardening-app")
+    data = make_tiny_dataset(base / "data")
+    root = base / "checkpoints"
+    first = tiny_run(data, root)
+    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                **ui.launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/", data, root, first, demo
+    finally:
+        demo.close()
+
+
+def test_out_of_memory_ends_the_run_with_a_message_and_frees_the_slot(served, tmp_path, monkeypatch):
+    from pokedemo import train as engine
+
+    url, data, *_, demo = served
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, like the method it replaces
+
+    monkeypatch.setattr(engine._Run, "train_epoch", out_of_memory)
+    outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
+    assert "Training failed" in outputs[4] and "out of memory" in outputs[4] and "batch size" in outputs[4]
+    assert demo.pokedemo.jobs.running is None
+    monkeypatch.undo()
+    outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
+    assert "Test accuracy" in outputs[4], outputs[4]
+
+
+def test_concurrent_predictions_are_all_answered_during_a_training(served, tmp_path):
+    url, data, root, first, _ = served
+    trainer = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "t"))
+    before = {p.name for p in root.iterdir()}
+    job = trainer.submit(str(data), *LONG_OPTIONS, api_name="/train")
+
+    def started() -> bool:
+        assert not job.done(), job.outputs()[-1:]
+        return any(p.name not in before for p in root.iterdir())
+
+    assert wait_for(started, timeout=60)
+    answers: list[tuple] = []
+    failures: list[BaseException] = []
+
+    def user(k: int) -> None:
+        try:
+            client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / f"u{k}"))
+            for i in range(3):
+                image = data / "abc"[(k + i) % 3] / f"00{i}.png"
+                answers.append(client.predict(handle_file(str(image)), str(first), api_name="/predict"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    still_training = not job.done()
+    trainer.predict(api_name="/stop")
+    assert wait_for(job.done, timeout=60), "stop did not end the run"
+    assert failures == [] and len(answers) == 9
+    assert all(label and len(label["confidences"]) == 3 for label, _ in answers), answers
+    assert still_training, "the predictions waited for the training to end"
+
+
+# ----------------------------------------------------------------------------------------------- secrets
+
+
+from test_hub import fake_hub, hub_env, make_checkpoint, new_repo, tokens  # noqa: E402,F401 - shared fixtures
+
+
+def test_hub_token_never_reaches_logs_messages_or_files_via_the_app_path(hub_env, tokens, tmp_path, caplog,
+                                                                        capfd):
+    from pokedemo import hub
+
+    caplog.set_level(logging.DEBUG)  # every library's debug logging, httpx and huggingface_hub included
+    wrong = "hf_" + "Wr0ngTokenXyz" * 3
+    run = make_checkpoint(tmp_path)
+    repo = new_repo()
+    messages = [hub.push_for_ui(str(run), repo, True, wrong), hub.push_for_ui(str(run), repo, True, tokens.alice)]
+    assert messages[0].startswith("❌") and messages[1].startswith("✅"), messages
+    path, loaded = hub.download_for_ui(repo, tokens.alice)
+    messages.append(loaded)
+    from pokedemo.ui import DemoApp
+
+    app = DemoApp(tmp_path, str(tmp_path))
+    messages.append(" ".join(map(str, app.predict(str(ROOT / "tests" / "missing.png"), str(path)))))
+    out, err = capfd.readouterr()
+    logs = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert len(caplog.records) > 0  # the requests were logged; the scan below has something to look at
+    for secret in (wrong, tokens.alice):
+        for where, text in {"messages": "\n".join(messages), "logs": logs, "stdout": out, "stderr": err}.items():
+            assert secret not in text, where
+        files = [p for p in (*run.rglob("*"), *Path(os.environ["HF_HOME"]).rglob("*")) if p.is_file()]
+        assert len(files) > 5
+        for file in files:
+            assert secret.encode() not in file.read_bytes(), file
+        for name, data in hub_env.repos[repo].resolve("main").files.items():
+            assert secret.encode() not in data, name  # model card, config, weights as uploaded
+
+
+def test_a_hub_repo_that_is_not_a_pokedemo_model_is_one_line_in_the_cli(hub_env, tiny_data_dir, capsys):
+    hub_env.create_repo("alice/someone-elses-model", files={
+        "config.json": b'{"architecture": "resnet50", "num_classes": 1000}', "pytorch_model.bin": b"pickle"})
+    image = str(next((tiny_data_dir / "a").iterdir()))
+    assert cli_main(["predict", "--checkpoint", "alice/someone-elses-model", image]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # huggingface_hub's download bar may come first
+    assert err[-1].startswith("error:") and "not a pokedemo model" in err[-1], err
+    assert sum(line.startswith("error") for line in err) == 1 and "Traceback" not in "\n".join(err)
