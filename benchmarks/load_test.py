@@ -48,6 +48,8 @@ class Results:
     training_message: str = ""
     training_s: float | None = None
     predictions_during_training: int = 0
+    app_cpu_s: float | None = None        # CPU seconds the app process used during the load phase
+    clients_cpu_s: float | None = None    # CPU seconds this process (the 20 simulated users) used meanwhile
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_s)
@@ -61,6 +63,7 @@ class Results:
             "predictions_during_training": self.predictions_during_training,
             "training_finished": self.training_finished, "training_seconds": _r(self.training_s),
             "training_result": self.training_message, "failures": self.failures[:5],
+            "app_cpu_s": _r(self.app_cpu_s), "clients_cpu_s": _r(self.clients_cpu_s),
         }
 
 
@@ -198,7 +201,20 @@ def run_training(url: str, data: Path, results: Results, training: threading.Eve
         training.clear()
 
 
-def drive(url: str, args: argparse.Namespace, checkpoint: Path, workdir: Path) -> Results:
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drive(url: str, args: argparse.Namespace, checkpoint: Path, workdir: Path, app_pid: int) -> Results:
     images = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:200]
     results, lock, training = Results(users=args.users, duration_s=args.duration), threading.Lock(), threading.Event()
     trainer = None
@@ -208,6 +224,7 @@ def drive(url: str, args: argparse.Namespace, checkpoint: Path, workdir: Path) -
         trainer.start()
         time.sleep(1.0)  # the training is queued first, as when a class starts one and then tries Predict
     started = time.monotonic()
+    cpu_before = (process_cpu_s(app_pid), own_cpu_s())
     deadline = started + args.duration
     users = [threading.Thread(target=user_loop, daemon=True, args=(
         url, images, str(checkpoint), results, lock, deadline, training, workdir / f"user{k}", k))
@@ -217,6 +234,8 @@ def drive(url: str, args: argparse.Namespace, checkpoint: Path, workdir: Path) -
     for thread in users:
         thread.join(timeout=args.duration + 120)
     results.duration_s = time.monotonic() - started
+    results.app_cpu_s = process_cpu_s(app_pid) - cpu_before[0]
+    results.clients_cpu_s = own_cpu_s() - cpu_before[1]
     print(f"load phase over after {results.duration_s:.0f}s; waiting for the training…", flush=True)
     if trainer is not None:
         trainer.join(timeout=args.train_timeout + 60)
@@ -241,7 +260,7 @@ def main() -> None:
         proc = start_app(args.data, checkpoints, port, workdir / "app.log")
         try:
             wait_until_serving(url, proc)
-            results = drive(url, args, checkpoint, workdir)
+            results = drive(url, args, checkpoint, workdir, proc.pid)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -72,7 +72,8 @@ def errors_gallery(report: dict[str, Any], data_root: str | os.PathLike | None =
         except ImageLoadError:
             continue
         img.thumbnail((GALLERY_THUMB_SIDE, GALLERY_THUMB_SIDE), Image.Resampling.LANCZOS)
-        out.append((img, f"{item['true']} → {item['pred']} ({item['prob']:.0%}) · {item['path']}"))
+        # Short enough for a gallery tile; the path stays in misclassified.csv and the image itself.
+        out.append((img, f"{item['true']} → {item['pred']} ({item['prob']:.0%})"))
     return out
 
 
