@@ -1,4 +1,5 @@
-"""Launch the pokedemo app: ``python app.py [--host HOST] [--port PORT] [--share] [--data DIR] [--checkpoints DIR]``.
+"""Launch the pokedemo app: ``python app.py [--host HOST] [--port PORT] [--share] [--data DIR] [--checkpoints DIR]
+[--threads N]``.
 
 On a Hugging Face Space (``SYSTEM=spaces`` or ``SPACE_ID`` set) the host and port are left to Gradio, which
 reads ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` as set by the Space, and ``--share`` is ignored.
@@ -26,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="dataset folder prefilled in the Train tab (default: $POKEDEMO_DATA or data/pokemon)")
     parser.add_argument("--checkpoints", default=None,
                         help="where runs are saved and listed (default: $POKEDEMO_CHECKPOINTS or checkpoints)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("POKEDEMO_THREADS", "0")),
+                        help="torch threads per operation (default: all cores; 1 keeps predictions snappier "
+                             "while a training runs with many users, see benchmarks/LOAD.md)")
     return parser.parse_args(argv)
 
 
@@ -38,6 +42,8 @@ def server_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads > 0:  # must happen before torch is imported (the engine loads in the background)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from pokedemo.ui import build_demo, launch_options  # imports gradio: after --help has had its chance
 
     demo = build_demo(checkpoint_root=args.checkpoints, data_dir=args.data)

@@ -1043,7 +1043,7 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
 
 def _errors_gallery(elem_id: str) -> gr.Gallery:
     return gr.Gallery(label="Misclassified test images: true → predicted (confidence in the wrong answer)",
-                      columns=4, height="auto", object_fit="contain", elem_id=elem_id)
+                      columns=3, height="auto", object_fit="contain", elem_id=elem_id)
 
 
 def _cam_panel(ui: dict[str, Any]) -> None:
