@@ -107,3 +107,58 @@ def tiny_checkpoint(tiny_data_dir: Path, tmp_path_factory) -> Path:
     events = list(train(config, tiny_data_dir, tmp_path_factory.mktemp("tiny-runs")))
     assert isinstance(events[-1], Finished), events[-1]
     return Path(events[-1].run_dir)
+
+
+# ---------------------------------------------------------------- helpers shared by the app's test modules
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
+    """Poll ``condition`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def tiny_run(data: Path, out: Path) -> Path:
+    """A finished checkpoint trained directly with the engine (resnet18 scratch, 1 epoch at 32 px)."""
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
+    final = list(train(config, data, out))[-1]
+    assert isinstance(final, Finished), final
+    return Path(final.run_dir)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(url, data folder, checkpoint root, first checkpoint, demo) of the app running in-process on a free port,
+    one per test module."""
+    from pokedemo import ui
+
+    base = tmp_path_factory.mktemp("app")
+    data = make_tiny_dataset(base / "data")
+    root = base / "checkpoints"
+    first = tiny_run(data, root)
+    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                **ui.launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/", data, root, first, demo
+    finally:
+        demo.close()

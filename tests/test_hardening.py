@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import make_tiny_dataset
+from conftest import free_port, make_tiny_dataset, tiny_run, wait_for
 from gradio_client import Client, handle_file
 from test_hub import fake_hub, hub_env, make_checkpoint, new_repo, tokens  # noqa: F401 - fixtures (by name)
 
@@ -48,27 +47,6 @@ LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 128, 0]   # runs lo
 
 def edge_files(edge_cases_dir: Path) -> list[Path]:
     return sorted(p for p in edge_cases_dir.iterdir() if p.suffix != ".md")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return False
-
-
-def tiny_run(data: Path, out: Path) -> Path:
-    final = list(train(TINY, data, out))[-1]
-    assert isinstance(final, Finished), final
-    return Path(final.run_dir)
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -367,25 +345,6 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     finally:
         kill_group(proc)
     assert "Traceback" not in log.read_text()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(url, data, checkpoint root, first checkpoint, demo) of the app launched in this process."""
-    from pokedemo import ui
-
-    base = tmp_path_factory.mktemp("hardening-app")
-    data = make_tiny_dataset(base / "data")
-    root = base / "checkpoints"
-    first = tiny_run(data, root)
-    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **ui.launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/", data, root, first, demo
-    finally:
-        demo.close()
 
 
 def test_out_of_memory_ends_the_run_with_a_message_and_frees_the_slot(served, tmp_path, monkeypatch):

@@ -11,13 +11,12 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import socket  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from conftest import make_tiny_dataset  # noqa: E402
+from conftest import make_tiny_dataset, wait_for  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
@@ -34,39 +33,6 @@ TINY_OPTIONS = ["resnet18", False, "finetune", 2, 0.002, 8, 32, 0]
 LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 256, 0]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tiny_run(data: Path, out: Path) -> Path:
-    """A finished checkpoint trained directly with the engine (so it is listed when the app starts)."""
-    from pokedemo.train import train
-
-    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
-    final = list(train(config, data, out))[-1]
-    assert isinstance(final, Finished), final
-    return Path(final.run_dir)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(url, data folder, checkpoint root, first checkpoint, demo) of the app running on a free port."""
-    base = tmp_path_factory.mktemp("ui")
-    data = make_tiny_dataset(base / "data")
-    root = base / "checkpoints"
-    first = tiny_run(data, root)
-    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **ui.launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/", data, root, first, demo
-    finally:
-        demo.close()
-
-
 def client_for(url: str, tmp_path: Path) -> Client:
     return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
 
@@ -78,15 +44,6 @@ def client(served, tmp_path):
 
 def confidences(label: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in label["confidences"]}
-
-
-def wait_for(condition, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return False
 
 
 def long_run_started(job, root: Path, before: set[str]) -> bool:
