@@ -7,10 +7,12 @@ results to stdout (``train``'s last stdout line is one JSON object).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pokedemo.config import TrainConfig
 
@@ -124,14 +126,47 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def run_training(events, progress: "ProgressPrinter") -> Any:
-    """Feed events to the printer; Ctrl-C sets the stop flag so the engine saves and says so."""
+@contextlib.contextmanager
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C sets the engine's stop flag (it saves the best checkpoint and says so within one batch);
+    a second one interrupts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this batch (Ctrl-C again to abort at once)…", file=sys.stderr, flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread): no handler
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_training(events, progress: "ProgressPrinter", stop: threading.Event) -> Any:
+    """Feed events to the printer until the engine's last event, which is returned."""
     final = None
-    for event in events:
-        progress.handle(event)
-        final = event
+    with stop_on_ctrl_c(stop):
+        for event in events:
+            progress.handle(event)
+            final = event
     progress.close()
     return final
+
+
+def _exit_for(final: Any) -> int:
+    """Cancelled (Ctrl-C) → 130 like an interrupted program; any other unfinished run → 2 with its message."""
+    from pokedemo.events import Cancelled
+
+    if isinstance(final, Cancelled):
+        return 130
+    print(f"error: {_one_line(getattr(final, 'message', 'training did not finish'))}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -140,10 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     stop = threading.Event()
-    final = run_training(train(config, args.data, args.out, stop=stop), ProgressPrinter())
+    final = run_training(train(config, args.data, args.out, stop=stop), ProgressPrinter(), stop)
     if not isinstance(final, Finished):
-        print(f"error: {_one_line(getattr(final, 'message', 'training did not finish'))}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _exit_for(final)
     print(json.dumps({
         "checkpoint": final.run_dir, "best_val_acc": round(final.best_val_acc, 5),
         "test_acc": round(final.test_acc, 5), "best_epoch": final.best_epoch, "seconds": final.seconds,
@@ -157,16 +191,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     printer = ProgressPrinter()
     final = None
-    for event in compare(config_from_args(args), args.data, args.out):
-        final = event
-        if isinstance(event, Tagged):
-            printer.prefix = f"[{event.run}] "
-            printer.handle(event.event)
+    stop = threading.Event()
+    with stop_on_ctrl_c(stop):
+        for event in compare(config_from_args(args), args.data, args.out, stop=stop):
+            final = event
+            if isinstance(event, Tagged):
+                printer.prefix = f"[{event.run}] "
+                printer.handle(event.event)
     printer.close()
     if not isinstance(final, CompareFinished):
-        inner = final.event if isinstance(final, Tagged) else final
-        print(f"error: {_one_line(getattr(inner, 'message', 'comparison did not finish'))}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _exit_for(final.event if isinstance(final, Tagged) else final)
     print(format_compare_table(final.table))
     for row in final.table:
         print(f"{row['run']}: {row['run_dir']}")

@@ -94,3 +94,37 @@ def test_compare_prints_table_and_both_runs(tiny_data_dir, tmp_path, capsys):
     assert code == 0, out
     assert "test acc" in out and "epochs to 90% val" in out
     assert "pretrained:" in out and "scratch:" in out
+
+
+def test_ctrl_c_stops_after_the_batch_and_keeps_the_best_checkpoint(tmp_path):
+    """SIGINT during epoch 2 → the engine's Cancelled event: exit 130, the epoch-1 checkpoint saved and loadable."""
+    import signal
+    import time
+
+    from conftest import make_tiny_dataset
+
+    from pokedemo.checkpoint import load_checkpoint, read_config
+
+    data = make_tiny_dataset(tmp_path / "data", per_class=20)
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pokedemo", "train", "--data", str(data), "--scratch", "--epochs", "30",
+         "--img-size", "32", "--batch-size", "2", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(out.glob("*/config.json")):
+            time.sleep(0.1)
+        assert list(out.glob("*/config.json")), "no checkpoint was written"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopping after this batch" in stderr
+    assert "Training stopped in epoch" in stdout
+    run_dir = next(out.glob("*/config.json")).parent
+    assert read_config(run_dir)["status"] == "cancelled"
+    assert load_checkpoint(run_dir).classes == ["a", "b", "c"]
