@@ -754,7 +754,9 @@ def make_train_augment(size: int, strength: float = 1.0, *,
         import torch
 
         x = batch.float()
-        x = _warp(x, _affine_params(x.shape[0], st, generator), size)
+        # Random parameters are drawn on the CPU (a handful of numbers per image, reproducible with a CPU
+        # generator) and moved to the batch's device, so a CUDA tensor cache is augmented on the GPU.
+        x = _warp(x, _affine_params(x.shape[0], st, generator).to(x.device), size)
         x = _jitter(x, st, generator)
         return x.clamp_(0, 255).round_().to(torch.uint8)
 
@@ -817,10 +819,10 @@ def _jitter(x: "torch.Tensor", st: float, generator) -> "torch.Tensor":
 
     n, j = x.shape[0], AUGMENT_JITTER * st
     lo = max(0.0, 1.0 - j)
-    b, c, s = (_uniform(n, lo, 1.0 + j, generator) for _ in range(3))
-    luma = torch.tensor(_LUMA)
+    b, c, s = (_uniform(n, lo, 1.0 + j, generator).to(x.device) for _ in range(3))
+    luma = torch.tensor(_LUMA, device=x.device)
     gray_rows = luma.expand(3, 3)  # each output channel = luma of the input
-    eye = torch.eye(3)
+    eye = torch.eye(3, device=x.device)
     # saturation: s*I + (1-s)*G ; brightness: *b ; contrast: c*x + (1-c)*mean(gray(x))
     m = (s[:, None, None] * eye + (1 - s)[:, None, None] * gray_rows) * (b * c)[:, None, None]
     mean_gray = torch.einsum("c,nc->n", luma, x.mean(dim=(2, 3))) * b

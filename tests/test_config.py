@@ -82,3 +82,13 @@ def test_training_batches_run_under_autocast_only_on_cuda(monkeypatch):
     model.head = torch.nn.Linear(4, 2)
     logits = engine.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))
     assert seen == ["cpu"] and logits.dtype == torch.float32
+
+
+def test_augmentation_stays_on_the_batch_device():
+    """A CUDA tensor cache is augmented on the GPU: every tensor the augmentation makes follows the batch's
+    device. The meta device stands in for CUDA here (a CPU tensor mixed in raises, as it would on a GPU)."""
+    from pokedemo.data import make_train_augment
+
+    batch = torch.zeros(4, 3, 32, 32, dtype=torch.uint8, device="meta")
+    out = make_train_augment(24)(batch)
+    assert out.device.type == "meta" and out.shape == (4, 3, 24, 24) and out.dtype == torch.uint8
