@@ -575,6 +575,7 @@ class DemoApp:
         self.data_dir = data_dir
         self.jobs = JobRegistry()
         self.hub_choices: list[tuple[str, str]] = []  # models loaded from the Hub, listed after local runs
+        self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
 
     def choices(self) -> list[tuple[str, str]]:
         return checkpoint_choices(self.checkpoint_root) + self.hub_choices
@@ -627,6 +628,8 @@ class DemoApp:
                                  img_size, seed)
             for _ in _drive(events, view, stop):
                 yield self._train_outputs(view)
+        if isinstance(view.final, Finished):
+            self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
         yield self._train_outputs(view, done=True)
 
@@ -836,6 +839,16 @@ class DemoApp:
             except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
                 return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
         return push_for_ui(checkpoint, repo_id, bool(private), token or None)
+
+    def auto_push(self, repo_id: str | None, private: bool, token: str | None, enabled: bool,
+                  request: gr.Request = None):
+        """After a training from this tab finishes: push its run when the Hub panel's auto-push box is ticked."""
+        run = self.finished_runs.pop(session_of(request), None)
+        if not enabled or run is None:
+            return gr.skip()
+        if not (repo_id or "").strip():
+            return "❌ Automatic push is on but no repo id is set in the Hub panel; nothing was pushed."
+        return self.push(run, repo_id, private, token)
 
     def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:
         """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
@@ -1070,6 +1083,8 @@ def _hub_panel(ui: dict[str, Any]) -> None:
         ui["push_token"] = gr.Textbox(label="Access token (write)", type="password", placeholder="hf_…",
                                       info="Leave empty to use HF_TOKEN or your saved `hf auth login`. It is "
                                            "used for this push only, never shown or saved.")
+        ui["push_auto"] = gr.Checkbox(label="Also push each run from the Train tab when it finishes", value=False,
+                                      info="Uses the repo id, privacy and token above.")
         ui["push"] = gr.Button("Push to Hub", variant="secondary", size="sm")
         ui["push_msg"] = gr.Markdown(elem_id="push-msg")
 
@@ -1154,10 +1169,13 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
         ("compare", "compare_stop", app.compare, COMPARE_OUTPUTS, "compare"),
     ):
         progress = ui[outputs[0]]
-        ui[button].click(app.reserve, None, progress, api_visibility="private", concurrency_limit=None,
-                         show_progress="hidden").success(
+        event = ui[button].click(app.reserve, None, progress, api_visibility="private", concurrency_limit=None,
+                                 show_progress="hidden").success(
             fn, options, _pick(ui, outputs) + pickers, api_name=name, concurrency_limit=1, concurrency_id="train",
             show_progress_on=progress)
+        if name == "train":
+            event.then(app.auto_push, _pick(ui, ("push_repo", "push_private", "push_token", "push_auto")),
+                       ui["push_msg"], api_visibility="private", concurrency_limit=1, concurrency_id="hub")
         ui[stop].click(app.stop, None, None, api_name=f"stop_{name}" if name != "train" else "stop",
                        concurrency_limit=None)
 

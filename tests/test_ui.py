@@ -629,3 +629,20 @@ def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default():
     fresh = ui.backbone_dropdown(None)
     assert fresh.value == ui.default_backbone(ui.backbone_choices())
     assert ui.backbone_dropdown("resnet18").value == "resnet18"
+
+
+def test_auto_push_after_training_pushes_only_a_finished_run(served, hub):
+    _, data, root, _, _ = served
+    token = hub.add_user("carol")
+    app = ui.DemoApp(root, str(data))
+    app.auto_push("carol/auto", False, token, True)  # nothing trained yet: nothing to push
+    assert "carol/auto" not in hub.repos
+    list(app.train(str(data), *TINY_OPTIONS))
+    app.auto_push("carol/auto", False, token, False)  # box not ticked: the finished run is not pushed
+    assert "carol/auto" not in hub.repos and "anonymous" not in app.finished_runs
+    list(app.train(str(data), *TINY_OPTIONS))
+    message = app.auto_push("carol/auto", False, token, True)
+    assert message.startswith("✅") and "carol/auto" in message and token not in message
+    assert len(hub.file("carol/auto", "model.safetensors")) > 1000
+    list(app.train(str(data), *TINY_OPTIONS))
+    assert "repo id" in app.auto_push("", False, token, True)
