@@ -251,6 +251,20 @@ def _context(action: str, ref: RepoRef, token: str | None) -> _Context:
 # --------------------------------------------------------------------------------------------- pull
 
 
+def _quiet_bar_class():
+    from tqdm.auto import tqdm
+
+    class QuietBar(tqdm):
+        """snapshot_download's "Fetching N files" bar, silenced: a few small files need no progress bar and
+        the CLI's stderr is kept for its one-line messages."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return QuietBar
+
+
 def download_checkpoint(spec: str, *, token: str | None = None) -> Path:
     """``NAMESPACE/NAME[@REVISION]`` → the snapshot directory in the normal Hub cache, validated like a
     local checkpoint. Offline (HF_HUB_OFFLINE=1) a cached snapshot is used. Raises HubError (one line)."""
@@ -262,7 +276,7 @@ def download_checkpoint(spec: str, *, token: str | None = None) -> Path:
     with _hub_errors(ctx):
         folder = snapshot_download(
             ref.repo_id, revision=ref.revision, endpoint=ctx.endpoint, cache_dir=ctx.cache_dir, token=token,
-            allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode(),
+            allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode(), tqdm_class=_quiet_bar_class(),
         )
     return _validated_snapshot(Path(folder), ref)
 
