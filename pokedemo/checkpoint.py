@@ -203,6 +203,22 @@ def _check_shapes(expected: dict[str, Any], found: dict[str, Any], where: Path) 
             )
 
 
+def weights_look_complete(path: Path) -> bool:
+    """Cheap check for listings (reads the safetensors header only): a real safetensors file whose size matches
+    its header. Catches truncated files and other formats renamed; full validation happens on load."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len <= 0 or header_len > min(size - 8, 100 << 20):
+                return False
+            header = json.loads(handle.read(header_len))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return 8 + header_len + max(ends, default=0) == size
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return False
+
+
 @dataclass
 class CheckpointInfo:
     path: Path
@@ -228,7 +244,7 @@ def list_checkpoints(root: str | os.PathLike) -> list[CheckpointInfo]:
             config = read_config(run_dir)
         except CheckpointError:
             continue
-        if config["status"] == "training" or not (run_dir / WEIGHTS_FILE).is_file():
+        if config["status"] == "training" or not weights_look_complete(run_dir / WEIGHTS_FILE):
             continue
         test = (config.get("metrics") or {}).get("test") or {}
         found.append(CheckpointInfo(

@@ -138,3 +138,14 @@ def test_new_run_dirs_are_unique(tmp_path):
     first = ckpt.new_run_dir(tmp_path, "resnet18", True, name="same")
     second = ckpt.new_run_dir(tmp_path, "resnet18", True, name="same")
     assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_listing_hides_runs_with_truncated_or_foreign_weights(tmp_path):
+    good, _ = make_checkpoint(tmp_path, name="good")
+    truncated, _ = make_checkpoint(tmp_path, name="truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    foreign, _ = make_checkpoint(tmp_path, name="foreign")
+    (foreign / "model.safetensors").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    assert ckpt.weights_look_complete(good / "model.safetensors")
+    assert [info.name for info in ckpt.list_checkpoints(tmp_path)] == ["good"]
