@@ -28,7 +28,7 @@ import pytest
 import torch
 from conftest import free_port, make_tiny_dataset, tiny_run, wait_for
 from gradio_client import Client, handle_file
-from test_hub import fake_hub, hub_env, make_checkpoint, new_repo, tokens  # noqa: F401 - fixtures (by name)
+from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.cli import main as cli_main

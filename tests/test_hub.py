@@ -39,36 +39,12 @@ HUB_FILES = {".gitattributes", "model.safetensors", "config.json", "history.json
 
 
 @pytest.fixture(scope="module")
-def fake_hub():
-    with FakeHub() as server:
-        yield server
-    assert server.errors == [], "the stand-in Hub failed on a request it should understand"
-
-
-@pytest.fixture(scope="module")
 def tokens(fake_hub):
     return SimpleNamespace(
         alice=fake_hub.add_user("alice", orgs=("pokelab",)),
         bob=fake_hub.add_user("bob"),
         reader=fake_hub.add_user("carol", role="read"),
     )
-
-
-@pytest.fixture
-def hub_env(fake_hub, tmp_path, monkeypatch):
-    """Point pokedemo.hub at the stand-in with a fresh Hub cache and no ambient credentials."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name in ("HF_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    # A login cached on a developer's machine must neither be used nor sent to the stand-in.
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return fake_hub
 
 
 def new_repo(owner: str = "alice") -> str:

@@ -297,29 +297,12 @@ def test_grad_cam_overlay_for_the_top_class_and_a_picked_one(served, client):
 # ------------------------------------------------------------------------------------------------ the Hub
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """The local stand-in of the Hub API, with pokedemo pointed at it (the app reads these when called)."""
-    from huggingface_hub import constants
-    from hub_server import FakeHub
-
-    with FakeHub() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        for name in ("HF_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        yield server
-
-
-def test_push_to_hub_gives_a_link_and_bad_tokens_a_message(served, client, hub):
+def test_push_to_hub_gives_a_link_and_bad_tokens_a_message(served, client, hub_env):
     _, data, _, checkpoint, _ = served
-    token = hub.add_user("alice")
+    token = hub_env.add_user("alice")
     message = client.predict(str(checkpoint), "alice/tiny", False, token, api_name="/push_to_hub")
-    assert message.startswith("✅") and f"({hub.url}/alice/tiny)" in message and token not in message
-    assert len(hub.file("alice/tiny", "model.safetensors")) > 1000  # the weights really arrived
+    assert message.startswith("✅") and f"({hub_env.url}/alice/tiny)" in message and token not in message
+    assert len(hub_env.file("alice/tiny", "model.safetensors")) > 1000  # the weights really arrived
     bad = "hf_" + "x" * 30
     message = client.predict(str(checkpoint), "alice/tiny", False, bad, api_name="/push_to_hub")
     assert message.startswith("❌") and bad not in message
@@ -327,9 +310,9 @@ def test_push_to_hub_gives_a_link_and_bad_tokens_a_message(served, client, hub):
     assert "repo id" in message and token not in message
 
 
-def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub):
+def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub_env):
     _, data, _, checkpoint, _ = served
-    token = hub.add_user("bob")
+    token = hub_env.add_user("bob")
     assert client.predict(str(checkpoint), "bob/shared", False, token, api_name="/push_to_hub").startswith("✅")
     message, picker = client.predict("bob/shared", api_name="/load_from_hub")
     assert message.startswith("✅") and "bob/shared" in message
@@ -631,18 +614,18 @@ def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default():
     assert ui.backbone_dropdown("resnet18").value == "resnet18"
 
 
-def test_auto_push_after_training_pushes_only_a_finished_run(served, hub):
+def test_auto_push_after_training_pushes_only_a_finished_run(served, hub_env):
     _, data, root, _, _ = served
-    token = hub.add_user("carol")
+    token = hub_env.add_user("carol")
     app = ui.DemoApp(root, str(data))
     app.auto_push("carol/auto", False, token, True)  # nothing trained yet: nothing to push
-    assert "carol/auto" not in hub.repos
+    assert "carol/auto" not in hub_env.repos
     list(app.train(str(data), *TINY_OPTIONS))
     app.auto_push("carol/auto", False, token, False)  # box not ticked: the finished run is not pushed
-    assert "carol/auto" not in hub.repos and "anonymous" not in app.finished_runs
+    assert "carol/auto" not in hub_env.repos and "anonymous" not in app.finished_runs
     list(app.train(str(data), *TINY_OPTIONS))
     message = app.auto_push("carol/auto", False, token, True)
     assert message.startswith("✅") and "carol/auto" in message and token not in message
-    assert len(hub.file("carol/auto", "model.safetensors")) > 1000
+    assert len(hub_env.file("carol/auto", "model.safetensors")) > 1000
     list(app.train(str(data), *TINY_OPTIONS))
     assert "repo id" in app.auto_push("", False, token, True)
