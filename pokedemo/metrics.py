@@ -47,6 +47,23 @@ def classification_report(
     }
 
 
+def report_with_items(
+    probs: "np.ndarray | Sequence[Sequence[float]]", targets: Sequence[int], classes: Sequence[str],
+    paths: Sequence[str], root: str,
+) -> dict[str, Any]:
+    """classification_report from class probabilities [N, C], plus ``root`` and one ``items`` entry per image
+    (``path`` relative to root, ``true``, ``pred``, ``prob`` of the predicted class) for galleries and reports."""
+    probs = np.asarray(probs, dtype=float)
+    predictions = probs.argmax(axis=1).tolist() if len(probs) else []
+    report = classification_report(targets, predictions, classes)
+    report["root"] = root  # lets reports and galleries find the images again
+    report["items"] = [
+        {"path": path, "true": classes[t], "pred": classes[p], "prob": round(float(probs[j, p]), 6)}
+        for j, (path, t, p) in enumerate(zip(paths, targets, predictions))
+    ]
+    return report
+
+
 def format_confusion(report: dict[str, Any]) -> str:
     """Plain-text confusion matrix with class names, for the CLI."""
     classes = report["classes"]

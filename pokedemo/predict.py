@@ -18,7 +18,7 @@ import torch
 
 from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint
 from pokedemo.data import DatasetError, ImageLoadError, image_to_tensor, load_image
-from pokedemo.metrics import classification_report
+from pokedemo.metrics import report_with_items
 
 _CACHE_SIZE = 4
 
@@ -177,12 +177,5 @@ def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:
     if not indices:
         raise DatasetError("no readable images to evaluate")
     probs = predictor.probabilities(cached_tensors(dataset, indices, predictor.image_size))
-    predictions = probs.argmax(1).tolist()
-    report = classification_report(targets, predictions, predictor.classes)
-    report["root"] = str(dataset.root)  # lets reports and galleries find the images again
-    report["items"] = [
-        {"path": dataset.records[i].rel_path, "true": predictor.classes[t], "pred": predictor.classes[p],
-         "prob": round(float(probs[j, p]), 6)}
-        for j, (i, t, p) in enumerate(zip(indices, targets, predictions))
-    ]
-    return report
+    paths = [dataset.records[i].rel_path for i in indices]
+    return report_with_items(probs.numpy(), targets, predictor.classes, paths, str(dataset.root))

@@ -28,7 +28,7 @@ from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
 )
-from pokedemo.metrics import classification_report
+from pokedemo.metrics import report_with_items
 from pokedemo.models import (
     Classifier, UnknownBackbone, WeightsUnavailable, build_classifier, get_backbone,
 )
@@ -185,10 +185,10 @@ class _Run:
         if cfg.pretrained and (cfg.head_warmup or cfg.strategy == "linear"):
             yield Stage("head", "Fitting the new head on frozen pretrained features")
             fit_head_on_features(model, data, cfg, device, self.check_stop)
-        yield from self.fit(model, data, device, steps_per_epoch, dataset.classes)
-        yield self.finish(model, data, device, dataset.classes)
+        yield from self.fit(model, data, device, steps_per_epoch)
+        yield self.finish(model, data, device, dataset, split)
 
-    def fit(self, model, data: SplitTensors, device, steps_per_epoch: int, classes) -> Iterator[Event]:
+    def fit(self, model, data: SplitTensors, device, steps_per_epoch: int) -> Iterator[Event]:
         cfg = self.cfg
         optimizer = make_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -278,16 +278,17 @@ class _Run:
         digest = ckpt.save_weights(self.run_dir, self.best_state)
         metrics = {"best_epoch": self.best_epoch, "best_val_acc": self.best_val[0],
                    "best_val_loss": self.best_val[1], "seconds": round(self.elapsed(), 3)}
-        if test is not None:
-            metrics["test"] = test
+        if test is not None:  # the data folder is recorded once, under "dataset" (and reduced when published)
+            metrics["test"] = {k: v for k, v in test.items() if k != "root"}
         ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, "metrics": metrics})
         ckpt.write_history(self.run_dir, self.history)
 
-    def finish(self, model: Classifier, data: SplitTensors, device, classes) -> Finished:
+    def finish(self, model: Classifier, data: SplitTensors, device, dataset: Dataset, split: Split) -> Finished:
         model.load_state_dict(self.best_state)
-        logits = infer_logits(model, data.test_x, device)
-        predictions = logits.argmax(1).cpu().tolist()
-        report = classification_report(data.test_y.cpu().tolist(), predictions, classes)
+        probs = torch.softmax(infer_logits(model, data.test_x, device), dim=1).cpu().numpy()
+        paths = [dataset.records[i].rel_path for i in split.test]
+        # With per-image items, the app's errors gallery needs no second evaluation of the test split.
+        report = report_with_items(probs, data.test_y.cpu().tolist(), dataset.classes, paths, str(dataset.root))
         self.write_checkpoint("complete", test=report)
         return Finished(
             run_dir=str(self.run_dir), best_epoch=self.best_epoch, best_val_acc=self.best_val[0],

@@ -670,14 +670,13 @@ class DemoApp:
             results_markdown(view.final) if done else "",
             per_class_frame(report) if report else _empty_frame(PER_CLASS_COLUMNS),
             confusion_picture(report),
-            *(self._errors_of(view.run_dir) if report else ("", [])),
+            *(self._errors_of(report) if report else ("", [])),
             *(self._select_checkpoints(view.run_dir) if done else (gr.skip(),) * 3),
         )
 
-    def _errors_of(self, run_dir: str | None) -> tuple[str, list]:
-        """(caption, gallery) of the test images a finished run gets wrong."""
+    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
+        """(caption, gallery) of the test images a finished run gets wrong (from its own test report)."""
         try:
-            report = helpers.test_report(self._predictor(run_dir), None)
             return helpers.errors_caption(report), helpers.errors_items(report)
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
             return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []

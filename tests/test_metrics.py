@@ -29,3 +29,12 @@ def test_never_predicted_class_scores_zero_not_nan():
 def test_format_confusion_names_classes():
     text = format_confusion(classification_report([0, 1], [0, 1], ["bulbasaur", "pikachu"]))
     assert "bulbasaur" in text and "pikachu" in text
+
+
+def test_report_with_items_predicts_from_probabilities():
+    from pokedemo.metrics import report_with_items
+
+    probs = [[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]
+    report = report_with_items(probs, [0, 1, 1], ["a", "b"], ["a/1.png", "b/1.png", "b/2.png"], "/data")
+    assert report["accuracy"] == pytest.approx(2 / 3) and report["root"] == "/data"
+    assert report["items"][2] == {"path": "b/2.png", "true": "b", "pred": "a", "prob": 0.6}

@@ -32,10 +32,14 @@ def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, 
     assert progress[-1].step == progress[-1].total_steps == started.total_steps
     finished = events[-1]
     assert 0.0 <= finished.test_acc <= 1.0 and len(finished.history) == 2
+    items = finished.test_metrics["items"]
+    assert len(items) == started.split_sizes["test"] and finished.test_metrics["root"].endswith("data")
+    assert sum(i["true"] == i["pred"] for i in items) / len(items) == pytest.approx(finished.test_acc)
     config = read_config(finished.run_dir)
     assert config["status"] == "complete" and config["class_names"] == ["a", "b", "c"]
     assert config["image_size"] == 32 and len(config["mean"]) == 3
     assert config["train_config"]["epochs"] == 2 and config["metrics"]["test"]["n"] == started.split_sizes["test"]
+    assert "root" not in config["metrics"]["test"] and len(config["metrics"]["test"]["items"]) == config["metrics"]["test"]["n"]
     assert {r["split"] for r in config["split"]} == {"train", "val", "test"}
     history = json.loads((tmp_path / "runs" / finished.run_dir.split("/")[-1] / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
