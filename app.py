@@ -40,11 +40,18 @@ def server_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"server_name": args.host, "server_port": args.port, "share": args.share}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def set_up_environment(args: argparse.Namespace) -> None:
+    """Process-wide switches, set before Gradio, huggingface_hub and torch are imported (they read them then)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a teaching demo
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if args.threads > 0:  # must happen before torch is imported (the engine loads in the background)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    from pokedemo.ui import build_demo, launch_options  # imports gradio: after --help has had its chance
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_up_environment(args)
+    from pokedemo.app import build_demo, launch_options  # imports gradio: after --help has had its chance
 
     demo = build_demo(checkpoint_root=args.checkpoints, data_dir=args.data)
     demo.launch(**launch_options(), **server_settings(args))

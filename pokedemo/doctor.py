@@ -14,14 +14,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from pokedemo import data
 from pokedemo.config import TrainConfig
 
 IMBALANCE_WARN_RATIO = 1.5  # largest class / smallest class above this gets a warning
 SMALL_IMAGE_SIDE = 64       # images with a shorter side below this are upscaled a lot at training size
-THUMB_SIDE = 160            # conflict thumbnails in the app
 _EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".webp": "WEBP",
                       ".bmp": "BMP"}
 
@@ -137,7 +134,7 @@ def _warnings(report: dict[str, Any]) -> list[str]:
 
 
 def format_doctor(report: dict[str, Any]) -> str:
-    """Plain-text report for the terminal."""
+    """Plain-text report for the terminal (the app words it in ``pokedemo.app.text.doctor_markdown``)."""
     lines = [(f"dataset {report['root']}: {report['n_images']} readable images in {len(report['classes'])} "
               f"classes ({report['seconds']:.2f}s)")]
     width = max([len(c) for c in report["classes"]] + [5])
@@ -155,7 +152,7 @@ def format_doctor(report: dict[str, Any]) -> str:
 def _facts_lines(report: dict[str, Any]) -> list[str]:
     sizes = report["sizes"]
     lines = [
-        "formats: " + _counts(report["formats"]) + "   modes: " + _counts(report["modes"]),
+        "formats: " + format_counts(report["formats"]) + "   modes: " + format_counts(report["modes"]),
         "width  min/median/max: {min}/{median:g}/{max}".format(**sizes["width"]),
         "height min/median/max: {min}/{median:g}/{max}".format(**sizes["height"]),
     ]
@@ -169,7 +166,7 @@ def _facts_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _counts(counts: dict[str, int]) -> str:
+def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
@@ -190,69 +187,3 @@ def split_sentence(split: dict[str, Any]) -> str:
             f"{split['groups_kept_whole']} duplicate group(s) ({split['images_in_groups']} images) kept whole "
             f"in one part; a plain random split would have leaked {split['naive_test_leaks']} test image(s) "
             f"with a copy in train, this one leaks {split['test_leaks']}")
-
-
-# ----------------------------------------------------------------------------------------------- for the app
-
-
-def doctor_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown for the Train tab's panel."""
-    lines = [(f"**{report['n_images']} images in {len(report['classes'])} classes** "
-              f"(checked in {report['seconds']:.1f}s)"), ""]
-    lines += ["| class | images |", "|---|---:|"]
-    lines += [f"| {name} | {n} |" for name, n in report["classes"].items()]
-    sizes = report["sizes"]
-    lines += [
-        "",
-        f"- formats: {_counts(report['formats'])}; modes: {_counts(report['modes'])}",
-        "- sizes: width {min}–{max} (median {median:g}), ".format(**sizes["width"])
-        + "height {min}–{max} (median {median:g})".format(**sizes["height"]),
-        (f"- exact duplicate groups: {len(report['exact_duplicate_groups'])}; near-duplicate groups: "
-         f"{len(report['near_duplicate_groups'])}; label conflicts: {len(report['conflict_groups'])}"),
-        f"- {split_sentence(report['split'])}",
-    ]
-    if report["unreadable"]:
-        lines += ["", "**Unreadable files (skipped):**"]
-        lines += [f"- `{p}`: {report['unreadable_reasons'][p]}" for p in report["unreadable"][:20]]
-    if report["warnings"]:
-        lines += ["", *[f"⚠️ {w}  " for w in report["warnings"]]]
-    return "\n".join(lines)
-
-
-def conflict_thumbnails(report: dict[str, Any], root: str | os.PathLike | None = None,
-                        limit: int = 24) -> list[tuple[Image.Image, str]]:
-    """One side-by-side strip per label-conflict group (for a gr.Gallery): each picture with its class
-    folder written under it; the caption lists the paths."""
-    base = Path(root or report["root"])
-    out = []
-    for group in report["conflict_groups"][:limit]:
-        tiles = [(_thumbnail(base / p), p.split("/", 1)[0]) for p in group]
-        out.append((_strip(tiles), " | ".join(group)))
-    return out
-
-
-def _thumbnail(path: Path) -> Image.Image:
-    try:
-        img = data.load_image(path, max_side=THUMB_SIDE * 2)
-    except data.ImageLoadError:  # deleted or changed since the scan: a grey tile keeps the strip readable
-        return Image.new("RGB", (THUMB_SIDE, THUMB_SIDE), (200, 200, 200))
-    img.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
-    return img
-
-
-def _strip(tiles: list[tuple[Image.Image, str]], gap: int = 8, label_height: int = 24) -> Image.Image:
-    """Tiles side by side on white, bottom-aligned, each with its label centred underneath."""
-    from PIL import ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=15)
-    height = max(im.height for im, _ in tiles)
-    width = sum(max(im.width, 60) for im, _ in tiles) + gap * (len(tiles) - 1)
-    strip = Image.new("RGB", (width, height + label_height), "white")
-    draw = ImageDraw.Draw(strip)
-    x = 0
-    for im, label in tiles:
-        cell = max(im.width, 60)
-        strip.paste(im, (x + (cell - im.width) // 2, height - im.height))
-        draw.text((x + cell / 2, height + label_height / 2), label, fill=(20, 20, 20), font=font, anchor="mm")
-        x += cell + gap
-    return strip

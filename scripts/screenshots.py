@@ -126,15 +126,15 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--skip-compare", action="store_true", help="leave compare.png as it is (saves minutes)")
     args = parser.parse_args()
-    from pokedemo import ui
+    from pokedemo.app import layout
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pokedemo-shots-") as runs:
-        demo = ui.build_demo(checkpoint_root=runs, data_dir=args.data)
+        demo = layout.build_demo(checkpoint_root=runs, data_dir=args.data)
         port = free_port()
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                    **ui.launch_options())
+                    **layout.launch_options())
         try:
             shoot(f"http://127.0.0.1:{port}/", Path(args.data), Path(runs), args.epochs, out, args.chromium,
                   compare=not args.skip_compare)

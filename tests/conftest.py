@@ -148,16 +148,16 @@ def tiny_run(data: Path, out: Path) -> Path:
 def served(tmp_path_factory):
     """(url, data folder, checkpoint root, first checkpoint, demo) of the app running in-process on a free port,
     one per test module."""
-    from pokedemo import ui
+    from pokedemo.app import layout
 
     base = tmp_path_factory.mktemp("app")
     data = make_tiny_dataset(base / "data")
     root = base / "checkpoints"
     first = tiny_run(data, root)
-    demo = ui.build_demo(checkpoint_root=root, data_dir=str(data))
+    demo = layout.build_demo(checkpoint_root=root, data_dir=str(data))
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **ui.launch_options())
+                **layout.launch_options())
     try:
         yield f"http://127.0.0.1:{port}/", data, root, first, demo
     finally:

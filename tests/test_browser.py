@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is mi
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from pokedemo import ui
+    from pokedemo.app import layout
     from pokedemo.config import TrainConfig
     from pokedemo.train import train
 
@@ -32,12 +32,12 @@ def app_url(tmp_path_factory):
     data = make_tiny_dataset(base / "data", classes=CLASSES)
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
     assert type(list(train(config, data, base / "runs"))[-1]).__name__ == "Finished"
-    demo = ui.build_demo(checkpoint_root=base / "runs", data_dir=str(data))
+    demo = layout.build_demo(checkpoint_root=base / "runs", data_dir=str(data))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **ui.launch_options())
+                **layout.launch_options())
     try:
         yield f"http://127.0.0.1:{port}/", data, base / "runs"
     finally:

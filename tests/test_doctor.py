@@ -119,9 +119,12 @@ def test_text_markdown_and_conflict_thumbnails(sick_dataset):
     text = doctor.format_doctor(report)
     assert "a/from_c.png = c/002.png" in text and "b/empty.png: empty" in text
     assert "leaks 0" in text
-    md = doctor.doctor_markdown(report)
+    from pokedemo.app.text import doctor_markdown
+    from pokedemo.app.views import conflict_thumbnails
+
+    md = doctor_markdown(report)
     assert "| a | 8 |" in md and "`a/not-an-image.jpg`" in md
-    thumbs = doctor.conflict_thumbnails(report, sick_dataset)
+    thumbs = conflict_thumbnails(report, sick_dataset)
     assert len(thumbs) == 1
     strip, caption = thumbs[0]
     assert caption == "a/from_c.png | c/002.png"

@@ -178,10 +178,10 @@ def test_zip_bomb_is_refused_before_writing_much(tmp_path):
 
 
 def test_app_limits_upload_size():
-    from pokedemo import ui
+    from pokedemo.app import layout
 
-    options = ui.launch_options()
-    assert options["max_file_size"] == ui.MAX_UPLOAD and ui.MAX_UPLOAD.endswith("mb")
+    options = layout.launch_options()
+    assert options["max_file_size"] == layout.MAX_UPLOAD and layout.MAX_UPLOAD.endswith("mb")
     import inspect
 
     import gradio as gr
@@ -224,7 +224,8 @@ def _rehash(run: Path) -> None:
 @pytest.mark.filterwarnings("ignore:.*:UserWarning")  # gr.Warning outside a request is a UserWarning
 def test_broken_checkpoints_are_one_line_in_cli_and_a_message_in_the_app(tiny_checkpoint, tiny_data_dir,
                                                                          tmp_path, capsys):
-    from pokedemo.ui import DemoApp, checkpoint_choices
+    from pokedemo.app.handlers import DemoApp
+    from pokedemo.app.sources import checkpoint_choices
 
     cases = broken_checkpoints(tiny_checkpoint, tmp_path)
     image = str(next((tiny_data_dir / "a").iterdir()))
@@ -423,7 +424,7 @@ def test_hub_token_never_reaches_logs_messages_or_files_via_the_app_path(hub_env
     assert messages[0].startswith("❌") and messages[1].startswith("✅"), messages
     path, loaded = hub.download_for_ui(repo, tokens.alice)
     messages.append(loaded)
-    from pokedemo.ui import DemoApp
+    from pokedemo.app.handlers import DemoApp
 
     app = DemoApp(tmp_path, str(tmp_path))
     messages.append(" ".join(map(str, app.predict(str(ROOT / "tests" / "missing.png"), str(path)))))

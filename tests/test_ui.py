@@ -7,25 +7,21 @@ efficientnet_lite0 weights) so the whole file stays well under two minutes on tw
 from __future__ import annotations
 
 import os
+import time
+import zipfile
+from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import pytest
+from conftest import make_tiny_dataset, wait_for
+from gradio_client import Client, handle_file
+from gradio_client.utils import Status
 
-import time  # noqa: E402
-import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from conftest import make_tiny_dataset, wait_for  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.utils import Status  # noqa: E402
-
-from pokedemo import ui  # noqa: E402
-from pokedemo.config import TrainConfig  # noqa: E402
-from pokedemo.events import (  # noqa: E402
+from pokedemo.app import handlers, layout, sources, text, views
+from pokedemo.config import TrainConfig
+from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Failed, Finished, NewBest, RunStarted, Stage, Tagged,
 )
-from pokedemo.uploads import UploadError, ZipLimits, _copy_limited, dataset_root, extract_dataset_zip  # noqa: E402
+from pokedemo.uploads import UploadError, ZipLimits, _copy_limited, dataset_root, extract_dataset_zip
 
 # backbone, pretrained, strategy, epochs, lr, batch size, image size, seed
 TINY_OPTIONS = ["resnet18", False, "finetune", 2, 0.002, 8, 32, 0]
@@ -62,7 +58,7 @@ def test_dataset_summary(served, client):
     assert "| a | 8 |" in summary and "test" in summary
     missing = client.predict(str(data / "nope"), 0, 32, api_name="/scan")
     assert missing.startswith("⚠️") and "not found" in missing
-    assert client.predict("", 0, 32, api_name="/scan") == ui.NO_DATASET
+    assert client.predict("", 0, 32, api_name="/scan") == text.NO_DATASET
 
 
 def test_zip_upload_is_extracted_and_summarised(served, client, tmp_path):
@@ -97,12 +93,12 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
     assert [row[0] for row in accuracy["data"] if row[2] == "validation"] == [1.0, 2.0]
     assert {row[2] for row in loss["data"]} == {"train (each batch)", "train (epoch)", "validation"}
     assert "epoch 2/2" in log
-    assert [row[0] for row in per_class["data"]] == ["a", "b", "c"]
+    assert [row[0] for row in per_class["data"]] == ["a", "b", "c", "macro average"]  # as in the inspect panel
     assert Path(confusion).stat().st_size > 1000  # the confusion matrix picture
     import re
 
     wrong = re.match(r"\*\*(\d+) of", errors_caption)
-    assert (errors_caption == ui.helpers.NO_ERRORS and not errors) or len(errors) == int(wrong.group(1))
+    assert (errors_caption == text.NO_ERRORS and not errors) or len(errors) == int(wrong.group(1))
     new = {p.name for p in root.iterdir()} - before
     assert len(new) == 1
     assert predict_pick["value"] == str(root / new.pop())
@@ -124,7 +120,7 @@ def test_predict_without_image_or_model_gives_guidance(served, client):
     label, caption = client.predict(None, str(checkpoint), api_name="/predict")
     assert not label and "Upload" in caption
     label, caption = client.predict(handle_file(str(data / "a" / "000.png")), None, api_name="/predict")
-    assert not label and caption == ui.NO_CHECKPOINT
+    assert not label and caption == text.NO_CHECKPOINT
     label, caption = client.predict(handle_file(str(data / "a" / "000.png")), "/etc", api_name="/predict")
     assert not label and "not one of this app's checkpoints" in caption
 
@@ -257,7 +253,7 @@ def test_doctor_finds_a_duplicate_and_a_label_conflict(served, client, tmp_path)
 
     report, conflicts = client.predict(str(tmp_path / "missing"), api_name="/doctor")
     assert report.startswith("⚠️") and not conflicts["value"] and not conflicts["visible"]
-    assert client.predict("", api_name="/doctor")[0] == ui.helpers.DOCTOR_EMPTY
+    assert client.predict("", api_name="/doctor")[0] == text.DOCTOR_EMPTY
 
 
 def test_inspect_shows_confusion_per_class_and_mistakes_sorted(served, client):
@@ -271,21 +267,21 @@ def test_inspect_shows_confusion_per_class_and_mistakes_sorted(served, client):
         assert probs == sorted(probs, reverse=True)
         assert all(" → " in e["caption"] for e in errors)
     else:
-        assert caption == ui.helpers.NO_ERRORS
+        assert caption == text.NO_ERRORS
     caption, confusion, _, errors = client.predict(None, str(data), api_name="/inspect")
-    assert caption == ui.NO_CHECKPOINT and confusion is None and not errors
+    assert caption == text.NO_CHECKPOINT and confusion is None and not errors
 
 
 def test_grad_cam_overlay_for_the_top_class_and_a_picked_one(served, client):
     _, data, _, checkpoint, _ = served
     image = handle_file(str(data / "b" / "000.png"))
-    overlay, caption, picker = client.predict(image, str(checkpoint), ui.helpers.TOP_CLASS, api_name="/explain")
+    overlay, caption, picker = client.predict(image, str(checkpoint), text.TOP_CLASS, api_name="/explain")
     from PIL import Image
 
     with Image.open(overlay) as img:
         assert img.size == (128, 128)  # a 24 px upload is shown at the display minimum
     assert "Where the model looked" in caption
-    assert [c[1] for c in picker["choices"]] == [ui.helpers.TOP_CLASS, "a", "b", "c"]
+    assert [c[1] for c in picker["choices"]] == [text.TOP_CLASS, "a", "b", "c"]
     label, _ = client.predict(image, str(checkpoint), api_name="/predict")
     other = next(name for name in "abc" if name != label["label"])
     overlay, caption, picker = client.predict(image, str(checkpoint), other, api_name="/explain")
@@ -331,24 +327,25 @@ def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub_en
 
 
 def test_importing_the_app_writes_nothing_into_the_package():
-    # Gradio writes a .pyi stub beside any module that defines a Component subclass; ui.py must define none.
-    assert not Path(ui.__file__).with_suffix(".pyi").exists()
+    # Gradio writes a .pyi stub beside any module that defines a Component subclass; the app must define none.
+    for module in (layout, handlers, sources, text, views):
+        assert not Path(module.__file__).with_suffix(".pyi").exists(), module.__name__
 
 
 def test_image_source_reads_gradios_raw_image_value():
     import base64
 
-    assert ui.image_source({"path": "/tmp/gradio/x.png", "url": "http://h/file=x.png"}) == "/tmp/gradio/x.png"
+    assert handlers.image_source({"path": "/tmp/gradio/x.png", "url": "http://h/file=x.png"}) == "/tmp/gradio/x.png"
     data_url = "data:image/png;base64," + base64.b64encode(b"abc").decode()
-    assert ui.image_source({"path": None, "url": data_url}) == b"abc"
-    assert ui.image_source("/a.png") == "/a.png" and ui.image_source(None) is None and ui.image_source("") is None
+    assert handlers.image_source({"path": None, "url": data_url}) == b"abc"
+    assert handlers.image_source("/a.png") == "/a.png" and handlers.image_source(None) is None and handlers.image_source("") is None
 
 
 def test_format_duration_and_percent():
-    assert ui.format_duration(42) == "0:42"
-    assert ui.format_duration(3723) == "1:02:03"
-    assert ui.format_duration(None) == "—" and ui.format_duration(float("nan")) == "—"
-    assert ui.percent(0.9355) == "93.5%" and ui.percent(None) == "—"
+    assert text.format_duration(42) == "0:42"
+    assert text.format_duration(3723) == "1:02:03"
+    assert text.format_duration(None) == "—" and text.format_duration(float("nan")) == "—"
+    assert text.percent(0.9355) == "93.5%" and text.percent(None) == "—"
 
 
 def _run_events(run_dir="/runs/x"):
@@ -366,43 +363,43 @@ def _run_events(run_dir="/runs/x"):
 
 
 def test_run_view_turns_events_into_curves_progress_and_log():
-    view = ui.RunView()
+    view = views.RunView()
     events = _run_events()
     for event in events[:4]:
         view.update(event)
     assert view.fraction == 0.5 and "ETA 0:02" in view.status and "50 images/s" in view.status
     for event in events[4:]:
         view.update(event)
-    loss, accuracy = ui.curve_frames(view.points)
-    assert list(accuracy.columns) == ui.PLOT_COLUMNS
+    loss, accuracy = views.curve_frames(view.points)
+    assert list(accuracy.columns) == views.PLOT_COLUMNS
     assert accuracy[accuracy.series == "validation"].value.tolist() == [0.66, 1.0]
     assert loss[loss.series == "train (each batch)"].epoch.tolist() == [0.5, 1.0]
     assert view.fraction == 1.0 and view.final is events[-1] and view.run_dir == "/runs/x"
     assert any(line.startswith("epoch 2/2") for line in view.log) and "Decoding 24 images" in view.log
-    assert ui.plot_value(accuracy) is accuracy and ui.plot_value(ui.curve_frames([])[0]) is None
+    assert views.plot_value(accuracy) is accuracy and views.plot_value(views.curve_frames([])[0]) is None
 
 
 def test_run_view_log_is_short_and_failures_say_why():
-    view = ui.RunView()
+    view = views.RunView()
     for i in range(40):
         view.update(Stage("s", f"line {i}"))
-    assert len(view.log) == ui.LOG_LINES and view.log[-1] == "line 39"
+    assert len(view.log) == views.LOG_LINES and view.log[-1] == "line 39"
     view.update(Failed("pretrained weights for resnet18 are not on this machine"))
     assert view.status.startswith("Failed: pretrained weights")
-    assert "Training failed" in ui.results_markdown(view.final)
+    assert "Training failed" in text.results_markdown(view.final)
     stopped = Cancelled("/runs/y", 3, 9.0, "Training stopped in epoch 3; the best checkpoint so far is saved.")
-    assert "selected in the **Predict** tab" in ui.results_markdown(stopped)
-    assert "selected" not in ui.results_markdown(Cancelled(None, 1, 1.0, "nothing was saved"))
+    assert "selected in the **Predict** tab" in text.results_markdown(stopped)
+    assert "selected" not in text.results_markdown(Cancelled(None, 1, 1.0, "nothing was saved"))
 
 
 def test_compare_view_colours_curves_by_run():
-    view = ui.CompareView()
+    view = views.CompareView()
     for event in _run_events("/runs/p"):
         view.update(Tagged("pretrained", event))
     assert view.fraction == 0.5 and view.status.startswith("Run 1 of 2 (pretrained)")
     view.update(Tagged("scratch", _run_events("/runs/s")[2]))
     assert view.fraction == pytest.approx(0.5 + 0.25 / 2)
-    accuracy, loss = ui.compare_frames(view.points)
+    accuracy, loss = views.compare_frames(view.points)
     assert set(accuracy.dropna().series) == {"pretrained"} and set(loss.dropna().series) == {"pretrained"}
     # scratch is already in the legend (a NaN row), so the chart's colours stay fixed when its points arrive
     assert set(accuracy.series) == {"pretrained", "scratch"}
@@ -415,16 +412,16 @@ def test_compare_view_colours_curves_by_run():
     }
     view.update(CompareFinished(results, []))
     assert view.status == "Both runs finished." and view.message() is None
-    table = ui.compare_table(results, epochs=3)
+    table = text.compare_table(results, epochs=3)
     assert table.values.tolist() == [["pretrained", "90.0%", "95.0%", "1:01", "1"],
                                      ["scratch", "50.0%", "60.0%", "1:10", "not within 3"]]
-    assert "40.0 points better" in ui.compare_takeaway(results, 3)
-    assert ui.compare_confusions(results).count("<table") == 2
+    assert "40.0 points better" in text.compare_takeaway(results, 3)
+    assert text.compare_confusions(results).count("<table") == 2
 
 
 def test_confusion_html_escapes_names_and_shows_counts():
     report = {"classes": ["<b>x</b>", "y"], "confusion": [[3, 1], [0, 4]]}
-    page = ui.confusion_html(report, "Test")
+    page = text.confusion_html(report, "Test")
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert page.count("<td") == 4 and ">3</td>" in page and ">4</td>" in page
     assert "rgba(34,197,94" in page and "rgba(239,68,68" in page  # correct green, mistakes red
@@ -432,37 +429,98 @@ def test_confusion_html_escapes_names_and_shows_counts():
 
 def test_per_class_frame_and_report_on_items():
     report = {"per_class": {"a": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}}}
-    assert ui.per_class_frame(report).values.tolist() == [["a", "100.0%", "50.0%", "66.7%", 2]]
+    assert text.per_class_frame(report).values.tolist() == [["a", "100.0%", "50.0%", "66.7%", 2],
+                                                            ["macro average", "100.0%", "50.0%", "66.7%", 2]]
     items = [{"path": "a/1", "true": "a", "pred": "a"}, {"path": "b/1", "true": "b", "pred": "a"},
              {"path": "b/2", "true": "b", "pred": "b"}]
-    report = ui.report_on_items(items, ["a", "b"], {"a/1", "b/1"})
+    report = views.report_on_items(items, ["a", "b"], {"a/1", "b/1"})
     assert report["n"] == 2 and report["accuracy"] == 0.5 and report["confusion"] == [[1, 0], [1, 0]]
+
+
+def test_both_panels_render_the_same_per_class_table_for_one_report(tmp_path, monkeypatch):
+    """The Train tab (after a run) and the "where does it go wrong" panel show one table for one report."""
+    report = {"n": 4, "classes": ["a", "b"], "confusion": [[2, 0], [1, 1]], "items": [], "root": str(tmp_path),
+              "per_class": {"a": {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2},
+                            "b": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}}}
+    app = handlers.DemoApp(tmp_path, "")
+    finished = Finished(str(tmp_path / "run"), 1, 1.0, 0.75, report, 1.0)
+    view = views.RunView()
+    view.update(finished)
+    train_table = app._train_outputs(view, done=True)[5]
+    monkeypatch.setattr(app, "_predictor", lambda checkpoint: object())
+    monkeypatch.setattr(sources, "test_report", lambda predictor, folder: report)
+    inspect_table = app.inspect("some-run", "")[2]
+    assert train_table.values.tolist() == inspect_table.values.tolist()
+    assert train_table.values.tolist()[-1] == ["macro average", "83.3%", "75.0%", "73.3%", 4]
+    assert list(train_table.columns) == list(inspect_table.columns) == text.PER_CLASS_COLUMNS
+
+
+GRADIO_BLOCKED = "import sys; sys.modules['gradio'] = None; sys.modules['gradio_client'] = None\n"
+
+
+def _run_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_views_text_and_sources_import_without_gradio():
+    out = _run_python(GRADIO_BLOCKED + "import pokedemo.app, pokedemo.app.views, pokedemo.app.text, "
+                      "pokedemo.app.sources\nprint(sorted(m for m in sys.modules if m.startswith('gradio')))")
+    assert out.strip() == "['gradio', 'gradio_client']"  # only the blocked placeholders: nothing imported them
+    blocked = _run_python(GRADIO_BLOCKED + "try:\n    import pokedemo.app.layout\nexcept ImportError:\n"
+                          "    print('blocked')")
+    assert blocked.strip() == "blocked"  # the check above can fail: layout does need gradio
+
+
+def test_importing_the_app_changes_no_environment_variables():
+    # pokedemo itself sets OMP_WAIT_POLICY (it must precede torch's import, see pokedemo/__init__.py), so the
+    # comparison starts after the package import; environment set-up for the app belongs to app.py's main().
+    out = _run_python("import os, json\nimport pokedemo\nbefore = dict(os.environ)\n"
+                      "import pokedemo.app.layout\nfrom pokedemo.app import build_demo, launch_options\n"
+                      "after = dict(os.environ)\n"
+                      "print(json.dumps(sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))))")
+    assert out.strip() == "[]"
+
+
+def test_app_main_sets_up_the_environment_before_importing_gradio(monkeypatch):
+    import app
+
+    for name in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    app.set_up_environment(app.parse_args(["--threads", "2"]))
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "2"
 
 
 def test_dataset_summary_reports_unreadable_duplicates_and_conflicts(tiny_dataset):
     root = tiny_dataset()
     (root / "a" / "broken.jpg").write_bytes(b"not an image")
     (root / "b" / "copy-of-a.png").write_bytes((root / "a" / "000.png").read_bytes())
-    summary = ui.summarise_dataset(str(root), 0, None)
+    summary = sources.summarise_dataset(str(root), 0, None)
     assert "3 classes · 25 images" in summary
     assert "1 unreadable file(s) skipped: `a/broken.jpg`" in summary
     assert "1 group(s) look alike but sit in different class folders" in summary
     assert "`a/000.png` ↔ `b/copy-of-a.png`" in summary
-    assert ui.summarise_dataset("  ", 0, None) == ui.NO_DATASET
+    assert sources.summarise_dataset("  ", 0, None) == text.NO_DATASET
 
 
 def test_backbone_default_prefers_available_weights():
     choices = [("resnet18 — pretrained weights: needs download", "resnet18"),
                ("efficientnet_lite0 — pretrained weights: bundled", "efficientnet_lite0")]
-    assert ui.default_backbone(choices) == "efficientnet_lite0"
+    assert sources.default_backbone(choices) == "efficientnet_lite0"
     cached = [("resnet18 — pretrained weights: cached", "resnet18"), choices[1]]
-    assert ui.default_backbone(cached) == TrainConfig().backbone
-    assert [name for _, name in ui.backbone_choices()] == ["resnet18", "efficientnet_lite0"]
-    assert "bundled" in dict((n, label) for label, n in ui.backbone_choices())["efficientnet_lite0"]
+    assert sources.default_backbone(cached) == TrainConfig().backbone
+    assert [name for _, name in sources.backbone_choices()] == ["resnet18", "efficientnet_lite0"]
+    assert "bundled" in dict((n, label) for label, n in sources.backbone_choices())["efficientnet_lite0"]
 
 
 def test_make_config_converts_widget_values():
-    config = ui.make_config("resnet18", True, "linear", 3.0, "0.01", 16.0, 64.0, 7.0)
+    config = sources.make_config("resnet18", True, "linear", 3.0, "0.01", 16.0, 64.0, 7.0)
     assert (config.epochs, config.lr, config.batch_size, config.img_size, config.seed) == (3, 0.01, 16, 64, 7)
     assert config.strategy == "linear" and config.pretrained is True
 
@@ -472,20 +530,21 @@ def test_checkpoints_outside_the_root_are_refused(tmp_path, monkeypatch):
 
     root = tmp_path / "runs"
     (root / "one").mkdir(parents=True)
-    assert ui.checkpoint_inside(root, str(root / "one")) == (root / "one").resolve()
-    assert ui.checkpoint_inside(root, "one") == (root / "one").resolve()
+    assert sources.checkpoint_inside(root, str(root / "one")) == (root / "one").resolve()
+    assert sources.checkpoint_inside(root, "one") == (root / "one").resolve()
     monkeypatch.chdir(tmp_path)
-    assert ui.checkpoint_inside("runs", "runs/one") == (root / "one").resolve()  # relative to the working dir
+    assert sources.checkpoint_inside("runs", "runs/one") == (root / "one").resolve()  # relative to the working dir
     for outside in ("/etc", str(root / ".." / "x"), "../x"):
         with pytest.raises(CheckpointError):
-            ui.checkpoint_inside(root, outside)
+            sources.checkpoint_inside(root, outside)
 
 
 def test_a_second_job_from_the_same_tab_is_refused_and_others_are_told_to_wait(tmp_path):
-    import gradio as gr
     from types import SimpleNamespace
 
-    app = ui.DemoApp(tmp_path, "")
+    import gradio as gr
+
+    app = handlers.DemoApp(tmp_path, "")
     mine, theirs = SimpleNamespace(session_hash="mine"), SimpleNamespace(session_hash="theirs")
     assert "Starting" in app.reserve(mine)
     with pytest.raises(gr.Error, match="already running or waiting"):
@@ -495,7 +554,7 @@ def test_a_second_job_from_the_same_tab_is_refused_and_others_are_told_to_wait(t
 
 
 def test_job_registry_one_job_per_session_and_stop_flags():
-    jobs = ui.JobRegistry()
+    jobs = handlers.JobRegistry()
     assert jobs.reserve("s1") and not jobs.reserve("s1")
     assert jobs.request_stop("s1") and not jobs.request_stop("s2")
     with jobs.running_job("s1") as flag:
@@ -508,10 +567,10 @@ def test_job_registry_one_job_per_session_and_stop_flags():
 
 def test_example_images_one_per_class(tiny_dataset):
     root = tiny_dataset()
-    examples = ui.example_images(str(root))
+    examples = sources.example_images(str(root))
     assert [Path(p).name for p in examples] == ["a-000.png", "b-000.png", "c-000.png"]
-    assert all(Path(p).is_file() and Path(p).is_relative_to(Path(ui.tempfile.gettempdir())) for p in examples)
-    assert ui.example_images("") == [] and ui.example_images(str(root / "missing")) == []
+    assert all(Path(p).is_file() and Path(p).is_relative_to(Path(sources.tempfile.gettempdir())) for p in examples)
+    assert sources.example_images("") == [] and sources.example_images(str(root / "missing")) == []
 
 
 # ----------------------------------------------------------------------------------------- zip uploads
@@ -609,15 +668,15 @@ def test_app_listens_where_asked_locally_and_leaves_it_to_gradio_on_spaces(monke
 
 
 def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default():
-    fresh = ui.backbone_dropdown(None)
-    assert fresh.value == ui.default_backbone(ui.backbone_choices())
-    assert ui.backbone_dropdown("resnet18").value == "resnet18"
+    fresh = handlers.backbone_dropdown(None)
+    assert fresh.value == sources.default_backbone(sources.backbone_choices())
+    assert handlers.backbone_dropdown("resnet18").value == "resnet18"
 
 
 def test_auto_push_after_training_pushes_only_a_finished_run(served, hub_env):
     _, data, root, _, _ = served
     token = hub_env.add_user("carol")
-    app = ui.DemoApp(root, str(data))
+    app = handlers.DemoApp(root, str(data))
     app.auto_push("carol/auto", False, token, True)  # nothing trained yet: nothing to push
     assert "carol/auto" not in hub_env.repos
     list(app.train(str(data), *TINY_OPTIONS))

@@ -1,0 +1,412 @@
+"""The app's event handlers (``DemoApp``), job control (``JobRegistry``) and the streaming of engine events.
+
+Concurrency: one training or comparison at a time for the whole server (``concurrency_id="train"``, limit 1;
+later requests wait in the queue and see their position). Predictions have their own concurrency group, so
+they stay fast while a job trains. Stop is a ``threading.Event`` per browser session that the engine checks
+every batch; the engine then saves the best checkpoint so far and reports ``Cancelled``.
+
+Handlers return what the components show; the words come from ``text.py``, the plot data and pictures from
+``views.py``, engine access from ``sources.py``. torch-backed modules are imported by the handlers that need them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+
+from pokedemo.app import sources, text, views
+from pokedemo.app.text import (
+    CHECKPOINT_TABLE_COLUMNS, COMPARE_COLUMNS, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS, empty_frame,
+    friendly_error, progress_html,
+)
+from pokedemo.app.views import CompareView, RunView
+from pokedemo.events import BatchProgress, Cancelled, CompareFinished, Event, Failed, Finished, Tagged
+
+INFO_SECONDS = 6                    # how long an info toast stays
+UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
+
+
+# ---------------------------------------------------------------------------------------- job control
+
+
+class JobRegistry:
+    """Stop flags of the training jobs in flight, one per browser session, and the session now training."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flags: dict[str, threading.Event] = {}
+        self.running: str | None = None
+
+    def reserve(self, session: str) -> bool:
+        """Register a job for ``session`` before it is queued; False if that session already has one."""
+        with self._lock:
+            if session in self._flags:
+                return False
+            self._flags[session] = threading.Event()
+            return True
+
+    def request_stop(self, session: str) -> bool:
+        with self._lock:
+            flag = self._flags.get(session)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def busy_elsewhere(self, session: str) -> bool:
+        return self.running is not None and self.running != session
+
+    @contextmanager
+    def running_job(self, session: str) -> Iterator[threading.Event]:
+        """The session's stop flag while its job runs (API callers that skipped ``reserve`` get a fresh one)."""
+        with self._lock:
+            flag = self._flags.setdefault(session, threading.Event())
+            self.running = session
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                self._flags.pop(session, None)
+                if self.running == session:
+                    self.running = None
+
+
+def session_of(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+# ------------------------------------------------------------------------------------------ handlers
+
+
+class DemoApp:
+    """Event handlers; one instance per ``build_demo`` (its checkpoint root, default dataset and jobs)."""
+
+    def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str):
+        self.checkpoint_root = str(checkpoint_root)
+        self.data_dir = data_dir
+        self.jobs = JobRegistry()
+        self.hub_choices: list[tuple[str, str]] = []  # models loaded from the Hub, listed after local runs
+        self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
+
+    def choices(self) -> list[tuple[str, str]]:
+        return sources.checkpoint_choices(self.checkpoint_root) + self.hub_choices
+
+    # ---- dataset
+
+    def scan(self, folder: str, seed: float, img_size: float) -> str:
+        return sources.summarise_dataset(folder, seed, img_size)
+
+    def upload_zip(self, zip_path: str | None, seed: float, img_size: float):
+        """Extract an uploaded zip safely; returns (dataset folder, summary)."""
+        from pokedemo.uploads import UploadError, extract_dataset_zip, new_upload_dir
+
+        if not zip_path:
+            return gr.skip(), gr.skip()
+        try:
+            root = extract_dataset_zip(zip_path, new_upload_dir())
+        except UploadError as exc:
+            gr.Warning(f"That zip cannot be used: {exc}")
+            return gr.skip(), f"⚠️ That zip cannot be used: {exc}"
+        return str(root), sources.summarise_dataset(str(root), seed, img_size)
+
+    # ---- training
+
+    def reserve(self, request: gr.Request = None) -> str:
+        """Runs before a training request is queued: registers its stop flag, says whether it has to wait."""
+        session = session_of(request)
+        if not self.jobs.reserve(session):
+            raise gr.Error("A training from this tab is already running or waiting; press Stop first.",
+                           title="Busy")
+        if self.jobs.busy_elsewhere(session):
+            _info("Someone else is training right now; yours starts when that finishes (queue position shown).")
+            return progress_html(0, "Waiting: another training is running; yours starts when it finishes.")
+        return progress_html(0, "Starting…")
+
+    def stop(self, request: gr.Request = None) -> None:
+        if self.jobs.request_stop(session_of(request)):
+            _info("Stopping after the current batch; the best checkpoint so far is kept.")
+        else:
+            _info("Nothing to stop: no training is running from this tab.")
+
+    def train(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
+              batch_size: float, img_size: float, seed: float, request: gr.Request = None):
+        """Stream one training run: progress, curves and log; results and the new checkpoint at the end."""
+        from pokedemo.train import train
+
+        view = RunView()
+        with self.jobs.running_job(session_of(request)) as stop:
+            events = self._start(data_dir, stop, train, backbone, pretrained, strategy, epochs, lr, batch_size,
+                                 img_size, seed)
+            for _ in _drive(events, view, stop):
+                yield self._train_outputs(view)
+        if isinstance(view.final, Finished):
+            self.finished_runs[session_of(request)] = view.final.run_dir
+        _notify(view.final)
+        yield self._train_outputs(view, done=True)
+
+    def compare(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
+                batch_size: float, img_size: float, seed: float, request: gr.Request = None):
+        """Stream a pretrained-vs-scratch comparison; the table and both confusion matrices at the end."""
+        from pokedemo.train import compare
+
+        view = CompareView()
+        with self.jobs.running_job(session_of(request)) as stop:
+            events = self._start(data_dir, stop, compare, backbone, True, strategy, epochs, lr, batch_size,
+                                 img_size, seed)
+            for _ in _drive(events, view, stop):
+                yield self._compare_outputs(view, int(epochs))
+        message = view.message()
+        if message:
+            gr.Warning(message)
+        yield self._compare_outputs(view, int(epochs), done=True)
+
+    def _start(self, data_dir, stop, engine, *options) -> Iterator[Event]:
+        """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
+        folder = (data_dir or "").strip()
+        if not folder:
+            return iter([Failed(message=NO_DATASET)])
+        if stop.is_set():
+            return iter([Cancelled(run_dir=None, epoch=0, seconds=0.0, message="Stopped before training began.")])
+        try:
+            config = sources.make_config(*options)
+        except (TypeError, ValueError) as exc:
+            return iter([Failed(message=f"invalid training option: {exc}")])
+        return engine(config, folder, self.checkpoint_root, stop=stop)
+
+    def _train_outputs(self, view: RunView, done: bool = False) -> tuple:
+        loss, accuracy = map(views.plot_value, views.curve_frames(view.points))
+        report = view.final.test_metrics if done and isinstance(view.final, Finished) else None
+        return (
+            progress_html(view.fraction, view.status), loss, accuracy, "\n".join(view.log),
+            text.results_markdown(view.final) if done else "",
+            text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
+            views.confusion_picture(report),
+            *(self._errors_of(report) if report else ("", [])),
+            *(self._select_checkpoints(view.run_dir) if done else (gr.skip(),) * 3),
+        )
+
+    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
+        """(caption, gallery) of the test images a finished run gets wrong (from its own test report)."""
+        try:
+            return text.errors_caption(report), views.errors_items(report)
+        except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
+            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
+
+    def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False) -> tuple:
+        accuracy, loss = map(views.plot_value, views.compare_frames(view.points))
+        results = view.final.results if done and isinstance(view.final, CompareFinished) else None
+        runs = [view.runs[r].run_dir for r in views.RUN_LABELS]
+        problem = view.message() if done else None
+        summary = text.compare_takeaway(results, epochs) if results else (f"⚠️ {problem}" if problem else "")
+        return (
+            progress_html(view.fraction, view.status), accuracy, loss, "\n".join(view.log), summary,
+            text.compare_table(results, epochs) if results else empty_frame(COMPARE_COLUMNS),
+            text.compare_confusions(results) if results else "",
+            *(self._select_checkpoints(*runs) if done else (gr.skip(),) * 3),
+        )
+
+    def _select_checkpoints(self, first: str | None, second: str | None = None) -> tuple:
+        """Dropdown updates after a run: the new run selected in Predict (and in Compare A/B)."""
+        choices = self.choices()
+        known = {value for _, value in choices}
+
+        def dropdown(run: str | None) -> gr.Dropdown:
+            return gr.Dropdown(choices=choices, value=run) if run in known else gr.Dropdown(choices=choices)
+
+        return dropdown(first), dropdown(first if second else None), dropdown(second)
+
+    # ---- checkpoints and prediction
+
+    def refresh(self, *current: str | None) -> tuple:
+        """Re-list checkpoints for each dropdown, keeping its selection when it still exists."""
+        choices = self.choices()
+        known = [value for _, value in choices]
+        return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
+                     for value in current)
+
+    def predict(self, image: dict | str | None, checkpoint: str | None):
+        """(label confidences, caption) for gr.Label; a friendly caption instead of any error.
+
+        ``image`` is gr.Image's raw value (the event does not preprocess, see ``layout._wire_checkpoints``).
+        """
+        if not checkpoint:
+            return None, NO_CHECKPOINT
+        if not image:
+            return None, text.NO_IMAGE
+        try:
+            predictor = self._predictor(checkpoint)
+            return predictor.predict_dict(image_source(image)), text.model_caption(predictor)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never an error page
+            message = friendly_error(exc)
+            gr.Warning(message)
+            return None, f"⚠️ {message}"
+
+    def _predictor(self, checkpoint: str):
+        from pokedemo.hub import download_for_ui, hub_cache_dir
+        from pokedemo.predict import get_predictor
+
+        if sources.hub_spec(checkpoint):  # a repo id typed into the picker
+            path, message = download_for_ui(checkpoint)
+            if path is None:
+                raise ValueError(message.removeprefix("❌ "))
+            return get_predictor(path)
+        # Only this app's runs and models downloaded from the Hub are loaded, never any other folder.
+        hub_cache = Path(hub_cache_dir()).resolve()
+        if Path(checkpoint).is_absolute() and Path(checkpoint).resolve().is_relative_to(hub_cache):
+            return get_predictor(Path(checkpoint).resolve())
+        return get_predictor(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
+
+    def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):
+        """Evaluate two saved checkpoints on the test images both held out; (caption, table, confusions)."""
+        if not first or not second:
+            return "Pick two checkpoints above.", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
+        try:
+            return self._compare_checkpoints(first, second, folder)
+        except Exception as exc:  # noqa: BLE001 - shown as a message (missing data, other classes, ...)
+            return f"⚠️ {friendly_error(exc)}", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
+
+    def _compare_checkpoints(self, first: str, second: str, folder: str | None):
+        predictors = [self._predictor(first), self._predictor(second)]
+        if predictors[0].classes != predictors[1].classes:
+            raise ValueError("these checkpoints were trained on different classes, so their test sets differ")
+        reports = [sources.test_report(p, folder) for p in predictors]
+        held_out = [{it["path"] for it in r["items"]} for r in reports]
+        common = held_out[0] & held_out[1]
+        if not common:
+            raise ValueError("these checkpoints share no held-out test images (different data or split)")
+        restricted = [views.report_on_items(r["items"], p.classes, common) for r, p in zip(reports, predictors)]
+        names = [Path(p.checkpoint.path).name for p in predictors]
+        return (text.checkpoints_caption(len(common), held_out[0] == held_out[1]),
+                text.checkpoints_table(names, restricted), text.checkpoints_confusions(names, restricted))
+
+    # ---- seeing inside: doctor, mistakes, Grad-CAM
+
+    def doctor(self, folder: str | None):
+        """(report, conflict strips, accordion) of the Train tab's dataset doctor."""
+        report, strips = sources.doctor_panel(folder)
+        return (report, gr.Gallery(value=strips, visible=bool(strips)),
+                gr.Accordion(label=text.doctor_title(report)))
+
+    def inspect(self, checkpoint: str | None, folder: str | None):
+        """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
+        empty = (None, empty_frame(PER_CLASS_COLUMNS), [])
+        if not checkpoint:
+            return (NO_CHECKPOINT, *empty)
+        try:
+            predictor = self._predictor(checkpoint)
+            report = sources.test_report(predictor, folder)
+        except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
+            return (f"⚠️ {friendly_error(exc)}", *empty)
+        return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
+                views.errors_items(report))
+
+    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
+        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
+        from pokedemo.gradcam import grad_cam
+
+        if not checkpoint or not image:
+            return None, "", gr.skip()
+        try:
+            predictor = self._predictor(checkpoint)
+            result = grad_cam(predictor, image_source(image), sources.cam_target_value(target, predictor.classes))
+        except Exception as exc:  # noqa: BLE001 - the label's caption already explains unusable images
+            return None, f"⚠️ No heatmap: {friendly_error(exc)}", gr.skip()
+        choices = sources.cam_choices(predictor.classes)
+        picker = gr.Dropdown(choices=choices, value=target if target in choices else text.TOP_CLASS)
+        return result.overlay, text.cam_caption(result), picker
+
+    # ---- the Hugging Face Hub
+
+    def load_from_hub(self, spec: str | None, token: str | None = None):
+        """Download a model by repo id and select it in the Predict picker; (message, picker)."""
+        from pokedemo.hub import download_for_ui
+
+        path, message = download_for_ui(spec, token or None)
+        if path is None:
+            return message, gr.skip()
+        choice = sources.hub_choice(spec, path)
+        self.hub_choices = [c for c in self.hub_choices if c[1] != choice[1]] + [choice]
+        return message + " It is selected as the model above.", gr.Dropdown(choices=self.choices(), value=choice[1])
+
+    def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None):
+        """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
+        from pokedemo.hub import push_for_ui
+
+        if checkpoint:
+            try:
+                checkpoint = str(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
+            except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
+                return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
+        return push_for_ui(checkpoint, repo_id, bool(private), token or None)
+
+    def auto_push(self, repo_id: str | None, private: bool, token: str | None, enabled: bool,
+                  request: gr.Request = None):
+        """After a training from this tab finishes: push its run when the Hub panel's auto-push box is ticked."""
+        run = self.finished_runs.pop(session_of(request), None)
+        if not enabled or run is None:
+            return gr.skip()
+        if not (repo_id or "").strip():
+            return "❌ Automatic push is on but no repo id is set in the Hub panel; nothing was pushed."
+        return self.push(run, repo_id, private, token)
+
+    def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:
+        """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
+        summary = sources.summarise_dataset(folder, seed, img_size) if (folder or "").strip() else NO_DATASET
+        return (summary, *self.refresh(*current))
+
+
+def backbone_dropdown(current: str | None) -> gr.Dropdown:
+    """The backbone picker with fresh weight statuses; keeps the user's choice, else picks a usable default."""
+    choices = sources.backbone_choices()
+    names = [name for _, name in choices]
+    return gr.Dropdown(choices=choices, value=current if current in names else sources.default_backbone(choices))
+
+
+def image_source(value: dict | str | None) -> str | bytes | None:
+    """The file path (or, for a data: URL, the bytes) inside gr.Image's raw value; uploads were already moved
+    into Gradio's cache and checked by Gradio before the handler runs."""
+    if not isinstance(value, dict):
+        return value or None
+    url = value.get("url") or ""
+    if url.startswith("data:"):
+        return base64.b64decode(url.split(",", 1)[-1])  # binascii.Error is a ValueError: a friendly message
+    return value.get("path")
+
+
+def _drive(events: Iterator[Event], view: RunView | CompareView, stop: threading.Event) -> Iterator[None]:
+    """Feed engine events into ``view``; yield whenever the browser should be updated (throttled)."""
+    last = 0.0
+    try:
+        for event in events:
+            view.update(event)
+            inner = event.event if isinstance(event, Tagged) else event
+            now = time.monotonic()
+            if isinstance(inner, BatchProgress) and now - last < UI_INTERVAL_S:
+                continue
+            last = now
+            yield
+    finally:
+        if view.final is None:  # closed early (browser gone): let the engine stop and save the best so far
+            stop.set()
+            for event in events:
+                view.update(event)
+
+
+def _info(message: str) -> None:
+    gr.Info(message, duration=INFO_SECONDS)
+
+
+def _notify(final: Event | None) -> None:
+    if isinstance(final, Failed):
+        gr.Warning(final.message)
+    elif isinstance(final, Cancelled):
+        _info(final.message)
+    elif isinstance(final, Finished):
+        _info(text.finished_toast(final))

@@ -1,0 +1,311 @@
+"""The app's layout: tabs, panels, their wiring to the handlers, ``build_demo`` and the launch options.
+
+Nothing heavy happens at import or build time: no model is loaded, nothing is downloaded; only checkpoints are
+listed. The handlers live in ``handlers.py``; every text in ``text.py``; plot data in ``views.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import gradio as gr
+
+from pokedemo.app.handlers import DemoApp, backbone_dropdown
+from pokedemo.app.sources import checkpoint_choices, default_data_dir, example_images, warm_up
+from pokedemo.app.text import (
+    CHECKPOINT_TABLE_COLUMNS, DOCTOR_EMPTY, DOCTOR_TITLE, INTRO, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS,
+    TOP_CLASS, compare_table, empty_frame, progress_html,
+)
+from pokedemo.app.views import LOG_LINES
+from pokedemo.config import TrainConfig, default_checkpoint_root
+
+QUEUE_MAX_SIZE = 32                 # waiting requests of all kinds; more are refused with "queue full"
+PREDICT_CONCURRENCY = 4             # predictions answered in parallel (each holds the Predictor lock briefly)
+MAX_UPLOAD = "300mb"                # images and dataset zips
+
+LOSS_COLOURS = {"train (each batch)": "#fdba74", "train (epoch)": "#ea580c", "validation": "#2563eb"}
+ACCURACY_COLOURS = {"train": "#ea580c", "validation": "#2563eb"}
+RUN_COLOURS = {"pretrained": "#ea580c", "scratch": "#6b7280"}
+# Conflict strips are wide and short: without this the gallery gives each one a square cell of white space.
+CSS = (".pd-confusion table th { font-weight: 600; }\n"
+       "#doctor-conflicts .thumbnail-item { aspect-ratio: 3 / 1.2 !important; height: auto !important; }")
+
+
+def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] | None = None) -> gr.LinePlot:
+    # Starts as None: a plot whose first value is an empty DataFrame never draws its later data (Gradio 6.31).
+    return gr.LinePlot(None, x="epoch", y="value", color="series", title=title, x_title="epoch",
+                       y_title=y_title, color_title="", color_map=colours, y_lim=y_lim)
+
+
+def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
+    gr.Markdown("### 1 · Dataset")
+    ui["data_dir"] = gr.Textbox(label="Dataset folder on this machine (one sub-folder per class)",
+                                value=app.data_dir, placeholder="data/pokemon")
+    ui["scan"] = gr.Button("Scan folder", size="sm")
+    ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")
+    ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…")
+    with gr.Accordion(DOCTOR_TITLE, open=False, elem_id="doctor") as ui["doctor_box"]:
+        ui["doctor"] = gr.Markdown(DOCTOR_EMPTY, elem_id="doctor-report")
+        ui["conflicts"] = gr.Gallery(label="Label conflicts: one picture filed under two classes (folder under "
+                                           "each copy)", columns=1, height="auto", object_fit="contain",
+                                     visible=False, elem_id="doctor-conflicts")
+
+
+def _options_panel(ui: dict[str, Any]) -> None:
+    cfg, help_for = TrainConfig(), TrainConfig.help_for
+    gr.Markdown("### 2 · How to train")
+    # Choices and default come on page load (backbone_dropdown): reading weight statuses imports torch.
+    ui["backbone"] = gr.Dropdown([], value=None, label="Backbone (the network)", allow_custom_value=True,
+                                 info="Weights 'needs download' only work with internet; 'bundled' works offline.")
+    ui["pretrained"] = gr.Checkbox(value=cfg.pretrained, label="Start from ImageNet weights (transfer learning)",
+                                   info="Untick to start from random weights (training from scratch).")
+    ui["strategy"] = gr.Radio([("fine-tune all layers", "finetune"), ("train only the new last layer", "linear")],
+                              value=cfg.strategy, label="What to train", info=help_for("strategy"))
+    ui["epochs"] = gr.Slider(1, 30, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"),
+                             elem_id="epochs")
+    with gr.Accordion("More options", open=False):
+        ui["lr"] = gr.Number(value=cfg.lr, label="Learning rate", info=help_for("lr"))
+        ui["batch_size"] = gr.Slider(4, 128, value=cfg.batch_size, step=4, label="Batch size",
+                                     info=help_for("batch_size"))
+        ui["img_size"] = gr.Slider(32, 320, value=cfg.img_size, step=16, label="Image size (px)",
+                                   info=help_for("img_size"))
+        ui["seed"] = gr.Number(value=cfg.seed, precision=0, label="Seed", info=help_for("seed"))
+    with gr.Row():
+        ui["train"] = gr.Button("▶ Train", variant="primary")
+        ui["stop"] = gr.Button("■ Stop", variant="stop")
+
+
+def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            _dataset_panel(app, ui)
+            _options_panel(ui)
+        with gr.Column(scale=2):  # wide, so both charts and their legends fit side by side
+            gr.Markdown("### 3 · Watch it learn")
+            ui["progress"] = gr.HTML(progress_html(0, "Not started: choose a dataset, then press ▶ Train."))
+            with gr.Row():
+                ui["loss_plot"] = _plot("Loss (lower is better)", "loss", LOSS_COLOURS)
+                ui["acc_plot"] = _plot("Accuracy (higher is better)", "accuracy", ACCURACY_COLOURS, [0, 1])
+            ui["results"] = gr.Markdown(elem_id="train-results")
+            ui["per_class"] = gr.Dataframe(empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics (test set)",
+                                           interactive=False)
+            ui["confusion"] = gr.Image(label="Confusion matrix (test set): rows = true class, columns = predicted",
+                                       type="pil", interactive=False, height=380, show_label=True,
+                                       elem_id="train-confusion")
+            gr.Markdown("### 4 · Where does it go wrong?")
+            ui["errors_caption"] = gr.Markdown("After training, the test images the model got wrong appear here.",
+                                               elem_id="errors-caption")
+            ui["errors"] = _errors_gallery("errors")
+            ui["log"] = gr.Textbox(label="Log", lines=5, max_lines=LOG_LINES, interactive=False, autoscroll=True)
+
+
+def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
+    choices = checkpoint_choices(app.checkpoint_root)
+    with gr.Row():
+        with gr.Column():
+            ui["image"] = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Your image",
+                                   height=340, elem_id="predict-image")
+            examples = example_images(app.data_dir)
+            if examples:
+                gr.Examples([[p] for p in examples], inputs=[ui["image"]], elem_id="predict-examples",
+                            label="Examples from the dataset (probably seen in training — try your own pictures "
+                                  "too)")
+        with gr.Column():
+            with gr.Row(equal_height=True):
+                ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
+                                               label="Model", allow_custom_value=True,
+                                               info="Your trained runs, newest first, with their test accuracy "
+                                                    "(↻ re-reads the list).")
+                ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
+            _hub_panel(ui)
+            ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
+            ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
+            _cam_panel(ui)
+    with gr.Accordion("Where does this model go wrong? Its mistakes on the test images", open=False,
+                      elem_id="inspect"):
+        ui["inspect"] = gr.Button("Show the mistakes of the selected model", size="sm")
+        ui["inspect_caption"] = gr.Markdown(elem_id="inspect-caption")
+        with gr.Row():
+            ui["inspect_confusion"] = gr.Image(label="Confusion matrix (test set)", type="pil", interactive=False,
+                                               height=360, scale=1)
+            ui["inspect_table"] = gr.Dataframe(empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics",
+                                               interactive=False, scale=1)
+        ui["inspect_errors"] = _errors_gallery("inspect-errors")
+
+
+def _errors_gallery(elem_id: str) -> gr.Gallery:
+    return gr.Gallery(label="Misclassified test images: true → predicted (confidence in the wrong answer)",
+                      columns=3, height="auto", object_fit="contain", elem_id=elem_id)
+
+
+def _cam_panel(ui: dict[str, Any]) -> None:
+    gr.Markdown("#### Where did it look? (Grad-CAM)")
+    ui["cam_target"] = gr.Dropdown([TOP_CLASS], value=TOP_CLASS, label="Explain which class",
+                                   info="The heatmap shows which parts of the image speak for this class.",
+                                   elem_id="cam-target")
+    ui["cam_image"] = gr.Image(label="Heatmap over your image", type="pil", interactive=False, height=300,
+                               elem_id="cam-image")
+    ui["cam_caption"] = gr.Markdown(elem_id="cam-caption")
+
+
+def _hub_panel(ui: dict[str, Any]) -> None:
+    with gr.Accordion("Hugging Face Hub: load a model, or share the selected one", open=False, elem_id="hub"):
+        with gr.Row(equal_height=True):
+            ui["hub_repo"] = gr.Textbox(label="Load from the Hub", placeholder="namespace/name or namespace/name@v1",
+                                        scale=4)
+            ui["hub_load"] = gr.Button("Load from Hub", size="sm", scale=1)
+        ui["hub_load_msg"] = gr.Markdown(elem_id="hub-load-msg")
+        gr.Markdown("**Push the selected model** (a run trained here) to a model repo with a generated model card.")
+        with gr.Row(equal_height=True):
+            ui["push_repo"] = gr.Textbox(label="Repo id", placeholder="your-name/pokemon-classifier", scale=3)
+            ui["push_private"] = gr.Checkbox(label="Private", value=False, scale=1)
+        ui["push_token"] = gr.Textbox(label="Access token (write)", type="password", placeholder="hf_…",
+                                      info="Leave empty to use HF_TOKEN or your saved `hf auth login`. It is "
+                                           "used for this push only, never shown or saved.")
+        ui["push_auto"] = gr.Checkbox(label="Also push each run from the Train tab when it finishes", value=False,
+                                      info="Uses the repo id, privacy and token above.")
+        ui["push"] = gr.Button("Push to Hub", variant="secondary", size="sm")
+        ui["push_msg"] = gr.Markdown(elem_id="push-msg")
+
+
+def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
+    choices = checkpoint_choices(app.checkpoint_root)
+    gr.Markdown("### Pretrained vs. from scratch\nTrains the same backbone twice, one after the other, on the same "
+                "images, split and number of epochs: once starting from ImageNet weights, once from random weights. "
+                "It uses the dataset and options of the **Train** tab.")
+    with gr.Row():
+        ui["compare"] = gr.Button("▶ Train both and compare", variant="primary")
+        ui["compare_stop"] = gr.Button("■ Stop", variant="stop")
+    ui["compare_progress"] = gr.HTML(progress_html(0, "Not started."))
+    with gr.Row():
+        ui["compare_acc_plot"] = _plot("Validation accuracy", "accuracy", RUN_COLOURS, [0, 1])
+        ui["compare_loss_plot"] = _plot("Training loss", "loss", RUN_COLOURS)
+    ui["compare_summary"] = gr.Markdown(elem_id="compare-summary")
+    ui["compare_table"] = gr.Dataframe(compare_table({}), label="Side by side", interactive=False)
+    ui["compare_confusions"] = gr.HTML()
+    ui["compare_log"] = gr.Textbox(label="Log", lines=4, max_lines=LOG_LINES, interactive=False, autoscroll=True)
+    gr.Markdown("### Compare two saved checkpoints (no training)\nBoth are evaluated on the same held-out test "
+                "images.")
+    with gr.Row(equal_height=True):
+        first = choices[0][1] if choices else None
+        second = choices[1][1] if len(choices) > 1 else None
+        ui["ckpt_a"] = gr.Dropdown(choices, value=first, label="Checkpoint A", scale=3, allow_custom_value=True)
+        ui["ckpt_b"] = gr.Dropdown(choices, value=second, label="Checkpoint B", scale=3, allow_custom_value=True)
+        ui["evaluate"] = gr.Button("Evaluate both", scale=1)
+    ui["eval_caption"] = gr.Markdown(elem_id="eval-caption")
+    ui["eval_table"] = gr.Dataframe(empty_frame(CHECKPOINT_TABLE_COLUMNS), interactive=False, label="Results")
+    ui["eval_confusions"] = gr.HTML()
+
+
+TRAINING_OPTIONS = ("data_dir", "backbone", "pretrained", "strategy", "epochs", "lr", "batch_size", "img_size", "seed")
+TRAIN_OUTPUTS = ("progress", "loss_plot", "acc_plot", "log", "results", "per_class", "confusion", "errors_caption",
+                 "errors")
+COMPARE_OUTPUTS = ("compare_progress", "compare_acc_plot", "compare_loss_plot", "compare_log", "compare_summary",
+                   "compare_table", "compare_confusions")
+CHECKPOINT_PICKERS = ("checkpoint", "ckpt_a", "ckpt_b")
+
+
+def _pick(ui: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
+    return [ui[name] for name in names]
+
+
+def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> dict[str, Any]:
+    scan_inputs = _pick(ui, ("data_dir", "seed", "img_size"))
+    doctor = dict(fn=app.doctor, inputs=ui["data_dir"], outputs=_pick(ui, ("doctor", "conflicts", "doctor_box")),
+                  concurrency_limit=2, concurrency_id="scan")
+    gr.on([ui["scan"].click, ui["data_dir"].submit], app.scan, scan_inputs, ui["summary"], api_name="scan",
+          concurrency_limit=2, concurrency_id="scan").then(**doctor, api_name="doctor")
+    ui["zip"].upload(app.upload_zip, [ui["zip"], ui["seed"], ui["img_size"]], [ui["data_dir"], ui["summary"]],
+                     api_name="upload_zip", concurrency_limit=2, concurrency_id="scan").then(
+        **doctor, api_visibility="private")
+    return doctor
+
+
+def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
+    """Grad-CAM after each prediction (its own queue slot, so the top-5 label never waits for it), the
+    mistakes of a model, and the Hub panel."""
+    cam = dict(fn=app.explain, inputs=_pick(ui, ("image", "checkpoint", "cam_target")),
+               outputs=_pick(ui, ("cam_image", "cam_caption", "cam_target")), concurrency_limit=2,
+               concurrency_id="cam", show_progress="minimal", preprocess=False)
+    ui["cam_target"].input(**cam, api_name="explain")  # first: the public endpoint gets the plain name
+    ui["predict_event"].then(**cam, api_visibility="private")
+    ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
+                        _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
+                        api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
+    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub, [ui["hub_repo"]],
+          [ui["hub_load_msg"], ui["checkpoint"]], api_name="load_from_hub", concurrency_limit=2,
+          concurrency_id="hub")
+    ui["push"].click(app.push, _pick(ui, ("checkpoint", "push_repo", "push_private", "push_token")), ui["push_msg"],
+                     api_name="push_to_hub", concurrency_limit=1, concurrency_id="hub")
+
+
+def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
+    """Train and Compare share one concurrency slot: one training at a time, others queue."""
+    options = _pick(ui, TRAINING_OPTIONS)
+    pickers = _pick(ui, CHECKPOINT_PICKERS)
+    for button, stop, fn, outputs, name in (
+        ("train", "stop", app.train, TRAIN_OUTPUTS, "train"),
+        ("compare", "compare_stop", app.compare, COMPARE_OUTPUTS, "compare"),
+    ):
+        progress = ui[outputs[0]]
+        event = ui[button].click(app.reserve, None, progress, api_visibility="private", concurrency_limit=None,
+                                 show_progress="hidden").success(
+            fn, options, _pick(ui, outputs) + pickers, api_name=name, concurrency_limit=1, concurrency_id="train",
+            show_progress_on=progress)
+        if name == "train":
+            event.then(app.auto_push, _pick(ui, ("push_repo", "push_private", "push_token", "push_auto")),
+                       ui["push_msg"], api_visibility="private", concurrency_limit=1, concurrency_id="hub")
+        ui[stop].click(app.stop, None, None, api_name=f"stop_{name}" if name != "train" else "stop",
+                       concurrency_limit=None)
+
+
+def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
+    pickers = _pick(ui, CHECKPOINT_PICKERS)
+    ui["refresh"].click(app.refresh, pickers, pickers, api_name="refresh_checkpoints", concurrency_limit=None)
+    # preprocess=False: gr.Image would open every upload with PIL first, so an empty or non-image file or a
+    # decompression bomb would fail inside Gradio with a generic error; the handler gets the raw upload and the
+    # one image loader answers with a clear message instead.
+    ui["predict_event"] = gr.on(
+          [ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
+          [ui["label"], ui["caption"]], api_name="predict", concurrency_limit=PREDICT_CONCURRENCY,
+          concurrency_id="predict", show_progress="minimal", preprocess=False)
+    ui["evaluate"].click(app.compare_checkpoints, [ui["ckpt_a"], ui["ckpt_b"], ui["data_dir"]],
+                         _pick(ui, ("eval_caption", "eval_table", "eval_confusions")),
+                         api_name="compare_checkpoints", concurrency_limit=1, concurrency_id="evaluate")
+
+
+def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str | None = None) -> gr.Blocks:
+    """The whole app. Nothing is trained, loaded or downloaded here; only checkpoints are listed."""
+    app = DemoApp(checkpoint_root or default_checkpoint_root(), default_data_dir() if data_dir is None else data_dir)
+    ui: dict[str, Any] = {}
+    with gr.Blocks(title="Pokédemo — transfer learning") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("① Train", id="train"):
+                _train_tab(app, ui)
+            with gr.Tab("② Predict", id="predict"):
+                _predict_tab(app, ui)
+            with gr.Tab("③ Compare", id="compare"):
+                _compare_tab(app, ui)
+        doctor = _wire_dataset(app, ui)
+        _wire_jobs(app, ui)
+        _wire_checkpoints(app, ui)
+        _wire_insight(app, ui)
+        load_inputs = _pick(ui, ("data_dir", "seed", "img_size") + CHECKPOINT_PICKERS)
+        demo.load(backbone_dropdown, ui["backbone"], ui["backbone"], api_visibility="private",
+                  concurrency_limit=None)
+        demo.load(app.on_load, load_inputs, [ui["summary"], *_pick(ui, CHECKPOINT_PICKERS)],
+                  api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
+            **doctor, api_visibility="private")
+    demo.queue(max_size=QUEUE_MAX_SIZE)
+    threading.Thread(target=warm_up, name="pokedemo-warm-up", daemon=True).start()
+    demo.pokedemo = app  # for tests and later panels: the handlers and their job registry
+    return demo
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch`` shared by app.py and the tests (theme and CSS live there in 6.x)."""
+    return {"theme": gr.themes.Soft(primary_hue="orange"), "css": CSS, "max_file_size": MAX_UPLOAD,
+            "footer_links": ["api"]}

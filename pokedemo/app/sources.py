@@ -1,0 +1,199 @@
+"""What the app reads from the engine: datasets, checkpoints, backbones, models from the Hub, widget values.
+
+Gradio-free glue between the handlers (``handlers.py``) and the engine modules; torch-backed modules are
+imported inside the functions that need them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pokedemo.app import text
+from pokedemo.config import TrainConfig
+from pokedemo.data import IMAGE_EXTENSIONS
+
+EXAMPLES_PER_CLASS = 1
+
+
+# ----------------------------------------------------------------------------------------- datasets
+
+
+def default_data_dir() -> str:
+    """``$POKEDEMO_DATA``, else ``data/pokemon`` when it exists, else empty."""
+    env = os.environ.get("POKEDEMO_DATA", "").strip()
+    if env:
+        return env
+    return "data/pokemon" if Path("data/pokemon").is_dir() else ""
+
+
+def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
+    """Scan ``folder`` and describe it; a friendly line instead of an exception for anything wrong."""
+    from pokedemo.data import DatasetError, scan_dataset, split_dataset
+
+    if not folder or not str(folder).strip():
+        return text.NO_DATASET
+    defaults = TrainConfig()
+    try:
+        # Scanning at the training size fills the tensor cache, so Train starts without decoding again.
+        dataset = scan_dataset(str(folder).strip(), image_size=int(img_size) if img_size else None)
+        split = split_dataset(dataset, defaults.ratios, int(seed or 0))
+    except (DatasetError, ValueError, OSError) as exc:
+        return f"⚠️ {exc}"
+    return text.dataset_summary_markdown(dataset, split)
+
+
+def doctor_panel(folder: str | None) -> tuple[str, list]:
+    """(Markdown report, conflict strips for a gr.Gallery) for the dataset folder; a message when unusable."""
+    from pokedemo.app.views import conflict_thumbnails
+    from pokedemo.data import DatasetError
+    from pokedemo.doctor import diagnose
+
+    folder = (folder or "").strip()
+    if not folder:
+        return text.DOCTOR_EMPTY, []
+    try:
+        report = diagnose(folder)
+    except (DatasetError, ValueError, OSError) as exc:
+        return f"⚠️ {exc}", []
+    return text.doctor_panel_markdown(report), conflict_thumbnails(report, folder)
+
+
+def example_images(data_dir: str, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
+    """A few dataset images copied into the temp dir (Gradio serves files from there, not from anywhere)."""
+    root = Path(data_dir) if data_dir else None
+    if root is None or not root.is_dir():
+        return []
+    target = Path(tempfile.gettempdir()) / "pokedemo-examples"
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        for image in images[:per_class]:
+            copy = target / f"{folder.name}-{image.name}"
+            if not copy.exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, copy)
+            found.append(str(copy))
+    return found
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+def backbone_choices() -> list[tuple[str, str]]:
+    """(label, name) per backbone, the label telling whether its pretrained weights are here.
+
+    Imports torch, torchvision and timm (seconds), so the app calls it on page load, not while starting.
+    """
+    from pokedemo.models import BACKBONE_NAMES, weights_status
+
+    return [(f"{name} — pretrained weights: {weights_status(name)}", name) for name in BACKBONE_NAMES]
+
+
+def default_backbone(choices: list[tuple[str, str]]) -> str:
+    """TrainConfig's backbone if its weights are here, else the first whose weights are, else the default."""
+    available = [name for label, name in choices if not label.endswith("needs download")]
+    preferred = TrainConfig().backbone
+    if preferred in available or not available:
+        return preferred
+    return available[0]
+
+
+def warm_up() -> None:
+    """Import the engine (torch, torchvision, timm) in the background, so the server answers at once and the
+    first page load or training does not wait for these imports."""
+    try:
+        import pokedemo.predict  # noqa: F401
+        import pokedemo.train  # noqa: F401
+
+        backbone_choices()
+    except Exception:  # noqa: BLE001 - a broken install shows up, with its message, where it is used
+        pass
+
+
+def make_config(backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float, batch_size: float,
+                img_size: float, seed: float) -> TrainConfig:
+    """A TrainConfig from widget values (sliders send floats; API callers may send strings)."""
+    return TrainConfig(backbone=str(backbone), pretrained=bool(pretrained), strategy=str(strategy),
+                       epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), img_size=int(img_size),
+                       seed=int(seed))
+
+
+def cam_target_value(choice: str | None, classes: list[str]) -> str | None:
+    """The class the Grad-CAM picker asks for, or None for the top class (also when the picked class is unknown)."""
+    return choice if choice in classes and choice != text.TOP_CLASS else None
+
+
+def cam_choices(classes: list[str]) -> list[str]:
+    return [text.TOP_CLASS, *classes]
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_choices(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """(label, run directory) of every usable checkpoint, newest first."""
+    from pokedemo.checkpoint import list_checkpoints
+
+    return [(info.label(), str(info.path)) for info in list_checkpoints(root)]
+
+
+def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
+    """The run directory ``spec`` (absolute, relative to the working directory, or a run name under ``root``)
+    if it lies inside ``root``; the app never loads files from elsewhere."""
+    from pokedemo.checkpoint import CheckpointError
+
+    root_dir = Path(root).resolve()
+    path = Path(spec).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root_dir / path]
+    inside = [c.resolve() for c in candidates if c.resolve().is_relative_to(root_dir)]
+    if not inside:
+        raise CheckpointError(f"{spec} is not one of this app's checkpoints")
+    return next((c for c in inside if c.exists()), inside[-1])
+
+
+def data_root_for(predictor: Any, folder: str | None) -> str | None:
+    """The folder the checkpoint was trained on, else the Train tab's folder (e.g. a checkpoint from the Hub)."""
+    recorded = (predictor.checkpoint.config.get("dataset") or {}).get("root")
+    if recorded and Path(recorded).is_dir():
+        return recorded
+    return (folder or "").strip() or None
+
+
+def test_report(predictor: Any, folder: str | None) -> dict[str, Any]:
+    """The checkpoint evaluated on the test images its run held out (with ``items`` and ``root``)."""
+    from pokedemo.predict import evaluate_split
+
+    return evaluate_split(predictor, data_root=data_root_for(predictor, folder))
+
+
+
+# ------------------------------------------------------------------------------------------ the Hub
+
+
+def hub_spec(value: str | None) -> bool:
+    """True when ``value`` reads as a Hub repo id (NAMESPACE/NAME[@REVISION]) and is no local path."""
+    from pokedemo.hub import HubError, parse_repo_ref
+
+    value = (value or "").strip()
+    if not value or os.path.exists(value) or value.startswith((".", "/", "~")):
+        return False
+    try:
+        parse_repo_ref(value)
+    except HubError:
+        return False
+    return True
+
+
+def hub_choice(spec: str, path: Path) -> tuple[str, str]:
+    """(label, value) of a model loaded from the Hub, for the checkpoint pickers."""
+    from pokedemo.checkpoint import read_config
+
+    try:
+        test = ((read_config(path).get("metrics") or {}).get("test") or {}).get("accuracy")
+    except Exception:  # noqa: BLE001 - the label is cosmetic; the download validated the files already
+        test = None
+    return text.hub_choice_label(spec, test), str(path)

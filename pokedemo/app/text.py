@@ -1,0 +1,320 @@
+"""Every piece of text the app shows: Markdown, HTML, captions, tables and one-line messages.
+
+Pure functions of the engine's results (reports, events, dataset scans, doctor reports): no Gradio, no torch, so
+they are unit-tested directly and a wording change happens in one place. The handlers (``handlers.py``) decide
+*what* to show; this module decides *how it reads*.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pokedemo.events import Cancelled, Event, Failed, Finished
+
+_log = logging.getLogger(__name__)
+
+INTRO = """# Pokédemo — teach a network to recognise Pokémon
+**Transfer learning, hands-on.** ① **Train** a classifier on a folder of images (one sub-folder per class) and
+watch it learn. ② **Predict**: show it any picture. ③ **Compare**: the same network starting from ImageNet
+weights vs. from random weights."""
+
+NO_DATASET = ("No dataset yet: type the path of a folder with one sub-folder per class (e.g. data/pokemon), "
+              "or upload a .zip of such folders.")
+NO_CHECKPOINT = "No trained model yet: train one in the **Train** tab (a 2-epoch run takes about a minute)."
+NO_IMAGE = "Upload an image, use the webcam or paste one — or click an example."
+DOCTOR_TITLE = "Dataset doctor: duplicates, label conflicts, odd files"  # no emoji: many fonts lack them
+DOCTOR_EMPTY = "Choose a dataset above: the doctor checks it for duplicates, label conflicts and odd files."
+NO_ERRORS = "No mistakes on the test images: every one was classified correctly."
+TOP_CLASS = "top class"  # the Grad-CAM class picker's default entry: explain whatever the model predicted
+
+PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "test images"]
+CHECKPOINT_TABLE_COLUMNS = ["", "checkpoint", "test accuracy", "macro F1", "test images"]
+COMPARE_COLUMNS = ["run", "test accuracy", "best val accuracy", "wall time", "epochs to 90% val"]
+
+
+# ------------------------------------------------------------------------------------------- numbers
+
+
+def format_duration(seconds: float | None) -> str:
+    """0:42, 12:03, 1:02:03; an em dash when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([], columns=columns)
+
+
+def progress_html(fraction: float, text: str) -> str:
+    """A plain HTML progress bar (inline styles, so it looks the same in every theme) with a caption."""
+    width = max(0.0, min(1.0, fraction)) * 100
+    return (
+        '<div class="pd-progress" style="margin:4px 0 8px 0">'
+        '<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+        f'<div style="width:{width:.1f}%;height:100%;background:#f97316;transition:width .3s"></div></div>'
+        f'<div style="font-size:0.9em;margin-top:4px">{html.escape(text)}</div></div>'
+    )
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def per_class_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """THE per-class table of a test report (Train tab and the "where does it go wrong" panel alike):
+    precision / recall / F1 in percent per class, plus the macro-average row."""
+    from pokedemo.report import per_class_table
+
+    rows = [[name, *(percent(v) for v in (p, r, f1)), n] for name, p, r, f1, n in per_class_table(report)]
+    return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
+
+
+def confusion_html(report: dict[str, Any], title: str = "") -> str:
+    """The confusion matrix as a small HTML table: rows = true class, columns = predicted; correct answers
+    green, mistakes red, the stronger the larger their share of the row."""
+    classes, matrix = report["classes"], report["confusion"]
+    head = "".join(f'<th style="padding:4px 8px">{html.escape(c)}</th>' for c in classes)
+    rows = []
+    for i, (name, row) in enumerate(zip(classes, matrix)):
+        total = max(sum(row), 1)
+        cells = "".join(_confusion_cell(count, count / total, i == j) for j, count in enumerate(row))
+        rows.append(f'<tr><th style="padding:4px 8px;text-align:right">{html.escape(name)}</th>{cells}</tr>')
+    caption = f"<div style='font-weight:600;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
+    return (
+        f'<div class="pd-confusion" style="overflow-x:auto">{caption}'
+        '<table style="border-collapse:collapse;font-size:0.9em">'
+        '<tr><th style="padding:4px 8px;text-align:right">true ↓ · predicted →</th>' + head + "</tr>"
+        + "".join(rows) + "</table></div>"
+    )
+
+
+def _confusion_cell(count: int, share: float, correct: bool) -> str:
+    colour = (34, 197, 94) if correct else (239, 68, 68)
+    alpha = 0.12 + 0.75 * share if count else 0.0
+    return (f'<td style="padding:4px 10px;text-align:center;border:1px solid #d1d5db;'
+            f'background:rgba({colour[0]},{colour[1]},{colour[2]},{alpha:.2f})">{count}</td>')
+
+
+def side_by_side(parts: list[str]) -> str:
+    return '<div style="display:flex;gap:24px;flex-wrap:wrap">' + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
+
+
+def results_markdown(final: Event | None) -> str:
+    """The headline shown under the curves when a run ends."""
+    if isinstance(final, Finished):
+        name = Path(final.run_dir).name
+        return (f"### Test accuracy: {percent(final.test_acc)}\n"
+                f"on {final.test_metrics.get('n', '?')} held-out test images the model never saw while training · "
+                f"best epoch {final.best_epoch} (validation {percent(final.best_val_acc)}) · "
+                f"took {format_duration(final.seconds)}\n\n"
+                f"Saved as `{name}` — now selected in the **Predict** tab.")
+    if isinstance(final, Cancelled):
+        extra = " It is selected in the **Predict** tab." if final.run_dir else ""
+        return f"### Stopped\n{final.message}{extra}"
+    if isinstance(final, Failed):
+        return f"### Training failed\n{final.message}"
+    return ""
+
+
+def finished_toast(final: Finished) -> str:
+    return f"Training finished: test accuracy {percent(final.test_acc)}. The model is ready in Predict."
+
+
+def errors_caption(report: dict[str, Any]) -> str:
+    wrong = sum(1 for item in report["items"] if item["true"] != item["pred"])
+    if not wrong:
+        return NO_ERRORS
+    return (f"**{wrong} of {report['n']} test images misclassified**, the most confident mistakes first. "
+            "Caption: true class → predicted class (how sure the model was of its wrong answer).")
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+
+
+def epochs_to_90_text(value: int | None, epochs: int | None = None) -> str:
+    if value is None:
+        return f"not within {epochs}" if epochs else "not reached"
+    return str(value)
+
+
+def compare_table(results: dict[str, dict[str, Any]], epochs: int | None = None) -> pd.DataFrame:
+    rows = []
+    for run, summary in results.items():
+        if summary.get("status") != "finished":
+            rows.append({"run": run, "test accuracy": summary.get("status", "—"), "best val accuracy": "—",
+                         "wall time": "—", "epochs to 90% val": "—"})
+            continue
+        rows.append({"run": run, "test accuracy": percent(summary["test_acc"]),
+                     "best val accuracy": percent(summary["best_val_acc"]),
+                     "wall time": format_duration(summary["seconds"]),
+                     "epochs to 90% val": epochs_to_90_text(summary.get("epochs_to_90"), epochs)})
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def compare_takeaway(results: dict[str, dict[str, Any]], epochs: int) -> str:
+    """One sentence a first-time user can take home."""
+    pre, scratch = results.get("pretrained", {}), results.get("scratch", {})
+    if pre.get("status") != "finished" or scratch.get("status") != "finished":
+        return ""
+    gap = pre["test_acc"] - scratch["test_acc"]
+    return (f"### Pretrained {percent(pre['test_acc'])} vs scratch {percent(scratch['test_acc'])} test accuracy\n"
+            f"Same network, same images, same {epochs} epoch(s): starting from ImageNet weights is "
+            f"{abs(gap) * 100:.1f} points {'better' if gap >= 0 else 'worse'}.")
+
+
+def compare_confusions(results: dict[str, dict[str, Any]]) -> str:
+    parts = [confusion_html({"classes": s["classes"], "confusion": s["confusion"]}, title=f"{run}: test set")
+             for run, s in results.items() if s.get("status") == "finished"]
+    return side_by_side(parts)
+
+
+def checkpoints_caption(common: int, same_split: bool) -> str:
+    caption = f"Both evaluated on the same **{common} test images**, held out by both runs."
+    if not same_split:
+        caption += " (Their splits differ — other seed or data — so only the images both held out are used.)"
+    return caption
+
+
+def checkpoints_table(names: list[str], reports: list[dict[str, Any]]) -> pd.DataFrame:
+    """Checkpoints A and B side by side: test accuracy, macro F1, number of test images."""
+    rows = [{"": tag, "checkpoint": name, "test accuracy": percent(r["accuracy"]),
+             "macro F1": percent(r["macro_f1"]), "test images": r["n"]}
+            for tag, name, r in zip("AB", names, reports)]
+    return pd.DataFrame(rows, columns=CHECKPOINT_TABLE_COLUMNS)
+
+
+def checkpoints_confusions(names: list[str], reports: list[dict[str, Any]]) -> str:
+    return side_by_side([confusion_html(r, f"{tag}: {name}") for tag, name, r in zip("AB", names, reports)])
+
+
+# ----------------------------------------------------------------------------------------- datasets
+
+
+def dataset_summary_markdown(dataset, split) -> str:
+    """Classes with counts, unreadable files, duplicates and conflicts, split sizes."""
+    counts = dataset.class_counts()
+    lines = [f"**{len(counts)} classes · {sum(counts.values())} images** → split "
+             f"train {len(split.train)} · validation {len(split.val)} · test {len(split.test)}", "",
+             "| class | images |", "|---|---|"]
+    lines += [f"| {name} | {count} |" for name, count in counts.items()]
+    lines.append("")
+    if dataset.unreadable:
+        shown = ", ".join(f"`{u.rel_path}` ({u.reason})" for u in dataset.unreadable[:3])
+        more = f" and {len(dataset.unreadable) - 3} more" if len(dataset.unreadable) > 3 else ""
+        lines.append(f"- ⚠️ {len(dataset.unreadable)} unreadable file(s) skipped: {shown}{more}")
+    else:
+        lines.append("- ✓ every image file is readable")
+    lines.append(f"- {len(dataset.near_groups)} group(s) of duplicate or near-duplicate images "
+                 f"({len(dataset.exact_groups)} with byte-identical copies); each group stays inside one split, "
+                 "so no test image has a copy in training")
+    if dataset.conflict_groups:
+        examples = "; ".join(" ↔ ".join(f"`{dataset.records[i].rel_path}`" for i in _differently_labelled(dataset, g))
+                             for g in dataset.conflict_groups[:3])
+        lines.append(f"- ⚠️ {len(dataset.conflict_groups)} group(s) look alike but sit in different class "
+                     f"folders (worth checking): {examples}")
+    return "\n".join(lines)
+
+
+def _differently_labelled(dataset, group: list[int]) -> tuple[int, int]:
+    """Two members of a conflict group that carry different labels (the pair worth showing)."""
+    first = group[0]
+    other = next(i for i in group if dataset.records[i].label != dataset.records[first].label)
+    return first, other
+
+
+def doctor_markdown(report: dict[str, Any]) -> str:
+    """The dataset doctor's report (``pokedemo.doctor.diagnose``) as Markdown for the Train tab's panel."""
+    from pokedemo.doctor import format_counts, split_sentence
+
+    lines = [(f"**{report['n_images']} images in {len(report['classes'])} classes** "
+              f"(checked in {report['seconds']:.1f}s)"), ""]
+    lines += ["| class | images |", "|---|---:|"]
+    lines += [f"| {name} | {n} |" for name, n in report["classes"].items()]
+    sizes = report["sizes"]
+    lines += [
+        "",
+        f"- formats: {format_counts(report['formats'])}; modes: {format_counts(report['modes'])}",
+        "- sizes: width {min}–{max} (median {median:g}), ".format(**sizes["width"])
+        + "height {min}–{max} (median {median:g})".format(**sizes["height"]),
+        (f"- exact duplicate groups: {len(report['exact_duplicate_groups'])}; near-duplicate groups: "
+         f"{len(report['near_duplicate_groups'])}; label conflicts: {len(report['conflict_groups'])}"),
+        f"- {split_sentence(report['split'])}",
+    ]
+    if report["unreadable"]:
+        lines += ["", "**Unreadable files (skipped):**"]
+        lines += [f"- `{p}`: {report['unreadable_reasons'][p]}" for p in report["unreadable"][:20]]
+    if report["warnings"]:
+        lines += ["", *[f"⚠️ {w}  " for w in report["warnings"]]]
+    return "\n".join(lines)
+
+
+def doctor_panel_markdown(report: dict[str, Any]) -> str:
+    """The doctor's Markdown plus, when there are label conflicts, what to do about the strips below it."""
+    text = doctor_markdown(report)
+    if report["conflict_groups"]:
+        text += ("\n\n**Label conflicts** (below): the same picture filed under two classes. Delete or move one "
+                 "copy, or the model is taught two answers for one image.")
+    return text
+
+
+def doctor_title(panel_text: str) -> str:
+    """The doctor accordion's label: its warning count is visible while it is closed."""
+    warnings = panel_text.count("⚠️")
+    return DOCTOR_TITLE + (f" — ⚠️ {warnings} warning(s)" if warnings else "")
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def model_caption(predictor) -> str:
+    config = predictor.checkpoint.config
+    kind = "pretrained" if config.get("pretrained", True) else "from scratch"
+    test = ((config.get("metrics") or {}).get("test") or {}).get("accuracy")
+    accuracy = f" · test accuracy {percent(test)}" if test is not None else ""
+    return (f"Model `{Path(predictor.checkpoint.path).name}`: {config['backbone']} {kind}, "
+            f"{predictor.image_size}px{accuracy} · classes: {', '.join(predictor.classes)}")
+
+
+def cam_caption(result: Any) -> str:
+    """What the Grad-CAM overlay shows, in words a first-time user can follow."""
+    sure = f"{result.prob:.0%}"
+    if result.label == result.predicted:
+        text = f"Where the model looked to answer **{result.label}** ({sure}): bright = the parts that pushed it "
+    else:
+        text = (f"Where the model sees evidence for **{result.label}** ({sure}; its answer was "
+                f"{result.predicted}): bright = the parts that pushed it ")
+    text += "towards that class, dark = ignored."
+    if result.evidence <= 0:
+        text += " Nothing in this image speaks for that class, so the map is empty."
+    return text
+
+
+def hub_choice_label(spec: str, test_accuracy: float | None) -> str:
+    """The checkpoint pickers' label of a model loaded from the Hub."""
+    accuracy = f" · test {test_accuracy:.1%}" if test_accuracy is not None else ""
+    return f"{spec.strip()} (from the Hub){accuracy}"
+
+
+def friendly_error(exc: BaseException) -> str:
+    """One line for the user: the engine's own messages as they are, anything else with its type."""
+    from pokedemo.checkpoint import CheckpointError
+    from pokedemo.data import DatasetError, ImageLoadError
+
+    if isinstance(exc, ImageLoadError):
+        return f"This file cannot be used as an image: {exc}"
+    if isinstance(exc, (CheckpointError, DatasetError, ValueError, OSError)):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    _log.error("unexpected error in the app", exc_info=exc)  # a bug: keep the traceback for the server log
+    return f"unexpected error ({type(exc).__name__}: {exc})"
