@@ -38,7 +38,8 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
     from torch.utils.data import DataLoader, Dataset as TorchDataset
     from torchvision import transforms as T
 
-    from pokedemo.data import load_image, scan_dataset, split_dataset
+    from pokedemo.data import scan_dataset, split_dataset
+    from pokedemo.images import load_image
     from pokedemo.models import build_classifier
 
     torch.manual_seed(seed)

@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from pokedemo.checkpoint import CheckpointError
-    from pokedemo.data import DatasetError, ImageLoadError
+    from pokedemo.data import DatasetError
+    from pokedemo.images import ImageLoadError
     from pokedemo.models import UnknownBackbone, WeightsUnavailable
 
     types: list[type[BaseException]] = [

@@ -173,7 +173,7 @@ def blend_overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
 def grad_cam(predictor: Any, source: Any, target: int | str | None = None) -> CamResult:
     """Grad-CAM of `source` (path, bytes, file object, PIL image) for `target` (class name or index; default
     the top class). Raises ImageLoadError for unreadable images, ValueError for an unknown class."""
-    from pokedemo.data import image_to_tensor, load_image
+    from pokedemo.images import image_to_tensor, load_image
 
     image = load_image(source)
     cam, probs, index = class_activation(predictor, image_to_tensor(image, predictor.image_size), target)

@@ -2,7 +2,7 @@
 
 A ``Predictor`` loads a checkpoint once and keeps it; ``get_predictor`` caches predictors per checkpoint (and
 weights file version) so the app and the CLI never reload a model per image. Images go through the one loader
-and the one preprocessing function of ``pokedemo.data``, exactly as in training.
+and the one preprocessing function of ``pokedemo.images``, exactly as in training.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import torch
 
 from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint
-from pokedemo.data import DatasetError, ImageLoadError, image_to_tensor, load_image
+from pokedemo.data import DatasetError
+from pokedemo.images import ImageLoadError, image_to_tensor, load_image
+from pokedemo.inference import infer_logits
 from pokedemo.metrics import report_with_items
 
 _CACHE_SIZE = 4
@@ -61,8 +63,6 @@ class Predictor:
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities [N, C] (CPU, float32) for uint8 images [N, 3, S, S]."""
-        from pokedemo.train import infer_logits
-
         with self._lock, torch.inference_mode():
             logits = infer_logits(self.model, images, self.device)
         return torch.softmax(logits.float(), dim=1).cpu()

@@ -60,7 +60,7 @@ def errors_gallery(report: dict[str, Any], data_root: str | os.PathLike | None =
     """Misclassified images for a gr.Gallery, most confident mistakes first, captioned
     "true → predicted (p)". Thumbnails are PIL images (Gradio serves them from its cache; raw paths
     outside its allowed folders would be refused). Files missing since the evaluation are skipped."""
-    from pokedemo.data import ImageLoadError, load_image
+    from pokedemo.images import ImageLoadError, load_image
 
     root = _data_root(report, data_root)
     if root is None:

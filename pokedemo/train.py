@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.config import TrainConfig, amp_dtype, default_checkpoint_root, resolve_device
-from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, make_train_augment, scan_dataset, split_dataset
+from pokedemo.augment import make_train_augment
+from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
+from pokedemo.inference import EVAL_BATCH, infer_logits, to_input
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
@@ -34,7 +36,6 @@ from pokedemo.models import (
 )
 
 PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most this often: each one costs a host sync on GPUs
-EVAL_BATCH = 128
 
 
 class _Stop(Exception):
@@ -67,32 +68,6 @@ class SplitTensors:
             parts[f"{name}_x"] = cached_tensors(dataset, indices, size).to(device)
             parts[f"{name}_y"] = labels[torch.tensor(indices, dtype=torch.int64)].to(device)
         return cls(**parts)
-
-
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW → float in [0, 1], channels_last (faster convolutions on CPU and GPU alike)."""
-    return images.float().div_(255).contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def infer_logits(
-    model: Classifier, images: torch.Tensor, device: torch.device, *, batch_size: int = EVAL_BATCH,
-    flip_tta: bool = False,
-) -> torch.Tensor:
-    """Logits (float32, on ``device``) for uint8 images, in eval mode, batched."""
-    model.eval()
-    dtype = amp_dtype(device)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x).float()
-            if flip_tta:
-                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
-        outputs.append(logits)
-    if not outputs:
-        return torch.zeros((0, model.head.out_features), device=device)
-    return torch.cat(outputs)
 
 
 def evaluate_tensors(

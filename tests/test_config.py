@@ -73,21 +73,21 @@ def test_device_is_only_chosen_in_the_device_helper():
 
 def test_training_batches_run_under_autocast_only_on_cuda(monkeypatch):
     """The engine asks amp_dtype for every autocast region, so CPU runs stay in float32."""
-    import pokedemo.train as engine
+    import pokedemo.inference as inference
 
     seen = []
-    real = engine.amp_dtype
-    monkeypatch.setattr(engine, "amp_dtype", lambda device: seen.append(device.type) or real(device))
+    real = inference.amp_dtype
+    monkeypatch.setattr(inference, "amp_dtype", lambda device: seen.append(device.type) or real(device))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     model.head = torch.nn.Linear(4, 2)
-    logits = engine.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))
+    logits = inference.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))
     assert seen == ["cpu"] and logits.dtype == torch.float32
 
 
 def test_augmentation_stays_on_the_batch_device():
     """A CUDA tensor cache is augmented on the GPU: every tensor the augmentation makes follows the batch's
     device. The meta device stands in for CUDA here (a CPU tensor mixed in raises, as it would on a GPU)."""
-    from pokedemo.data import make_train_augment
+    from pokedemo.augment import make_train_augment
 
     batch = torch.zeros(4, 3, 32, 32, dtype=torch.uint8, device="meta")
     out = make_train_augment(24)(batch)

@@ -19,8 +19,9 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFile, ImageOps
 
-from pokedemo import data
-from pokedemo.data import DatasetError, ImageLoadError
+from pokedemo import augment, data, images
+from pokedemo.data import DatasetError
+from pokedemo.images import ImageLoadError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,17 +75,17 @@ def test_edge_case_table_covers_every_file(edge_cases_dir):
 
 @pytest.mark.parametrize("name", sorted(EDGE_OK))
 def test_edge_case_loads_as_rgb(edge_cases_dir, name):
-    img = data.load_image(edge_cases_dir / name)
+    img = images.load_image(edge_cases_dir / name)
     assert img.mode == "RGB"
     assert abs(img.size[0] - EDGE_OK[name][0]) <= 1 and abs(img.size[1] - EDGE_OK[name][1]) <= 1
-    t = data.image_to_tensor(img, 64)
+    t = images.image_to_tensor(img, 64)
     assert t.shape == (3, 64, 64) and t.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_REFUSED))
 def test_edge_case_refused_with_clear_message(edge_cases_dir, name):
     with pytest.raises(ImageLoadError) as info:
-        data.load_image(edge_cases_dir / name)
+        images.load_image(edge_cases_dir / name)
     _assert_one_line(info.value)
     assert name in str(info.value)
     assert EDGE_REFUSED[name] in info.value.reason
@@ -96,7 +97,7 @@ def test_loading_edge_cases_leaves_pillow_state_alone(edge_cases_dir):
         warnings.simplefilter("always")
         for path in sorted(edge_cases_dir.iterdir()):
             try:
-                data.load_image(path)
+                images.load_image(path)
             except ImageLoadError:
                 pass
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
@@ -109,7 +110,7 @@ def test_exif_rotated_edge_case_comes_out_upright(edge_cases_dir):
         assert raw.getexif().get(0x0112) == 6
         stored = np.asarray(raw.convert("RGB"))
         upright = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"))
-    loaded = np.asarray(data.load_image(path))
+    loaded = np.asarray(images.load_image(path))
     assert np.array_equal(loaded, upright)
     assert np.array_equal(loaded, np.rot90(stored, k=-1))  # orientation 6: stored turned 90 degrees clockwise
 
@@ -119,7 +120,7 @@ def test_exif_orientation_synthetic():
     img.paste((255, 0, 0), (0, 0, 20, 20))  # left half red
     exif = Image.Exif()
     exif[0x0112] = 6
-    loaded = data.load_image(_encode(img, "JPEG", exif=exif.tobytes(), quality=95))
+    loaded = images.load_image(_encode(img, "JPEG", exif=exif.tobytes(), quality=95))
     assert loaded.size == (20, 40)
     top, bottom = loaded.getpixel((10, 5)), loaded.getpixel((10, 35))
     assert top[0] > 200 and top[2] < 60  # the left side is now on top
@@ -142,23 +143,23 @@ def _palette_with_transparency() -> Image.Image:
 def test_transparency_composited_onto_white(make):
     img = make()
     for source in (img, _encode(img) if img.mode != "PA" else img):
-        out = data.load_image(source)
+        out = images.load_image(source)
         assert out.mode == "RGB" and out.getpixel((3, 3)) == (255, 255, 255)
 
 
 def test_half_transparent_blends_with_white():
-    out = data.load_image(_encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128))))
+    out = images.load_image(_encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128))))
     assert all(abs(v - 127) <= 1 for v in out.getpixel((0, 0)))
 
 
 def test_16bit_is_scaled_not_clipped(edge_cases_dir):
     ramp = np.linspace(0, 65535, 256).astype(np.uint16).reshape(16, 16)
-    out = np.asarray(data.load_image(_encode(Image.fromarray(ramp))))
+    out = np.asarray(images.load_image(_encode(Image.fromarray(ramp))))
     assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
     assert np.abs(out[..., 0].astype(int) - np.rint(ramp / 257)).max() <= 1
     with Image.open(edge_cases_dir / "16bit-gray.png") as raw:
         expected = np.asarray(raw).astype(float) / 257
-    loaded = np.asarray(data.load_image(edge_cases_dir / "16bit-gray.png"))[..., 0]
+    loaded = np.asarray(images.load_image(edge_cases_dir / "16bit-gray.png"))[..., 0]
     assert np.abs(loaded - expected).max() <= 1
     assert loaded.min() < 100  # Pillow's own convert("RGB") would make it all white
 
@@ -167,36 +168,36 @@ def test_animation_uses_first_frame():
     frames = [Image.new("RGB", (10, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
-    r, g, b = data.load_image(buf.getvalue()).getpixel((5, 5))
+    r, g, b = images.load_image(buf.getvalue()).getpixel((5, 5))
     assert r > 200 and b < 50
 
 
 def test_all_source_kinds_agree(tmp_path):
     path = tmp_path / "x.jpg"
     path.write_bytes(_encode(_random_image(1, 48), "JPEG", quality=90))
-    expected = np.asarray(data.load_image(path))
+    expected = np.asarray(images.load_image(path))
     with open(path, "rb") as fh:
-        from_file = data.load_image(fh)
+        from_file = images.load_image(fh)
     with Image.open(path) as pil:
-        from_pil = data.load_image(pil)
+        from_pil = images.load_image(pil)
         pil.getpixel((0, 0))  # the caller's image is still usable
-    for img in (data.load_image(str(path)), data.load_image(path.read_bytes()),
-                data.load_image(io.BytesIO(path.read_bytes())), from_file, from_pil):
+    for img in (images.load_image(str(path)), images.load_image(path.read_bytes()),
+                images.load_image(io.BytesIO(path.read_bytes())), from_file, from_pil):
         assert np.array_equal(np.asarray(img), expected)
 
 
 def test_missing_file_and_directory_are_load_errors(tmp_path):
     for source in (tmp_path / "nope.png", tmp_path, b""):
         with pytest.raises(ImageLoadError) as info:
-            data.load_image(source)
+            images.load_image(source)
         _assert_one_line(info.value)
 
 
 def test_large_jpeg_is_reduced_to_max_side():
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2400, 3), dtype=np.uint8))
-    out = data.load_image(_encode(big, "JPEG", quality=80))
+    out = images.load_image(_encode(big, "JPEG", quality=80))
     assert out.size == (1024, 640)
-    assert data.load_image(_encode(big, "JPEG"), max_side=None).size == (2400, 1500)
+    assert images.load_image(_encode(big, "JPEG"), max_side=None).size == (2400, 1500)
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -213,7 +214,7 @@ def test_bomb_refused_by_our_own_check_before_decoding(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # even with Pillow's guard switched off
     start = time.perf_counter()
     with pytest.raises(ImageLoadError) as info:
-        data.load_image(_png_claiming(40000, 40000))
+        images.load_image(_png_claiming(40000, 40000))
     assert time.perf_counter() - start < 0.5
     assert "decompression bomb" in info.value.reason and "40000x40000" in info.value.reason
     _assert_one_line(info.value)
@@ -221,15 +222,15 @@ def test_bomb_refused_by_our_own_check_before_decoding(monkeypatch):
 
 def test_limit_is_just_over_max_image_pixels(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-    side = int(data.MAX_IMAGE_PIXELS ** 0.5) + 1
+    side = int(images.MAX_IMAGE_PIXELS ** 0.5) + 1
     with pytest.raises(ImageLoadError):
-        data.load_image(_png_claiming(side, side))
-    assert data.MAX_IMAGE_PIXELS > 35_000_000  # the 35 Mpx edge case must stay loadable
+        images.load_image(_png_claiming(side, side))
+    assert images.MAX_IMAGE_PIXELS > 35_000_000  # the 35 Mpx edge case must stay loadable
 
 
 _RSS_SCRIPT = """
 import resource, sys, time
-from pokedemo.data import load_image, ImageLoadError
+from pokedemo.images import load_image, ImageLoadError
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 load_image(sys.argv[3])  # warm up Pillow's plugins
 base = rss()
@@ -259,12 +260,12 @@ def test_bomb_and_huge_palette_png_cost_little_time_and_memory(edge_cases_dir):
 def test_image_to_tensor_resizes_shorter_side_and_centre_crops():
     img = Image.new("RGB", (300, 100), (255, 0, 0))
     img.paste((0, 0, 255), (100, 0, 200, 100))  # blue centre square
-    t = data.image_to_tensor(img, 32)
+    t = images.image_to_tensor(img, 32)
     assert t.shape == (3, 32, 32) and t.dtype == torch.uint8
     assert t[2].float().mean() > 250 and t[0].float().mean() < 5
-    tiny = data.image_to_tensor(Image.new("RGB", (8, 8), (10, 20, 30)), 64)
+    tiny = images.image_to_tensor(Image.new("RGB", (8, 8), (10, 20, 30)), 64)
     assert tiny.shape == (3, 64, 64) and tiny[:, 30, 30].tolist() == [10, 20, 30]
-    rgba = data.image_to_tensor(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), 16)
+    rgba = images.image_to_tensor(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), 16)
     assert int(rgba.min()) == 255  # non-RGB input goes through the loader's white compositing
 
 
@@ -448,7 +449,7 @@ def test_scan_and_cached_tensors_decode_each_file_once(tiny_dataset):
     batch = data.cached_tensors(ds, list(range(len(ds.records))), 16)
     assert batch.shape == (13, 3, 16, 16) and batch.dtype == torch.uint8
     assert decodes() - d0 == unique, "scan(image_size=16) already filled the cache"
-    assert torch.equal(batch[3], data.image_to_tensor(data.load_image(ds.records[3].path), 16))
+    assert torch.equal(batch[3], images.image_to_tensor(images.load_image(ds.records[3].path), 16))
 
     data.scan_dataset(root)
     data.scan_dataset(root, image_size=16)
@@ -481,14 +482,14 @@ def _smooth_batch(n: int = 8, size: int = 64) -> torch.Tensor:
 
 def test_augment_shapes_randomness_and_identity():
     batch = _smooth_batch()
-    assert data.make_train_augment(64, 0.0)(batch) is batch
-    assert data.make_train_augment(48, 0.0)(batch).shape == (8, 3, 48, 48)
-    out = data.make_train_augment(64)(batch)
+    assert augment.make_train_augment(64, 0.0)(batch) is batch
+    assert augment.make_train_augment(48, 0.0)(batch).shape == (8, 3, 48, 48)
+    out = augment.make_train_augment(64)(batch)
     assert out.shape == batch.shape and out.dtype == torch.uint8
     assert len({o.numpy().tobytes() for o in out}) == 8, "each sample gets its own transform"
-    assert not torch.equal(out, data.make_train_augment(64)(batch))
-    assert data.make_train_augment(40)(batch).shape == (8, 3, 40, 40)
-    seeded = [data.make_train_augment(64, generator=torch.Generator().manual_seed(1))(batch) for _ in range(2)]
+    assert not torch.equal(out, augment.make_train_augment(64)(batch))
+    assert augment.make_train_augment(40)(batch).shape == (8, 3, 40, 40)
+    seeded = [augment.make_train_augment(64, generator=torch.Generator().manual_seed(1))(batch) for _ in range(2)]
     assert torch.equal(*seeded)
 
 
@@ -497,19 +498,19 @@ def test_augment_strength_scales_the_change():
     diffs = []
     for strength in (0.1, 0.5, 1.0):
         gen = torch.Generator().manual_seed(0)
-        out = data.make_train_augment(64, strength, generator=gen)(batch)
+        out = augment.make_train_augment(64, strength, generator=gen)(batch)
         diffs.append((out.float() - batch.float()).abs().mean().item())
     assert 0 < diffs[0] < diffs[1] < diffs[2]
 
 
 def test_augment_is_fast_enough():
     batch = torch.randint(0, 256, (32, 3, 128, 128), dtype=torch.uint8)
-    augment = data.make_train_augment(128)
-    augment(batch)
+    transform = augment.make_train_augment(128)
+    transform(batch)
     times = []
     for _ in range(10):
         start = time.perf_counter()
-        augment(batch)
+        transform(batch)
         times.append(time.perf_counter() - start)
     # ~8 ms on 2 idle cores (~20-95 ms when other processes compete for them): a smoke check against a
     # per-sample Python loop creeping back in, not a benchmark

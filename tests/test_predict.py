@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from pokedemo.checkpoint import CheckpointError
-from pokedemo.data import DatasetError, ImageLoadError
+from pokedemo.data import DatasetError
+from pokedemo.images import ImageLoadError
 from pokedemo.predict import Predictor, evaluate_folder, evaluate_split, get_predictor, predict_files
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pokedemo.app import text
 from pokedemo.config import TrainConfig
-from pokedemo.data import IMAGE_EXTENSIONS
+from pokedemo.images import IMAGE_EXTENSIONS
 
 EXAMPLES_PER_CLASS = 1
 

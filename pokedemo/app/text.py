@@ -310,7 +310,8 @@ def hub_choice_label(spec: str, test_accuracy: float | None) -> str:
 def friendly_error(exc: BaseException) -> str:
     """One line for the user: the engine's own messages as they are, anything else with its type."""
     from pokedemo.checkpoint import CheckpointError
-    from pokedemo.data import DatasetError, ImageLoadError
+    from pokedemo.data import DatasetError
+    from pokedemo.images import ImageLoadError
 
     if isinstance(exc, ImageLoadError):
         return f"This file cannot be used as an image: {exc}"

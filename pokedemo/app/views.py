@@ -248,7 +248,7 @@ def conflict_thumbnails(report: dict[str, Any], root: str | os.PathLike | None =
 def _thumbnail(path: Path):
     from PIL import Image
 
-    from pokedemo.data import ImageLoadError, load_image
+    from pokedemo.images import ImageLoadError, load_image
 
     try:
         img = load_image(path, max_side=THUMB_SIDE * 2)
