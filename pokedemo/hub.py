@@ -1,4 +1,5 @@
-"""Hugging Face Hub: push a checkpoint with a generated model card, pull a model back by repo id.
+"""Hugging Face Hub: push a checkpoint with a generated model card (``pokedemo.model_card``), pull a model back by
+repo id.
 
 A pushed repo holds pokedemo's own files (``model.safetensors``, ``config.json``, ``history.json``) plus a
 ``README.md`` model card. Its ``config.json`` serves two readers at once: pokedemo (which checks
@@ -13,7 +14,8 @@ Settings are read when a function is called, not when the module is imported: ``
 ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN``. (huggingface_hub itself freezes them at its
 own import, so they are passed to it explicitly.) The token comes from the caller, else ``HF_TOKEN``, else the
 cached login, and never appears in any message, log or file: error texts are scrubbed before they leave.
-Every failure a user can fix is a ``HubError`` whose message is one line.
+Every failure a user can fix is a ``HubError`` whose message is one line. Functions return data or raise; the
+CLI and the app word the outcome (``pokedemo.app.text``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,6 @@ TIMM_LAYOUTS = {
     "resnet18": TimmLayout("resnet18", classifier="fc", first_conv="conv1"),  # torchvision names == timm's
     "efficientnet_lite0": TimmLayout("tf_efficientnet_lite0", classifier="classifier", first_conv="conv_stem"),
 }
-# The Hub repos the ImageNet weights of each backbone correspond to (model card `base_model`).
-BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k", "efficientnet_lite0": "timm/tf_efficientnet_lite0.in1k"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def parse_repo_ref(spec: str, *, allow_revision: bool = True) -> RepoRef:
     valid = len(parts) == 2 and all(_REPO_PART.match(p) and ".." not in p for p in parts)
     if not valid or ("@" in text and not revision.strip()):
         expected = "NAMESPACE/NAME or NAMESPACE/NAME@REVISION" if allow_revision else "NAMESPACE/NAME"
-        raise HubError(f"invalid Hub repo id {_one_line(text)!r}: expected {expected}")
+        raise HubError(f"invalid Hub repo id {one_line(text)!r}: expected {expected}")
     if revision and not allow_revision:
         raise HubError(f"pushing goes to the main branch of a repo: give {name} without '@{revision}'")
     return RepoRef(name, revision.strip() or None)
@@ -138,7 +138,7 @@ def parse_repo_ref(spec: str, *, allow_revision: bool = True) -> RepoRef:
 # --------------------------------------------------------------------------------------------- errors
 
 
-def _one_line(text: Any) -> str:
+def one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
@@ -148,7 +148,7 @@ def scrub(text: str, *tokens: str | None) -> str:
     for token in sorted(known, key=len, reverse=True):
         text = text.replace(token, "***")
     text = re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-    return _one_line(text)
+    return one_line(text)
 
 
 @dataclass(frozen=True)
@@ -178,19 +178,19 @@ def _describe(err: BaseException, ctx: _Context) -> str:
         where = f" and {label} is not in the local Hub cache" if ctx.action == "download" else ""
         return f"cannot reach the Hugging Face Hub at {host}{where}; check your network connection"
     if isinstance(err, hf.EntryNotFoundError):
-        return f"{label} is not a pokedemo model: a file it needs is missing ({_first_line(err)})"
+        return f"{label} is not a pokedemo model: a file it needs is missing ({first_line(err)})"
     if isinstance(err, hf.LocalTokenNotFoundError):
         return _no_token_message()
     if isinstance(err, hf.HfHubHTTPError) and err.response is not None:
         return _describe_http(err, ctx)
     if isinstance(err, hf.HFValidationError):
-        return f"invalid Hub repo id {ctx.ref.label!r}: {_first_line(err)}"
+        return f"invalid Hub repo id {ctx.ref.label!r}: {first_line(err)}"
     if isinstance(err, ValueError) and "metadata" in str(err).lower():
-        return f"the Hub refused the model card metadata: {_first_line(err)}"
+        return f"the Hub refused the model card metadata: {first_line(err)}"
     if isinstance(err, OSError):
-        return f"file error while trying to {ctx.action} {label} ({type(err).__name__}: {_first_line(err)})"
+        return f"file error while trying to {ctx.action} {label} ({type(err).__name__}: {first_line(err)})"
     # Anything else (a malformed answer, a library change): still one line, never a traceback.
-    return f"unexpected error while trying to {ctx.action} {label} ({type(err).__name__}: {_first_line(err)})"
+    return f"unexpected error while trying to {ctx.action} {label} ({type(err).__name__}: {first_line(err)})"
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -213,11 +213,11 @@ def _describe_http(err: Any, ctx: _Context) -> str:
     if status == 403:
         return (f"this token may not write to {ctx.ref.repo_id}: it needs write access to the {namespace!r} "
                 "namespace (a 'write' token of that user or organisation)")
-    server = err.server_message or _first_line(err)
-    return f"the Hub answered HTTP {status} while trying to {ctx.action} {ctx.ref.label}: {_first_line(server)}"
+    server = err.server_message or first_line(err)
+    return f"the Hub answered HTTP {status} while trying to {ctx.action} {ctx.ref.label}: {first_line(server)}"
 
 
-def _first_line(err: Any) -> str:
+def first_line(err: Any) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
 
@@ -388,6 +388,8 @@ def write_hub_folder(loaded: Any, folder: Path, repo_id: str) -> bool:
     layout = timm_weights(loaded, folder / TIMM_WEIGHTS_FILE)
     config = hub_config(loaded.config, layout)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    from pokedemo.model_card import build_model_card
+
     card = build_model_card(config, history, repo_id, timm_architecture=layout.architecture if layout else None)
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
     return layout is not None
@@ -474,232 +476,3 @@ def timm_weights(loaded: Any, path: Path) -> TimmLayout | None:
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path),
               metadata={"format": "pt", "producer": "pokedemo"})
     return layout
-
-
-# --------------------------------------------------------------------------------------------- model card
-
-
-def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo_id: str,
-                     timm_architecture: str | None = None) -> str:
-    """README.md for the Hub: YAML metadata (with a model-index holding the test accuracy), then the classes,
-    the training configuration, metrics, the confusion matrix, the training curve and how to use the model."""
-    sections = [
-        _card_intro(config, repo_id),
-        _card_classes(config),
-        _card_metrics(config),
-        _card_confusion(config),
-        _card_training(config, history),
-        _card_usage(config, repo_id, timm_architecture),
-        _card_files(timm_architecture),
-    ]
-    body = "\n\n".join(section for section in sections if section)
-    return f"---\n{_card_yaml(config, repo_id, timm_architecture)}---\n\n{body}\n"
-
-
-def _test_metrics(config: dict[str, Any]) -> dict[str, Any]:
-    test = (config.get("metrics") or {}).get("test")
-    return test if isinstance(test, dict) else {}
-
-
-def _card_yaml(config: dict[str, Any], repo_id: str, timm_architecture: str | None) -> str:
-    import yaml
-
-    backbone = config["backbone"]
-    meta: dict[str, Any] = {
-        "library_name": "timm" if timm_architecture else "pokedemo",
-        "pipeline_tag": "image-classification",
-        "tags": ["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
-        + (["timm"] if timm_architecture else []),
-        "metrics": ["accuracy"],
-    }
-    if config.get("pretrained") and backbone in BASE_MODELS:
-        meta["base_model"] = BASE_MODELS[backbone]
-    test = _test_metrics(config)
-    if "accuracy" in test:
-        dataset = str((config.get("dataset") or {}).get("root") or "image folder")
-        metrics = [{"type": "accuracy", "value": round(float(test["accuracy"]), 4), "name": "Test accuracy"}]
-        if "macro_f1" in test:
-            metrics.append({"type": "f1", "value": round(float(test["macro_f1"]), 4), "name": "Test macro F1"})
-        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [{
-            "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": {"type": "imagefolder", "name": dataset, "split": "test"},
-            "metrics": metrics,
-        }]}]
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-
-
-def _md(text: Any) -> str:
-    """A value made safe for a markdown table cell."""
-    return _one_line(text).replace("|", "\\|")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _card_intro(config: dict[str, Any], repo_id: str) -> str:
-    backbone, size = config["backbone"], config["image_size"]
-    start = "fine-tuned from ImageNet weights" if config.get("pretrained") else "trained from scratch"
-    counts = (config.get("dataset") or {}).get("class_counts") or {}
-    images = f" on {sum(counts.values())} images" if counts else ""
-    test = _test_metrics(config)
-    accuracy = f" It reaches **{test['accuracy']:.1%} accuracy** on its held-out test split." if test else ""
-    status = "" if config.get("status") == "complete" else f"\n\n> Note: this run is `{config.get('status')}`."
-    return (f"# {repo_id.split('/')[-1]}\n\nAn image classifier for {config['num_classes']} classes: a {backbone} "
-            f"{start}{images} at {size}×{size} px with pokedemo, a demo of transfer learning."
-            f"{accuracy}{status}")
-
-
-def _card_classes(config: dict[str, Any]) -> str:
-    counts = (config.get("dataset") or {}).get("class_counts") or {}
-    rows = [[i, name, counts.get(name, "")] for i, name in enumerate(config["class_names"])]
-    return "## Classes\n\n" + _table(["index", "class", "images"], rows)
-
-
-def _card_metrics(config: dict[str, Any]) -> str:
-    metrics, test = config.get("metrics") or {}, _test_metrics(config)
-    rows = []
-    if "accuracy" in test:
-        rows.append(["test accuracy", f"{test['accuracy']:.4f}", f"{test.get('n', '')} test images"])
-    if "macro_f1" in test:
-        rows.append(["test macro F1", f"{test['macro_f1']:.4f}", ""])
-    if metrics.get("best_val_acc") is not None:
-        best = f"epoch {metrics.get('best_epoch')}"
-        rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", best])
-    if metrics.get("seconds") is not None:
-        rows.append(["training time", f"{metrics['seconds']:.1f} s", ""])
-    if not rows:
-        return "## Results\n\nThis run has no test metrics."
-    text = "## Results\n\n" + _table(["metric", "value", "note"], rows)
-    per_class = test.get("per_class") or {}
-    if per_class:
-        rows = [[name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
-                for name, m in per_class.items()]
-        text += "\n\nPer class on the test split:\n\n" + _table(["class", "precision", "recall", "F1", "images"], rows)
-    return text
-
-
-def _card_confusion(config: dict[str, Any]) -> str:
-    test = _test_metrics(config)
-    matrix, classes = test.get("confusion"), test.get("classes") or config["class_names"]
-    if not matrix:
-        return ""
-    rows = [[f"**{name}**", *row] for name, row in zip(classes, matrix)]
-    return ("## Confusion matrix\n\nRows are the true classes, columns the predicted ones (test split).\n\n"
-            + _table(["true \\ predicted", *classes], rows))
-
-
-def _card_training(config: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    train_config = config.get("train_config") or {}
-    rows = [[key, value] for key, value in train_config.items() if value is not None]
-    text = "## Training configuration\n\n" + _table(["option", "value"], rows) if rows else ""
-    split = config.get("split") or []
-    if split:
-        parts = {name: sum(1 for item in split if item.get("split") == name) for name in ("train", "val", "test")}
-        text += (f"\n\nSplit (duplicate-aware, near-duplicates kept in one part): {parts['train']} train, "
-                 f"{parts['val']} validation, {parts['test']} test images.")
-    keys = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
-    epochs = [[_fmt(h.get(k)) for k in keys] for h in history if isinstance(h, dict)]
-    if epochs:
-        text += "\n\n### Training history\n\n" + _table(keys, epochs)
-    versions = config.get("versions") or {}
-    if versions:
-        text += "\n\nLibraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
-    return text
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
-
-
-def _card_usage(config: dict[str, Any], repo_id: str, timm_architecture: str | None) -> str:
-    size, mean, std = config["image_size"], config["mean"], config["std"]
-    text = f"""## How to use
-
-With the pokedemo command line (files are cached in the normal Hugging Face cache; add `@REVISION` to pin a
-branch, tag or commit):
-
-```bash
-python -m pokedemo predict --checkpoint {repo_id} my_image.jpg
-python -m pokedemo evaluate --checkpoint {repo_id} --data path/to/class_folders
-```
-
-In Python:
-
-```python
-from pokedemo.predict import Predictor
-
-predictor = Predictor.load("{repo_id}")
-print(predictor.predict("my_image.jpg", top_k=5))  # [(class, probability), ...]
-```
-
-Preprocessing: RGB, shorter side resized to {size} px (bilinear, antialiased), centre crop {size}×{size},
-scaled to [0, 1], normalised with mean {mean} and std {std} (pokedemo's `Predictor` does all of this)."""
-    if timm_architecture:
-        text += f"""
-
-With [timm](https://github.com/huggingface/pytorch-image-models) alone (architecture `{timm_architecture}`):
-
-```python
-import timm, torch
-from PIL import Image
-
-model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()
-transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))
-with torch.no_grad():
-    probs = model(transform(Image.open("my_image.jpg").convert("RGB")).unsqueeze(0)).softmax(-1)[0]
-print(dict(zip(model.pretrained_cfg["label_names"], probs.tolist())))
-```"""
-    return text
-
-
-def _card_files(timm_architecture: str | None) -> str:
-    rows = [
-        [WEIGHTS_FILE, "weights, pokedemo layout (`features.*`, `head.*`); its SHA-256 is recorded in config.json"],
-        [CONFIG_FILE, "pokedemo checkpoint config (classes, preprocessing, training options, metrics, split)"
-         + (" plus the keys timm reads (`architecture`, `num_classes`, `label_names`, `pretrained_cfg`)"
-            if timm_architecture else "")],
-        [HISTORY_FILE, "loss and accuracy per epoch"],
-    ]
-    if timm_architecture:
-        rows.append([TIMM_WEIGHTS_FILE, "the same weights under timm's tensor names"])
-    return "## Files\n\n" + _table(["file", "content"], rows)
-
-
-# --------------------------------------------------------------------------------------------- app helpers
-
-
-def push_for_ui(checkpoint: str | os.PathLike | None, repo_id: str | None, private: bool = False,
-                token: str | None = None) -> str:
-    """For the app's "Push to Hub" panel: a markdown message, a link on success, a friendly line otherwise.
-    An empty token field falls back to HF_TOKEN, then the cached login."""
-    if not checkpoint:
-        return "❌ Pick a checkpoint to push first."
-    if not (repo_id or "").strip():
-        return "❌ Enter a repo id such as `your-name/pokemon-classifier`."
-    try:
-        result = push_checkpoint_details(checkpoint, repo_id.strip(), private=bool(private), token=token or None)
-    except (HubError, CheckpointError) as err:
-        return f"❌ Push failed: {scrub(str(err), token)}"
-    except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback
-        return f"❌ Push failed unexpectedly ({type(err).__name__}: {scrub(_first_line(err), token)})"
-    timm_line = (f" It also loads in timm: `timm.create_model(\"hf-hub:{result.repo_id}\", pretrained=True)`."
-                 if result.timm_compatible else "")
-    return (f"✅ Pushed to [{result.repo_id}]({result.url}) (commit `{result.commit_oid[:7]}`, "
-            f"{'private' if result.private else 'public'}). Load it with `python -m pokedemo predict --checkpoint "
-            f"{result.repo_id} IMAGE`.{timm_line}")
-
-
-def download_for_ui(spec: str | None, token: str | None = None) -> tuple[Path | None, str]:
-    """For the app's checkpoint picker: (snapshot dir or None, markdown message)."""
-    if not (spec or "").strip():
-        return None, "❌ Enter a Hub repo id such as `namespace/name` or `namespace/name@revision`."
-    try:
-        path = download_checkpoint(spec.strip(), token=token or None)
-    except (HubError, CheckpointError) as err:
-        return None, f"❌ Could not load {spec.strip()} from the Hub: {scrub(str(err), token)}"
-    except Exception as err:  # noqa: BLE001
-        return None, f"❌ Could not load {spec.strip()}: {type(err).__name__}: {scrub(_first_line(err), token)}"
-    return path, f"✅ Loaded {spec.strip()} from the Hub."

@@ -414,19 +414,19 @@ def test_concurrent_predictions_are_all_answered_during_a_training(served, tmp_p
 @pytest.mark.filterwarnings("ignore:.*:UserWarning")
 def test_hub_token_never_reaches_logs_messages_or_files_via_the_app_path(hub_env, tokens, tmp_path,  # noqa: F811
                                                                         caplog, capfd):
-    from pokedemo import hub
+    from pokedemo.app.handlers import DemoApp
+    from pokedemo.app.sources import push_run
 
     caplog.set_level(logging.DEBUG)  # every library's debug logging, httpx and huggingface_hub included
     wrong = "hf_" + "Wr0ngTokenXyz" * 3
     run = make_checkpoint(tmp_path)
     repo = new_repo()
-    messages = [hub.push_for_ui(str(run), repo, True, wrong), hub.push_for_ui(str(run), repo, True, tokens.alice)]
-    assert messages[0].startswith("❌") and messages[1].startswith("✅"), messages
-    path, loaded = hub.download_for_ui(repo, tokens.alice)
-    messages.append(loaded)
-    from pokedemo.app.handlers import DemoApp
-
     app = DemoApp(tmp_path, str(tmp_path))
+    messages = [push_run(str(run), repo, True, wrong), push_run(str(run), repo, True, tokens.alice)]
+    assert messages[0].startswith("❌") and messages[1].startswith("✅"), messages
+    loaded, picker = app.load_from_hub(repo, tokens.alice)
+    path = picker.value
+    messages.append(loaded)
     messages.append(" ".join(map(str, app.predict(str(ROOT / "tests" / "missing.png"), str(path)))))
     out, err = capfd.readouterr()
     logs = caplog.text + "\n".join(r.getMessage() for r in caplog.records)

@@ -382,22 +382,32 @@ def test_unreachable_hub(hub_env, tokens, tmp_path, monkeypatch):
 
 
 def test_push_and_load_for_the_app(hub_env, tokens, tmp_path, monkeypatch):
+    """The app's wording of hub.py's results and HubErrors (pokedemo.app.sources / text)."""
+    from pokedemo.app import sources, text
+    from pokedemo.app.handlers import DemoApp
+
     run = make_checkpoint(tmp_path)
     repo = new_repo()
-    done = hub.push_for_ui(str(run), repo, False, tokens.alice)
+    done = sources.push_run(str(run), repo, False, tokens.alice)
     assert done.startswith("✅") and f"[{repo}]({hub_env.url}/{repo})" in done and "hf-hub:" in done
     assert "public" in done
     monkeypatch.setenv("HF_TOKEN", tokens.alice)
-    assert hub.push_for_ui(str(run), repo, False, "").startswith("✅")  # empty field: HF_TOKEN
-    refused = hub.push_for_ui(str(run), repo, False, "hf_WrongWrongWrong1")
+    assert sources.push_run(str(run), repo, False, "").startswith("✅")  # empty field: HF_TOKEN
+    refused = sources.push_run(str(run), repo, False, "hf_WrongWrongWrong1")
     assert refused.startswith("❌") and "rejected the token" in refused
     assert "hf_WrongWrongWrong1" not in refused and tokens.alice not in refused and "\n" not in refused
-    assert hub.push_for_ui(str(run), " ", False, None).startswith("❌ Enter a repo id")
-    assert hub.push_for_ui(None, repo, False, None).startswith("❌")
-    path, message = hub.download_for_ui(repo)
-    assert path is not None and (path / "config.json").is_file() and message.startswith("✅")
-    path, message = hub.download_for_ui("alice/missing-model")
-    assert path is None and message.startswith("❌") and "not found" in message
+    app = DemoApp(tmp_path, "")
+    assert app.push(str(run), " ", False, None) == text.PUSH_NO_REPO
+    assert app.push(None, repo, False, None) == text.PUSH_NO_CHECKPOINT
+    path = sources.fetch_hub_model(repo)
+    assert (path / "config.json").is_file()
+    message, picker = app.load_from_hub(repo)
+    assert message.startswith("✅") and picker.value == str(path)
+    with pytest.raises(sources.HubLoadError, match="not found"):
+        sources.fetch_hub_model("alice/missing-model")
+    message, _ = app.load_from_hub("alice/missing-model")
+    assert message.startswith("❌") and "not found" in message and "\n" not in message
+    assert app.load_from_hub("  ")[0] == text.LOAD_NO_REPO
 
 
 # --------------------------------------------------------------------------------------------- the token
@@ -407,7 +417,9 @@ def test_token_never_leaks(hub_env, tokens, tmp_path, monkeypatch, capfd):
     token = tokens.alice
     run = make_checkpoint(tmp_path)
     repo = new_repo()
-    messages = [hub.push_for_ui(str(run), repo, True, token)]
+    from pokedemo.app.sources import push_run
+
+    messages = [push_run(str(run), repo, True, token)]
     monkeypatch.setenv("HF_TOKEN", token)
     hub.download_checkpoint(repo)
     # A server that echoes credentials in its errors: what reaches the user must still be clean.
@@ -417,7 +429,7 @@ def test_token_never_leaks(hub_env, tokens, tmp_path, monkeypatch, capfd):
         messages.append(hub_error(lambda: hub.push_checkpoint(changed, repo, token=token), "HTTP 422"))
         messages.append(hub_error(lambda: hub.push_checkpoint(run, new_repo("bob"), token=token), "may not write"))
         messages.append(hub_error(lambda: hub.download_checkpoint(f"{repo}@nope"), "not found"))
-        messages.append(hub.push_for_ui(str(run), repo, False, token))
+        messages.append(push_run(str(run), repo, False, token))
     finally:
         hub_env.echo_credentials_in_errors, hub_env.reject_commits = False, None
     assert any("Bearer ***" in m for m in messages), messages  # the echo was there, and was scrubbed

@@ -249,14 +249,11 @@ class DemoApp:
             return None, f"⚠️ {message}"
 
     def _predictor(self, checkpoint: str):
-        from pokedemo.hub import download_for_ui, hub_cache_dir
+        from pokedemo.hub import hub_cache_dir
         from pokedemo.predict import get_predictor
 
         if sources.hub_spec(checkpoint):  # a repo id typed into the picker
-            path, message = download_for_ui(checkpoint)
-            if path is None:
-                raise ValueError(message.removeprefix("❌ "))
-            return get_predictor(path)
+            return get_predictor(sources.fetch_hub_model(checkpoint))
         # Only this app's runs and models downloaded from the Hub are loaded, never any other folder.
         hub_cache = Path(hub_cache_dir()).resolve()
         if Path(checkpoint).is_absolute() and Path(checkpoint).resolve().is_relative_to(hub_cache):
@@ -326,25 +323,28 @@ class DemoApp:
 
     def load_from_hub(self, spec: str | None, token: str | None = None):
         """Download a model by repo id and select it in the Predict picker; (message, picker)."""
-        from pokedemo.hub import download_for_ui
-
-        path, message = download_for_ui(spec, token or None)
-        if path is None:
-            return message, gr.skip()
+        if not (spec or "").strip():
+            return text.LOAD_NO_REPO, gr.skip()
+        try:
+            path = sources.fetch_hub_model(spec, token)
+        except sources.HubLoadError as err:
+            return f"❌ {err}", gr.skip()
         choice = sources.hub_choice(spec, path)
         self.hub_choices = [c for c in self.hub_choices if c[1] != choice[1]] + [choice]
-        return message + " It is selected as the model above.", gr.Dropdown(choices=self.choices(), value=choice[1])
+        return text.hub_loaded(spec), gr.Dropdown(choices=self.choices(), value=choice[1])
 
     def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None):
         """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
-        from pokedemo.hub import push_for_ui
-
         if checkpoint:
             try:
                 checkpoint = str(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
             except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
                 return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
-        return push_for_ui(checkpoint, repo_id, bool(private), token or None)
+        if not checkpoint:
+            return text.PUSH_NO_CHECKPOINT
+        if not (repo_id or "").strip():
+            return text.PUSH_NO_REPO
+        return sources.push_run(checkpoint, repo_id, private, token)
 
     def auto_push(self, repo_id: str | None, private: bool, token: str | None, enabled: bool,
                   request: gr.Request = None):
@@ -353,7 +353,7 @@ class DemoApp:
         if not enabled or run is None:
             return gr.skip()
         if not (repo_id or "").strip():
-            return "❌ Automatic push is on but no repo id is set in the Hub panel; nothing was pushed."
+            return text.AUTO_PUSH_NO_REPO
         return self.push(run, repo_id, private, token)
 
     def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:

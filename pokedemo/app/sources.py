@@ -197,3 +197,36 @@ def hub_choice(spec: str, path: Path) -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - the label is cosmetic; the download validated the files already
         test = None
     return text.hub_choice_label(spec, test), str(path)
+
+
+class HubLoadError(ValueError):
+    """A Hub model the app cannot load; the message is the app's one token-free line."""
+
+
+def fetch_hub_model(spec: str, token: str | None = None) -> Path:
+    """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into the Hub cache; HubLoadError otherwise.
+    An empty token falls back to HF_TOKEN, then the cached login."""
+    from pokedemo.checkpoint import CheckpointError
+    from pokedemo.hub import HubError, download_checkpoint
+
+    try:
+        return download_checkpoint(spec.strip(), token=token or None)
+    except (HubError, CheckpointError) as err:
+        raise HubLoadError(text.hub_load_failed(spec, err, token)) from None
+    except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback
+        raise HubLoadError(text.hub_load_failed(spec, err, token, expected=False)) from None
+
+
+def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str | None) -> str:
+    """Push a local run to a Hub repo; the Markdown line the push panel shows (link, or what went wrong).
+    An empty token falls back to HF_TOKEN, then the cached login."""
+    from pokedemo.checkpoint import CheckpointError
+    from pokedemo.hub import HubError, push_checkpoint_details
+
+    try:
+        result = push_checkpoint_details(run_dir, repo_id.strip(), private=bool(private), token=token or None)
+    except (HubError, CheckpointError) as err:
+        return text.push_failed(err, token)
+    except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback
+        return text.push_failed(err, token, expected=False)
+    return text.push_done(result)

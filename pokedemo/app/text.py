@@ -307,6 +307,45 @@ def hub_choice_label(spec: str, test_accuracy: float | None) -> str:
     return f"{spec.strip()} (from the Hub){accuracy}"
 
 
+# ------------------------------------------------------------------------------------------ the Hub
+
+PUSH_NO_CHECKPOINT = "❌ Pick a checkpoint to push first."
+PUSH_NO_REPO = "❌ Enter a repo id such as `your-name/pokemon-classifier`."
+AUTO_PUSH_NO_REPO = "❌ Automatic push is on but no repo id is set in the Hub panel; nothing was pushed."
+LOAD_NO_REPO = "❌ Enter a Hub repo id such as `namespace/name` or `namespace/name@revision`."
+
+
+def push_done(result: Any) -> str:
+    """A successful push (``pokedemo.hub.PushResult``): the link, the commit, and how to load it."""
+    timm_line = (f" It also loads in timm: `timm.create_model(\"hf-hub:{result.repo_id}\", pretrained=True)`."
+                 if result.timm_compatible else "")
+    return (f"✅ Pushed to [{result.repo_id}]({result.url}) (commit `{result.commit_oid[:7]}`, "
+            f"{'private' if result.private else 'public'}). Load it with `python -m pokedemo predict --checkpoint "
+            f"{result.repo_id} IMAGE`.{timm_line}")
+
+
+def push_failed(err: BaseException, token: str | None, expected: bool = True) -> str:
+    """A failed push in one token-free line; ``expected`` = a HubError/CheckpointError (else a bug's type too)."""
+    from pokedemo.hub import first_line, scrub
+
+    if expected:
+        return f"❌ Push failed: {scrub(str(err), token)}"
+    return f"❌ Push failed unexpectedly ({type(err).__name__}: {scrub(first_line(err), token)})"
+
+
+def hub_load_failed(spec: str, err: BaseException, token: str | None, expected: bool = True) -> str:
+    """Why a Hub model could not be loaded, one token-free line (without the ❌, which the panel adds)."""
+    from pokedemo.hub import first_line, scrub
+
+    if expected:
+        return f"Could not load {spec.strip()} from the Hub: {scrub(str(err), token)}"
+    return f"Could not load {spec.strip()}: {type(err).__name__}: {scrub(first_line(err), token)}"
+
+
+def hub_loaded(spec: str) -> str:
+    return f"✅ Loaded {spec.strip()} from the Hub. It is selected as the model above."
+
+
 def friendly_error(exc: BaseException) -> str:
     """One line for the user: the engine's own messages as they are, anything else with its type."""
     from pokedemo.checkpoint import CheckpointError
