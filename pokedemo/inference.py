@@ -1,44 +1,46 @@
 """Inference on uint8 image tensors, shared by the training engine (validation, test) and ``pokedemo.predict``:
-the one conversion to the model's input and batched, autocast logits.
+batched logits following the execution plan (``pokedemo.device_plan``: input conversion, layout, autocast,
+batch shapes).
 
 Kept out of ``pokedemo.train`` so that prediction does not import the training engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 
-from pokedemo.config import amp_dtype
+from pokedemo.device_plan import CPU_EVAL_BATCH, ExecutionPlan, execution_plan
 
 if TYPE_CHECKING:  # pragma: no cover - only for the annotation; building models is not this module's job
     from pokedemo.models import Classifier
 
-EVAL_BATCH = 128
-
-
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW → float in [0, 1], channels_last (faster convolutions on CPU and GPU alike)."""
-    return images.float().div_(255).contiguous(memory_format=torch.channels_last)
+EVAL_BATCH = CPU_EVAL_BATCH  # without a plan; a run's (or a Predictor's) plan decides its own
 
 
 @torch.no_grad()
 def infer_logits(
-    model: "Classifier", images: torch.Tensor, device: torch.device, *, batch_size: int = EVAL_BATCH,
-    flip_tta: bool = False,
+    model: "Classifier", images: torch.Tensor, device: torch.device, *, batch_size: int | None = None,
+    flip_tta: bool = False, plan: ExecutionPlan | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on ``device``) for uint8 images, in eval mode, batched."""
+    """Logits (float32, on ``device``) for uint8 images, in eval mode, batched as ``plan`` says.
+
+    Without a plan, the device's plan for this model with ``batch_size`` (default EVAL_BATCH) is used.
+    """
     model.eval()
-    dtype = amp_dtype(device)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    plan = plan or execution_plan(device, model, batch_size or EVAL_BATCH)
+    if batch_size is not None:
+        plan = dataclasses.replace(plan, eval_batch=batch_size)
+    if len(images) == 0:
+        return torch.zeros((0, model.head.out_features), device=device)
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        with plan.autocast():
             logits = model(x).float()
             if flip_tta:
                 logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
-        outputs.append(logits)
-    if not outputs:
-        return torch.zeros((0, model.head.out_features), device=device)
-    return torch.cat(outputs)
+        return logits
+
+    return plan.forward_in_batches(logits_of, images)

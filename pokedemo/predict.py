@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import torch
 
 from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint
+from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.data import DatasetError
+from pokedemo.device_plan import execution_plan
 from pokedemo.images import ImageLoadError, image_to_tensor, load_image
 from pokedemo.inference import infer_logits
 from pokedemo.metrics import report_with_items
@@ -47,12 +49,18 @@ def _looks_like_repo_id(text: str) -> bool:
 
 
 class Predictor:
-    """A checkpoint loaded once, ready to classify images (thread-safe)."""
+    """A checkpoint loaded once, ready to classify images (thread-safe).
+
+    Runs on ``device`` if given, else on the device ``resolve_device("auto")`` picks (a GPU when there is one),
+    following that device's execution plan, as training does; on the CPU that is exactly the old behaviour.
+    """
 
     def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device | None = None):
         self.checkpoint = checkpoint
-        self.device = device or torch.device("cpu")
-        self.model = checkpoint.model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.device = device or resolve_device("auto")
+        batch_size = (checkpoint.config.get("train_config") or {}).get("batch_size") or TrainConfig.batch_size
+        self.plan = execution_plan(self.device, checkpoint.model, int(batch_size))
+        self.model = self.plan.place_model(checkpoint.model).eval()
         self.classes = checkpoint.classes
         self.image_size = checkpoint.image_size
         self._lock = threading.Lock()  # torch modules are not safe for concurrent forward passes with hooks
@@ -64,7 +72,7 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities [N, C] (CPU, float32) for uint8 images [N, 3, S, S]."""
         with self._lock, torch.inference_mode():
-            logits = infer_logits(self.model, images, self.device)
+            logits = infer_logits(self.model, images, self.device, plan=self.plan)
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def predict(self, source: Any, top_k: int = 5) -> list[tuple[str, float]]:

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from pokedemo import checkpoint as ckpt
-from pokedemo.config import TrainConfig, amp_dtype, default_checkpoint_root, resolve_device
 from pokedemo.augment import make_train_augment
+from pokedemo.config import TrainConfig, default_checkpoint_root, resolve_device
 from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
-from pokedemo.inference import EVAL_BATCH, infer_logits, to_input
+from pokedemo.device_plan import ExecutionPlan, execution_plan
+from pokedemo.inference import infer_logits
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
@@ -71,10 +72,11 @@ class SplitTensors:
 
 
 def evaluate_tensors(
-    model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, label_smoothing: float = 0.0
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, label_smoothing: float = 0.0,
+    plan: ExecutionPlan | None = None,
 ) -> tuple[float, float, torch.Tensor]:
     """(loss, accuracy, predictions) of ``model`` on a split."""
-    logits = infer_logits(model, images, device)
+    logits = infer_logits(model, images, device, plan=plan)
     if len(labels) == 0:
         return 0.0, 0.0, torch.zeros(0, dtype=torch.int64)
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item()
@@ -126,6 +128,8 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
         self.epoch = 0
+        self.plan: ExecutionPlan | None = None
+        self.carried: torch.Tensor | None = None  # training images dropped last epoch (fixed batch shapes)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -152,14 +156,15 @@ class _Run:
         self.check_stop()
         yield Stage("cache", f"Decoding {len(dataset.records)} images at {cfg.img_size}px")
         data = SplitTensors.build(dataset, split, cfg.img_size, device)
-        model.to(device).to(memory_format=torch.channels_last)
+        self.plan = execution_plan(device, model, cfg.batch_size, len(split.train))
+        self.plan.place_model(model)
         self.run_dir = ckpt.new_run_dir(out_root or default_checkpoint_root(), cfg.backbone, cfg.pretrained, run_name)
-        self.meta = _checkpoint_meta(cfg, dataset, split, model)
-        steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
+        self.meta = {**_checkpoint_meta(cfg, dataset, split, model), "execution": plan_record(self.plan)}
+        steps_per_epoch = self.plan.steps_per_epoch(len(data.train_y))
         yield _run_started(self.run_dir, device, dataset, split, cfg, steps_per_epoch * cfg.epochs)
         if cfg.pretrained and (cfg.head_warmup or cfg.strategy == "linear"):
             yield Stage("head", "Fitting the new head on frozen pretrained features")
-            fit_head_on_features(model, data, cfg, device, self.check_stop)
+            fit_head_on_features(model, data, cfg, self.plan, self.check_stop)
         yield from self.fit(model, data, device, steps_per_epoch)
         yield self.finish(model, data, device, dataset, split)
 
@@ -167,7 +172,7 @@ class _Run:
         cfg = self.cfg
         optimizer = make_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+        scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
         augment = make_train_augment(cfg.img_size, cfg.augment)
         generator = torch.Generator().manual_seed(cfg.seed)
         for epoch in range(1, cfg.epochs + 1):
@@ -175,7 +180,9 @@ class _Run:
             stats = yield from self.train_epoch(
                 model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch
             )
-            val_loss, val_acc, _ = evaluate_tensors(model, data.val_x, data.val_y, device, cfg.label_smoothing)
+            val_loss, val_acc, _ = evaluate_tensors(
+                model, data.val_x, data.val_y, device, cfg.label_smoothing, plan=self.plan
+            )
             record = {
                 "epoch": epoch, **stats, "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
                 "lr": optimizer.param_groups[-1]["lr"], "elapsed": round(self.elapsed(), 3),
@@ -197,17 +204,16 @@ class _Run:
             for module in model.features.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        dtype = amp_dtype(device)
-        order = torch.randperm(len(data.train_y), generator=generator).to(device)
+        plan = self.plan
+        batches, self.carried = plan.epoch_batches(len(data.train_y), generator, self.carried)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         epoch_start, last_emit, seen = time.perf_counter(), 0.0, 0
-        for step in range(steps_per_epoch):
+        for step, idx in enumerate(batches):
             self.check_stop()
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = to_input(augment(data.train_x[idx]))
+            x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with plan.autocast():
                 if linear:
                     with torch.no_grad():
                         feats = model.forward_features(x)
@@ -260,7 +266,7 @@ class _Run:
 
     def finish(self, model: Classifier, data: SplitTensors, device, dataset: Dataset, split: Split) -> Finished:
         model.load_state_dict(self.best_state)
-        probs = torch.softmax(infer_logits(model, data.test_x, device), dim=1).cpu().numpy()
+        probs = torch.softmax(infer_logits(model, data.test_x, device, plan=self.plan), dim=1).cpu().numpy()
         paths = [dataset.records[i].rel_path for i in split.test]
         # With per-image items, the app's errors gallery needs no second evaluation of the test split.
         report = report_with_items(probs, data.test_y.cpu().tolist(), dataset.classes, paths, str(dataset.root))
@@ -325,22 +331,14 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig, device, check_stop) -> None:
+def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig, plan: ExecutionPlan,
+                         check_stop) -> None:
     """Fit the new head as a logistic regression on frozen features of the (unaugmented) training images.
 
     Starting fine-tuning from a fitted head instead of a random one lets the backbone learn at a higher rate
     without large early gradients wrecking the pretrained features; it costs one forward pass over the data.
     """
-    model.eval()
-    feats = []
-    with torch.no_grad():
-        for start in range(0, len(data.train_x), EVAL_BATCH):
-            check_stop()
-            x = to_input(data.train_x[start:start + EVAL_BATCH])
-            feats.append(model.forward_features(torch.cat([x, torch.flip(x, dims=[3])])).float())
-    features = torch.cat(feats)
-    n = len(data.train_x)
-    labels = torch.cat([torch.cat([data.train_y[s:s + EVAL_BATCH]] * 2) for s in range(0, n, EVAL_BATCH)])
+    features, labels = head_features(model, data, plan, check_stop)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=cfg.weight_decay)
     with torch.enable_grad():
         for _ in range(150):
@@ -348,6 +346,38 @@ def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+
+
+@torch.no_grad()
+def head_features(model: Classifier, data: SplitTensors, plan: ExecutionPlan, check_stop) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features (float32) of the training images and of their mirror images, with matching labels."""
+    model.eval()
+    flip = lambda x: torch.flip(x, dims=[3])  # noqa: E731
+
+    def features_of(view):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with plan.autocast():
+                return model.forward_features(view(x)).float()
+        return run
+
+    if plan.fixed_shapes:  # originals and mirrors in separate passes: the model sees one batch shape
+        parts = [plan.forward_in_batches(features_of(view), data.train_x, check_stop) for view in (lambda x: x, flip)]
+        return torch.cat(parts), torch.cat([data.train_y, data.train_y])
+    # Natural shapes (CPU): each batch with its mirrors in one pass, as before plans existed.
+    both = features_of(lambda x: torch.cat([x, flip(x)]))
+    features = plan.forward_in_batches(both, data.train_x, check_stop)
+    step, n = plan.eval_batch, len(data.train_x)
+    labels = torch.cat([torch.cat([data.train_y[s:s + step]] * 2) for s in range(0, n, step)])
+    return features, labels
+
+
+def plan_record(plan: ExecutionPlan) -> dict[str, Any]:
+    """The execution plan as recorded in the checkpoint (how the run executed, for comparing timings)."""
+    return {
+        "device": str(plan.device), "channels_last": plan.channels_last,
+        "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
+        "fixed_batch_shapes": plan.fixed_shapes, "train_batch": plan.batch_size, "eval_batch": plan.eval_batch,
+    }
 
 
 def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Classifier) -> dict[str, Any]:

@@ -72,12 +72,13 @@ def test_device_is_only_chosen_in_the_device_helper():
 
 
 def test_training_batches_run_under_autocast_only_on_cuda(monkeypatch):
-    """The engine asks amp_dtype for every autocast region, so CPU runs stay in float32."""
+    """Every autocast region follows the execution plan, which asks amp_dtype, so CPU runs stay in float32."""
+    import pokedemo.device_plan as plans
     import pokedemo.inference as inference
 
     seen = []
-    real = inference.amp_dtype
-    monkeypatch.setattr(inference, "amp_dtype", lambda device: seen.append(device.type) or real(device))
+    real = plans.amp_dtype
+    monkeypatch.setattr(plans, "amp_dtype", lambda device: seen.append(device.type) or real(device))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     model.head = torch.nn.Linear(4, 2)
     logits = inference.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))

@@ -1,0 +1,136 @@
+"""How a model executes on a device: memory layout, autocast dtype and batch shapes, decided once per run.
+
+The engine (training, head fitting, evaluation) and the Predictor ask an ``ExecutionPlan`` instead of deciding
+these per call, so every forward pass of a run follows one rule. The device itself is still chosen once by
+``pokedemo.config.resolve_device``; the device-dependent *defaults* (image size, epochs) live in config.py.
+
+Why CUDA differs from the CPU (issue 12, H200 timeline of efficientnet_lite0 fine-tuning): with channels_last,
+bf16 autocast and several batch shapes (256 in head fitting, 32 and a partial last batch in training, 128 in
+evaluation), cuDNN spent ~40 s of one-time per-shape engine work on the depthwise convolutions before the
+first epoch ended, while the steady state was 0.5 s per epoch. The tutorial loop (fp32, NCHW) did not pay it,
+and resnet18 (no depthwise convolutions) did not pay it in channels_last + bf16 either. So on CUDA:
+
+- depthwise-heavy nets run NCHW in fp32 (TF32 tensor cores still apply to the dense 1x1 convolutions); dense
+  nets keep channels_last + bf16/fp16 autocast, the layout and dtype tensor cores are fastest in;
+- every forward pass sees ONE batch size: training drops the partial last batch (carried over, see
+  ``epoch_batches``), head fitting and evaluation pad their last batch up to the training batch size. Each new
+  shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for every layer.
+
+The CPU plan is exactly what pokedemo did before plans existed: channels_last (faster oneDNN convolutions),
+fp32, natural batch sizes with a partial last batch, 128-image evaluation batches. CPU numbers do not move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import torch
+from torch import nn
+
+from pokedemo.config import amp_dtype
+
+CPU_EVAL_BATCH = 128  # evaluation batch on the CPU: big enough to amortise per-call overhead, small in memory
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """Layout, autocast dtype and batch shapes for one model on one device."""
+
+    device: torch.device
+    channels_last: bool
+    autocast_dtype: torch.dtype | None
+    batch_size: int        # training batch size (the config's, capped at the training split's size)
+    fixed_shapes: bool     # True: every forward pass sees exactly ``batch_size`` images (CUDA)
+    eval_batch: int        # images per evaluation/head-fitting forward pass
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def place_model(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device in the plan's layout."""
+        return model.to(self.device).to(memory_format=self.memory_format)
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW → float in [0, 1] on the plan's device, in the plan's layout."""
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def autocast(self) -> ContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def steps_per_epoch(self, n: int) -> int:
+        """Optimisation steps per epoch over ``n`` training images."""
+        return n // self.batch_size if self.fixed_shapes else math.ceil(n / self.batch_size)
+
+    def epoch_batches(self, n: int, generator: torch.Generator,
+                      carried: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Index batches of one epoch (reshuffled every epoch) and the indices left for the next epoch.
+
+        Natural shapes (CPU): one permutation, the last batch may be partial, nothing is carried.
+        Fixed shapes (CUDA): the partial last batch is dropped, but not lost: the dropped images (fewer than
+        one batch) open the next epoch, so every training image is trained on at least once in any two
+        consecutive epochs, each epoch still has every image at most once, and the steps per epoch stay
+        constant (the schedule does not change). Only the final epoch's remainder goes unused, and a
+        pretrained run's head has already been fitted on all of them.
+        """
+        order = torch.randperm(n, generator=generator).to(self.device)
+        if not self.fixed_shapes:
+            return list(order.split(self.batch_size)), order[:0]
+        if carried is not None and len(carried):
+            first = torch.isin(order, carried)
+            order = torch.cat([order[first], order[~first]])
+        full = self.steps_per_epoch(n) * self.batch_size
+        return list(order[:full].split(self.batch_size)), order[full:]
+
+    def forward_in_batches(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                           check_stop: Callable[[], None] | None = None) -> torch.Tensor:
+        """``fn`` over uint8 ``images`` in evaluation batches; results concatenated on the device.
+
+        ``fn`` gets float input in the plan's layout. With fixed shapes the last batch is padded with black
+        images up to ``eval_batch`` and the padding's outputs are dropped: in eval mode every image's output
+        is independent of the others in its batch, so padding changes no result, only the shape cuDNN sees.
+        """
+        outputs = []
+        for start in range(0, len(images), self.eval_batch):
+            if check_stop is not None:
+                check_stop()
+            chunk = images[start:start + self.eval_batch]
+            real = len(chunk)
+            if not self.fixed_shapes or real == self.eval_batch:
+                outputs.append(fn(self.to_input(chunk)))
+                continue
+            pad = chunk.new_zeros((self.eval_batch - real, *chunk.shape[1:]))
+            outputs.append(fn(self.to_input(torch.cat([chunk, pad])))[:real])
+        return torch.cat(outputs) if outputs else torch.zeros(0, device=self.device)
+
+
+def has_depthwise_convs(model: nn.Module) -> bool:
+    """True when the net uses depthwise convolutions (groups == input channels > 1), e.g. EfficientNet."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
+
+
+def execution_plan(device: torch.device, model: nn.Module, batch_size: int,
+                   n_train: int | None = None) -> ExecutionPlan:
+    """The plan for ``model`` on ``device`` (see the module docstring for why CUDA differs).
+
+    ``n_train`` caps the training batch at the split's size, so a tiny dataset still gets one full batch.
+    """
+    batch = max(1, min(batch_size, n_train)) if n_train else max(1, batch_size)
+    if device.type != "cuda":
+        return ExecutionPlan(device, channels_last=True, autocast_dtype=amp_dtype(device), batch_size=batch,
+                             fixed_shapes=False, eval_batch=CPU_EVAL_BATCH)
+    depthwise = has_depthwise_convs(model)
+    return ExecutionPlan(
+        device,
+        channels_last=not depthwise,
+        autocast_dtype=None if depthwise else amp_dtype(device),
+        batch_size=batch,
+        fixed_shapes=True,
+        eval_batch=batch,
+    )

@@ -1,0 +1,162 @@
+"""Execution plans per device: layout, autocast dtype and the batch shapes the model sees (CPU-only tests;
+a CUDA plan is simulated by building it for a CUDA device and running it on the CPU)."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import pokedemo.train as engine
+from pokedemo import events as ev
+from pokedemo.checkpoint import read_config
+from pokedemo.config import TrainConfig
+from pokedemo.device_plan import CPU_EVAL_BATCH, execution_plan, has_depthwise_convs
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # constructing a device object needs no GPU
+
+
+def depthwise_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def dense_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_depthwise_detection_on_the_real_backbones():
+    from pokedemo.models import build_classifier
+
+    assert has_depthwise_convs(build_classifier("efficientnet_lite0", 3, pretrained=False))
+    assert not has_depthwise_convs(build_classifier("resnet18", 3, pretrained=False))
+
+
+@pytest.mark.parametrize("net", [depthwise_net, dense_net])
+def test_cpu_plan_is_what_pokedemo_always_did(net):
+    plan = execution_plan(CPU, net(), 32, n_train=559)
+    assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (True, None, False)
+    assert plan.batch_size == 32 and plan.eval_batch == CPU_EVAL_BATCH == 128
+    assert plan.steps_per_epoch(559) == 18  # the partial last batch is trained on
+
+
+def test_cuda_plan_depthwise_nets_run_nchw_fp32_with_one_batch_shape(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    plan = execution_plan(CUDA, depthwise_net(), 32, n_train=559)
+    assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (False, None, True)
+    assert plan.eval_batch == plan.batch_size == 32 and plan.steps_per_epoch(559) == 17
+    assert plan.memory_format == torch.contiguous_format
+
+
+def test_cuda_plan_dense_nets_keep_channels_last_and_autocast(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    plan = execution_plan(CUDA, dense_net(), 32)
+    assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (True, torch.bfloat16, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert execution_plan(CUDA, dense_net(), 32).autocast_dtype is torch.float16
+
+
+def test_batch_is_capped_at_a_tiny_training_split():
+    plan = execution_plan(CUDA, depthwise_net(), 32, n_train=20)
+    assert plan.batch_size == plan.eval_batch == 20 and plan.steps_per_epoch(20) == 1
+
+
+def test_natural_batches_are_one_permutation_with_a_partial_last_batch():
+    plan = execution_plan(CPU, dense_net(), 32)
+    batches, carried = plan.epoch_batches(70, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [32, 32, 6] and len(carried) == 0
+    assert torch.equal(torch.cat(batches), torch.randperm(70, generator=torch.Generator().manual_seed(0)))
+
+
+def test_fixed_batches_drop_the_remainder_and_open_the_next_epoch_with_it():
+    plan = dataclasses.replace(execution_plan(CUDA, depthwise_net(), 32), device=CPU)
+    generator = torch.Generator().manual_seed(0)
+    first, carried = plan.epoch_batches(70, generator)
+    assert [len(b) for b in first] == [32, 32] and len(carried) == 6
+    assert set(torch.cat(first).tolist()) | set(carried.tolist()) == set(range(70))
+    second, _ = plan.epoch_batches(70, generator, carried)
+    assert [len(b) for b in second] == [32, 32]
+    assert set(carried.tolist()) <= set(second[0].tolist())  # last epoch's left-overs are trained on first
+    assert len(set(torch.cat(second).tolist())) == 64  # no image twice within an epoch
+    assert set(torch.cat(first).tolist()) | set(torch.cat(second).tolist()) == set(range(70))
+
+
+def test_padded_evaluation_sees_one_shape_and_returns_the_unpadded_results():
+    model = depthwise_net().eval()
+    plan = dataclasses.replace(execution_plan(CUDA, model, 8), device=CPU)
+    images = torch.randint(0, 256, (19, 3, 12, 12), dtype=torch.uint8)
+    shapes = []
+
+    def fn(x):
+        shapes.append(tuple(x.shape))
+        return model(x)
+
+    with torch.no_grad():
+        out = plan.forward_in_batches(fn, images)
+        expected = model(images.float() / 255)
+    assert shapes == [(8, 3, 12, 12)] * 3 and out.shape == (19, 8)
+    torch.testing.assert_close(out, expected)
+
+
+def spy_runs(monkeypatch, simulate_cuda: bool):
+    """Record (batch size, channels_last?, dtype) of every input the backbone sees in a run."""
+    seen = []
+    real_build, real_plan = engine.build_classifier, engine.execution_plan
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.features.register_forward_pre_hook(lambda module, inputs: seen.append((
+            inputs[0].shape[0], inputs[0].is_contiguous(memory_format=torch.channels_last), inputs[0].dtype)))
+        return model
+
+    def plan(device, model, batch_size, n_train=None):
+        if not simulate_cuda:
+            return real_plan(device, model, batch_size, n_train)
+        return dataclasses.replace(real_plan(CUDA, model, batch_size, n_train), device=device)
+
+    monkeypatch.setattr(engine, "build_classifier", build)
+    monkeypatch.setattr(engine, "execution_plan", plan)
+    return seen
+
+
+def test_a_simulated_cuda_run_shows_the_model_one_batch_shape_in_nchw(tiny_dataset, tmp_path, monkeypatch):
+    seen = spy_runs(monkeypatch, simulate_cuda=True)
+    config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=2, batch_size=8, img_size=32)
+    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
+    final = events[-1]
+    assert isinstance(final, ev.Finished), final
+    assert {s for s, _, _ in seen} == {8}, seen  # head fitting, training, validation and test alike
+    assert not any(channels_last for _, channels_last, _ in seen) and {d for _, _, d in seen} == {torch.float32}
+    started = next(e for e in events if isinstance(e, ev.RunStarted))
+    assert started.total_steps == 2 * (started.split_sizes["train"] // 8)
+    assert len(final.test_metrics["items"]) == started.split_sizes["test"]  # padding never reaches results
+    execution = read_config(final.run_dir)["execution"]
+    assert execution["fixed_batch_shapes"] and not execution["channels_last"] and execution["eval_batch"] == 8
+
+
+def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp_path, monkeypatch):
+    seen = spy_runs(monkeypatch, simulate_cuda=False)
+    config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32)
+    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    sizes = next(e for e in events if isinstance(e, ev.RunStarted)).split_sizes
+    train, val, test = sizes["train"], sizes["val"], sizes["test"]
+    expected = {2 * train, 8, val, test} | ({train % 8} if train % 8 else set())
+    assert {s for s, _, _ in seen} == expected
+    assert all(channels_last for _, channels_last, _ in seen) and {d for _, _, d in seen} == {torch.float32}
+    assert not read_config(events[-1].run_dir)["execution"]["fixed_batch_shapes"]
+
+
+def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint, monkeypatch):
+    import pokedemo.predict as predict
+    from pokedemo.checkpoint import load_checkpoint
+
+    asked = []
+    real = predict.resolve_device
+    monkeypatch.setattr(predict, "resolve_device", lambda preference: asked.append(preference) or real(preference))
+    predictor = predict.Predictor(load_checkpoint(tiny_checkpoint))
+    assert asked == ["auto"] and predictor.device.type == "cpu"  # no GPU here
+    assert predictor.plan == execution_plan(CPU, predictor.model, 8)  # the checkpoint's batch size (8)
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    on_cpu = predictor.probabilities(images)
+    predictor.plan = dataclasses.replace(predictor.plan, fixed_shapes=True, eval_batch=4, channels_last=False)
+    torch.testing.assert_close(predictor.probabilities(images), on_cpu)  # padding/layout change no answer
