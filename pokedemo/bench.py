@@ -5,7 +5,9 @@
 Every row runs in its own subprocess (so peak memory is that row's own) on the same duplicate-aware split.
 The reference loop is written out plainly here on purpose: it is what pokedemo is measured against, the way
 the widely taught tutorial trains (PIL decode every epoch, Resize(280) → RandomRotation(15) → CenterCrop(224),
-Adam 1e-3, batch 32, 10 epochs, full fine-tune, best-val checkpoint).
+Adam 1e-3, batch 32, 10 epochs, full fine-tune, best-val checkpoint). On a CUDA machine the reference rows are
+the same loop as a GPU user writes it (``reference-gpu-*``: model and batches on the GPU, DataLoader workers,
+pinned memory, still fp32); on CPU machines the default rows are the CPU ones.
 """
 
 from __future__ import annotations
@@ -29,23 +31,47 @@ ROWS = {
     "pokedemo-resnet18-scratch": ("pokedemo", "resnet18", False),
     "reference-resnet18-pretrained": ("reference", "resnet18", True),
     "pokedemo-resnet18-pretrained": ("pokedemo", "resnet18", True),
+    "reference-gpu-efficientnet_lite0-pretrained": ("reference-gpu", "efficientnet_lite0", True),
+    "reference-gpu-resnet18-scratch": ("reference-gpu", "resnet18", False),
 }
+GPU_DEFAULT_ROWS = ["reference-gpu-efficientnet_lite0-pretrained", "pokedemo-efficientnet_lite0-pretrained",
+                    "reference-gpu-resnet18-scratch", "pokedemo-resnet18-scratch"]
 
 
-def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed: int) -> dict[str, Any]:
-    """The tutorial's training loop, plainly: decode per epoch, 224 px, Adam, best-val checkpoint."""
+def default_rows(cuda: bool) -> list[str]:
+    """The rows a plain run benchmarks: pokedemo against the tutorial loop as users of this machine write it."""
+    return list(GPU_DEFAULT_ROWS) if cuda else list(ROWS)[:4]
+
+
+def gpu_loader_options() -> dict[str, Any]:
+    """DataLoader options a GPU user adds: worker processes decoding in parallel, pinned host memory."""
+    return {"num_workers": min(8, os.cpu_count() or 1), "pin_memory": True}
+
+
+def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed: int, *,
+                   gpu: bool = False) -> dict[str, Any]:
+    """The tutorial's training loop, plainly: decode per epoch, 224 px, Adam, best-val checkpoint.
+
+    ``gpu=True``: the same loop on the CUDA GPU (fp32, NCHW), with the loader options of ``gpu_loader_options``.
+    """
     import torch
     from torch.utils.data import DataLoader, Dataset as TorchDataset
     from torchvision import transforms as T
 
+    from pokedemo.config import resolve_device
     from pokedemo.data import scan_dataset, split_dataset
     from pokedemo.images import load_image
     from pokedemo.models import build_classifier
 
+    device, loader_options = torch.device("cpu"), {}
+    if gpu:
+        device, loader_options = resolve_device("auto"), gpu_loader_options()
+        if device.type != "cuda":
+            raise RuntimeError("the GPU reference row needs a CUDA GPU; this machine has none")
     torch.manual_seed(seed)
     dataset = scan_dataset(data)
     split = split_dataset(dataset, (0.6, 0.2, 0.2), seed)
-    model = build_classifier(backbone, len(dataset.classes), pretrained)  # normalises inside, like Normalize()
+    model = build_classifier(backbone, len(dataset.classes), pretrained).to(device)  # normalises inside
     train_tf = T.Compose([T.Resize((280, 280)), T.RandomRotation(15), T.CenterCrop(224), T.ToTensor()])
     eval_tf = T.Compose([T.Resize((280, 280)), T.CenterCrop(224), T.ToTensor()])
 
@@ -61,9 +87,9 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
             path, label = self.items[i]
             return self.transform(load_image(path)), label
 
-    train_loader = DataLoader(Folder(split.train, train_tf), batch_size=32, shuffle=True)
-    val_loader = DataLoader(Folder(split.val, eval_tf), batch_size=32)
-    test_loader = DataLoader(Folder(split.test, eval_tf), batch_size=32)
+    train_loader = DataLoader(Folder(split.train, train_tf), batch_size=32, shuffle=True, **loader_options)
+    val_loader = DataLoader(Folder(split.val, eval_tf), batch_size=32, **loader_options)
+    test_loader = DataLoader(Folder(split.test, eval_tf), batch_size=32, **loader_options)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
 
@@ -72,6 +98,7 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
         correct = total = 0
         with torch.no_grad():
             for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 correct += (model(x).argmax(1) == y).sum().item()
                 total += len(y)
         return correct / total
@@ -80,6 +107,7 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
     for epoch in range(1, epochs + 1):
         model.train()
         for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = criterion(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -129,8 +157,9 @@ def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def one_row(name: str, args: argparse.Namespace) -> None:
     loop, backbone, pretrained = ROWS[name]
     try:
-        if loop == "reference":
-            result = reference_loop(args.data, backbone, pretrained, args.ref_epochs, args.seed)
+        if loop in ("reference", "reference-gpu"):
+            result = reference_loop(args.data, backbone, pretrained, args.ref_epochs, args.seed,
+                                    gpu=loop == "reference-gpu")
         else:
             result = pokedemo_loop(args.data, backbone, pretrained, args.seed, args.out)
     except Exception as exc:  # noqa: BLE001 - a row that cannot run (e.g. no weights offline) is reported
@@ -144,12 +173,14 @@ def seconds_to_reach(history: list[dict[str, Any]], target: float) -> float | No
 
 
 def add_comparisons(rows: list[dict[str, Any]]) -> None:
-    """Time to reach the matching reference row's final val accuracy, and speed-up over it."""
+    """Time to reach the matching reference row's final val accuracy, and speed-up over it (the GPU
+    reference row when the run has one)."""
     by_name = {r["row"]: r for r in rows}
     for row in rows:
         if "error" in row or not row["row"].startswith("pokedemo-"):
             continue
-        reference = by_name.get(row["row"].replace("pokedemo-", "reference-", 1))
+        reference = by_name.get(row["row"].replace("pokedemo-", "reference-gpu-", 1)) or \
+            by_name.get(row["row"].replace("pokedemo-", "reference-", 1))
         if reference and "error" not in reference:
             target = reference["final_val_acc"]
             row["target_val_acc"] = target
@@ -158,16 +189,16 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'row':<42}{'test acc':>9}{'best val':>9}{'wall s':>8}{'s to ref val':>13}"
+    header = (f"{'row':<46}{'test acc':>9}{'best val':>9}{'wall s':>8}{'s to ref val':>13}"
               f"{'img/s':>8}{'peak MB':>9}{'speed-up':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['row']:<42} skipped: {r['error'][:90]}")
+            lines.append(f"{r['row']:<46} skipped: {r['error'][:90]}")
             continue
         reach = r.get("seconds_to_target")
         lines.append(
-            f"{r['row']:<42}{r['test_acc']:>9.1%}{r['best_val_acc']:>9.1%}{r['seconds']:>8.1f}"
+            f"{r['row']:<46}{r['test_acc']:>9.1%}{r['best_val_acc']:>9.1%}{r['seconds']:>8.1f}"
             f"{(f'{reach:.1f}' if reach is not None else 'never' if 'target_val_acc' in r else '-'):>13}"
             f"{r['images_per_sec']:>8.1f}{r['peak_rss_mb']:>9.0f}"
             f"{(str(r['speedup_vs_reference']) + 'x') if 'speedup_vs_reference' in r else '-':>9}"
@@ -235,7 +266,8 @@ def machine_description() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pokedemo.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=os.environ.get("POKEDEMO_DATA", "../shared/data/pokemon"))
-    parser.add_argument("--rows", nargs="+", default=list(ROWS)[:4], choices=list(ROWS), help="Rows to run.")
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
+                        help="Rows to run (default: the GPU rows on a CUDA machine, else the first four).")
     parser.add_argument("--ref-epochs", type=int, default=10, help="Epochs of the reference loop (tutorial: 10).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench-out", help="Where the benchmark's runs are written.")
@@ -252,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.one_row:
         one_row(args.one_row, args)
         return 0
+    if args.rows is None:
+        import torch
+
+        args.rows = default_rows(torch.cuda.is_available())
     rows = []
     for name in args.rows:
         print(f"running {name} …", file=sys.stderr, flush=True)

@@ -24,3 +24,38 @@ def test_comparison_columns():
     table = format_table(rows)
     assert "10.0x" in table and "skipped: no weights" in table
     assert seconds_to_reach(history, 0.99) is None
+
+
+def test_gpu_rows_are_the_default_only_on_cuda_machines():
+    from pokedemo.bench import GPU_DEFAULT_ROWS, ROWS, default_rows
+
+    assert default_rows(cuda=False) == list(ROWS)[:4] and not any("gpu" in r for r in default_rows(cuda=False))
+    assert default_rows(cuda=True) == GPU_DEFAULT_ROWS and all(r in ROWS for r in GPU_DEFAULT_ROWS)
+    assert {ROWS[r][0] for r in GPU_DEFAULT_ROWS} == {"reference-gpu", "pokedemo"}
+
+
+def test_gpu_reference_row_says_it_needs_a_gpu_on_a_cpu_machine(tiny_data_dir):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        reference_loop(str(tiny_data_dir), "resnet18", False, epochs=1, seed=0, gpu=True)
+
+
+def test_gpu_loader_options_use_workers_and_pinned_memory():
+    from pokedemo.bench import gpu_loader_options
+
+    options = gpu_loader_options()
+    assert options["pin_memory"] is True and 1 <= options["num_workers"] <= 8
+
+
+def test_pokedemo_rows_compare_with_the_gpu_reference_when_there_is_one():
+    history = [{"epoch": 1, "val_acc": 0.9, "elapsed": 5.0}]
+    row = lambda name, seconds: {"row": name, "test_acc": 0.9, "best_val_acc": 0.9, "final_val_acc": 0.9,  # noqa: E731
+                                 "seconds": seconds, "images_per_sec": 1.0, "peak_rss_mb": 1, "history": history}
+    rows = [row("reference-x", 400.0), row("reference-gpu-x", 12.0), row("pokedemo-x", 6.0)]
+    add_comparisons(rows)
+    assert rows[2]["speedup_vs_reference"] == 2.0
+    assert "reference-gpu-x" in format_table(rows)
