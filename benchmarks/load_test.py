@@ -176,9 +176,10 @@ MAX_REQUESTS = [5000]
 
 def run_training(url: str, data: Path, results: Results, training: threading.Event, workdir: Path,
                  timeout: float) -> None:
-    from pokedemo.config import TrainConfig
+    from pokedemo.config import TrainConfig, resolve_device
 
-    cfg = TrainConfig(backbone="efficientnet_lite0")
+    # The values the app's sliders show on this machine (the device's defaults for size and epochs).
+    cfg = TrainConfig(backbone="efficientnet_lite0").resolved(resolve_device("auto"))
     trainer = client(url, workdir)
     started = time.monotonic()
     training.set()

@@ -176,7 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     stop = threading.Event()
-    final = run_training(train(config, args.data, args.out, stop=stop), ProgressPrinter(), stop)
+    printer = ProgressPrinter(config.unset_device_defaults())
+    final = run_training(train(config, args.data, args.out, stop=stop), printer, stop)
     if not isinstance(final, Finished):
         return _exit_for(final)
     print(json.dumps({
@@ -190,11 +191,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pokedemo.events import CompareFinished, Tagged
     from pokedemo.train import compare
 
-    printer = ProgressPrinter()
+    config = config_from_args(args)
+    printer = ProgressPrinter(config.unset_device_defaults())
     final = None
     stop = threading.Event()
     with stop_on_ctrl_c(stop):
-        for event in compare(config_from_args(args), args.data, args.out, stop=stop):
+        for event in compare(config, args.data, args.out, stop=stop):
             final = event
             if isinstance(event, Tagged):
                 printer.prefix = f"[{event.run}] "
@@ -281,11 +283,15 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 class ProgressPrinter:
-    """Renders engine events: a tqdm bar on stderr, one line per epoch and messages on stdout."""
+    """Renders engine events: a tqdm bar on stderr, one line per epoch and messages on stdout.
 
-    def __init__(self) -> None:
+    ``device_defaults``: the config fields the user left to the device's defaults; the first RunStarted says
+    which values that gave and why (the device is known from then on)."""
+
+    def __init__(self, device_defaults: tuple[str, ...] = ()) -> None:
         self.bar = None
         self.prefix = ""
+        self.device_defaults = device_defaults
 
     def handle(self, event: Any) -> None:
         from pokedemo import events as ev
@@ -320,6 +326,11 @@ class ProgressPrinter:
             f"{self.prefix}{len(event.classes)} classes, {sum(event.class_counts.values())} images "
             f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), device {event.device}"
         )
+        if self.device_defaults:
+            from pokedemo.config import defaults_note
+
+            self._write(defaults_note(event.device, self.device_defaults))
+            self.device_defaults = ()  # once: a comparison's second run uses the same values
         if event.unreadable:
             shown = ", ".join(path for path, _ in event.unreadable[:5])
             self._write(f"{self.prefix}skipped {len(event.unreadable)} unreadable file(s): {shown}")

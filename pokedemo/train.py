@@ -107,7 +107,7 @@ def train(
         yield run.failed(str(exc))
     except torch.OutOfMemoryError:
         yield run.failed(
-            f"out of memory with batch size {config.batch_size} at {config.img_size}px; "
+            f"out of memory with batch size {run.cfg.batch_size} at {run.cfg.img_size}px; "
             "try a smaller batch size or image size"
         )
     except Exception as exc:  # noqa: BLE001 - any other fault ends this run with a message, never a crash
@@ -139,10 +139,11 @@ class _Run:
             raise _Stop
 
     def execute(self, data_root, out_root, dataset, split, run_name) -> Iterator[Event]:
-        cfg = self.cfg
-        cfg.validate()
-        get_backbone(cfg.backbone)
-        device = resolve_device(cfg.device)
+        self.cfg.validate()
+        get_backbone(self.cfg.backbone)
+        device = resolve_device(self.cfg.device)
+        # From here on the config holds concrete values: the ones recorded in the checkpoint.
+        cfg = self.cfg = self.cfg.resolved(device)
         seed_everything(cfg.seed)
         if dataset is None:
             if data_root is None:
@@ -432,6 +433,7 @@ def compare(
     stop = stop or threading.Event()
     try:
         config.validate()
+        config = config.resolved(resolve_device(config.device))  # both runs get the same concrete values
         dataset = scan_dataset(data_root, image_size=config.img_size)
         split = split_dataset(dataset, config.ratios, config.seed)
     except (DatasetError, ValueError) as exc:

@@ -93,3 +93,28 @@ def test_augmentation_stays_on_the_batch_device():
     batch = torch.zeros(4, 3, 32, 32, dtype=torch.uint8, device="meta")
     out = make_train_augment(24)(batch)
     assert out.device.type == "meta" and out.shape == (4, 3, 24, 24) and out.dtype == torch.uint8
+
+
+def test_image_size_and_epochs_default_per_device():
+    from pokedemo.config import DEVICE_DEFAULTS
+
+    config = TrainConfig()
+    assert config.unset_device_defaults() == ("img_size", "epochs")
+    cpu, cuda, mps = (config.resolved(torch.device(kind)) for kind in ("cpu", "cuda", "mps"))
+    assert (cpu.img_size, cpu.epochs) == (128, 4)  # unchanged CPU defaults
+    assert (cuda.img_size, cuda.epochs) == (224, 10) == (DEVICE_DEFAULTS["cuda"].img_size, DEVICE_DEFAULTS["cuda"].epochs)
+    assert (mps.img_size, mps.epochs) == (128, 4)  # unmeasured devices keep the CPU's
+    assert cuda.unset_device_defaults() == () and cuda.resolved("cpu") == cuda  # resolved once, then fixed
+    explicit = TrainConfig(img_size=96).resolved("cuda")
+    assert (explicit.img_size, explicit.epochs) == (96, 10)  # only unset fields take the device's value
+    assert TrainConfig.from_dict(cpu.to_dict()) == cpu  # resolved configs round-trip through config.json
+
+
+def test_defaults_note_says_which_values_and_why():
+    from pokedemo.config import defaults_note
+
+    note = defaults_note("cuda:0")
+    assert "CUDA GPU" in note and "224 px and 10 epochs" in note and "because" in note
+    assert "128 px" in defaults_note("cpu", ("img_size",)) and "epochs" not in defaults_note("cpu", ("img_size",))
+    assert "CPU defaults apply" in defaults_note("mps") and defaults_note("cpu", ()) == ""
+    assert "on a CUDA GPU" in TrainConfig.help_for("epochs") and "on a CPU" in TrainConfig.help_for("img_size")

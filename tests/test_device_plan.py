@@ -160,3 +160,25 @@ def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint,
     on_cpu = predictor.probabilities(images)
     predictor.plan = dataclasses.replace(predictor.plan, fixed_shapes=True, eval_batch=4, channels_last=False)
     torch.testing.assert_close(predictor.probabilities(images), on_cpu)  # padding/layout change no answer
+
+
+def test_a_run_records_the_resolved_device_defaults(tiny_dataset, tmp_path):
+    config = TrainConfig(backbone="resnet18", pretrained=False, batch_size=8, epochs=1)  # img_size: device's
+    events = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    recorded = read_config(events[-1].run_dir)
+    assert recorded["train_config"]["img_size"] == recorded["image_size"] == 128  # the CPU default, resolved
+    assert recorded["train_config"]["epochs"] == 1
+    assert next(e for e in events if isinstance(e, ev.RunStarted)).config["img_size"] == 128
+
+
+def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys):
+    from pokedemo.cli import main
+
+    data = tiny_dataset(tmp_path / "data")
+    args = ["train", "--data", str(data), "--scratch", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Defaults on the CPU: 128 px, because" in out  # epochs were given, so only the size is the device's
+    assert main(args + ["--img-size", "32"]) == 0
+    assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note

@@ -519,6 +519,24 @@ def test_backbone_default_prefers_available_weights():
     assert "bundled" in dict((n, label) for label, n in sources.backbone_choices())["efficientnet_lite0"]
 
 
+def test_train_tab_offers_the_devices_defaults_and_says_why(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    epochs, img_size, note = sources.training_defaults()
+    assert (epochs, img_size) == (4, 128) and "Defaults on the CPU: 128 px and 4 epochs, because" in note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolving the device starts no GPU
+    epochs, img_size, note = sources.training_defaults()
+    assert (epochs, img_size) == (10, 224) and "CUDA GPU: 224 px and 10 epochs" in note
+    assert note.startswith("<small>")
+
+
+def test_the_options_panel_has_the_defaults_line(served):
+    demo = served[-1]
+    notes = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "defaults-note"]
+    assert len(notes) == 1 and notes[0].value == text.defaults_text("cpu")  # until page load sets the device's
+
+
 def test_make_config_converts_widget_values():
     config = sources.make_config("resnet18", True, "linear", 3.0, "0.01", 16.0, 64.0, 7.0)
     assert (config.epochs, config.lr, config.batch_size, config.img_size, config.seed) == (3, 0.01, 16, 64, 7)

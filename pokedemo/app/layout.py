@@ -13,10 +13,10 @@ from typing import Any
 import gradio as gr
 
 from pokedemo.app.handlers import DemoApp, backbone_dropdown
-from pokedemo.app.sources import checkpoint_choices, default_data_dir, example_images, warm_up
+from pokedemo.app.sources import checkpoint_choices, default_data_dir, example_images, training_defaults, warm_up
 from pokedemo.app.text import (
     CHECKPOINT_TABLE_COLUMNS, DOCTOR_EMPTY, DOCTOR_TITLE, INTRO, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS,
-    TOP_CLASS, compare_table, empty_frame, progress_html,
+    TOP_CLASS, compare_table, defaults_text, empty_frame, progress_html,
 )
 from pokedemo.app.views import LOG_LINES
 from pokedemo.config import TrainConfig, default_checkpoint_root
@@ -54,7 +54,9 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 def _options_panel(ui: dict[str, Any]) -> None:
-    cfg, help_for = TrainConfig(), TrainConfig.help_for
+    # Image size and epochs are device defaults: the page shows the CPU's until page load (training_defaults)
+    # sets the ones of the device training runs on, without importing torch while the page is built.
+    cfg, help_for = TrainConfig().resolved("cpu"), TrainConfig.help_for
     gr.Markdown("### 2 · How to train")
     # Choices and default come on page load (backbone_dropdown): reading weight statuses imports torch.
     ui["backbone"] = gr.Dropdown([], value=None, label="Backbone (the network)", allow_custom_value=True,
@@ -65,6 +67,7 @@ def _options_panel(ui: dict[str, Any]) -> None:
                               value=cfg.strategy, label="What to train", info=help_for("strategy"))
     ui["epochs"] = gr.Slider(1, 30, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"),
                              elem_id="epochs")
+    ui["defaults_note"] = gr.Markdown(defaults_text("cpu"), elem_id="defaults-note")
     with gr.Accordion("More options", open=False):
         ui["lr"] = gr.Number(value=cfg.lr, label="Learning rate", info=help_for("lr"))
         ui["batch_size"] = gr.Slider(4, 128, value=cfg.batch_size, step=4, label="Batch size",
@@ -296,8 +299,11 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
         load_inputs = _pick(ui, ("data_dir", "seed", "img_size") + CHECKPOINT_PICKERS)
         demo.load(backbone_dropdown, ui["backbone"], ui["backbone"], api_visibility="private",
                   concurrency_limit=None)
-        demo.load(app.on_load, load_inputs, [ui["summary"], *_pick(ui, CHECKPOINT_PICKERS)],
-                  api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
+        # The device's defaults first: the dataset scan then fills the tensor cache at the size training uses.
+        demo.load(training_defaults, None, _pick(ui, ("epochs", "img_size", "defaults_note")),
+                  api_visibility="private", concurrency_limit=None).then(
+            app.on_load, load_inputs, [ui["summary"], *_pick(ui, CHECKPOINT_PICKERS)],
+            api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
             **doctor, api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE)
     threading.Thread(target=warm_up, name="pokedemo-warm-up", daemon=True).start()

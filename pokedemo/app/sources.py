@@ -102,6 +102,16 @@ def default_backbone(choices: list[tuple[str, str]]) -> str:
     return available[0]
 
 
+def training_defaults() -> tuple[int, int, str]:
+    """(epochs, image size, explanation) the Train tab offers on the device training will run on: the CPU's
+    defaults on a CPU, larger ones on a CUDA GPU (``pokedemo.config.DEVICE_DEFAULTS``). Imports torch."""
+    from pokedemo.config import resolve_device
+
+    device = resolve_device("auto")
+    config = TrainConfig().resolved(device)
+    return config.epochs, config.img_size, text.defaults_text(device)
+
+
 def warm_up() -> None:
     """Import the engine (torch, torchvision, timm) in the background, so the server answers at once and the
     first page load or training does not wait for these imports."""

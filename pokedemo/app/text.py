@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from pokedemo.config import defaults_note
 from pokedemo.events import Cancelled, Event, Failed, Finished
 
 _log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ COMPARE_COLUMNS = ["run", "test accuracy", "best val accuracy", "wall time", "ep
 
 
 # ------------------------------------------------------------------------------------------- numbers
+
+
+def defaults_text(device: Any) -> str:
+    """The line under the training options: which image size and epochs the device's defaults set, and why."""
+    return f"<small>{html.escape(defaults_note(device))}</small>"
 
 
 def format_duration(seconds: float | None) -> str:
