@@ -510,12 +510,20 @@ def build_classifier(backbone: str, num_classes: int, pretrained: bool,
 
     Raises UnknownBackbone, WeightsUnavailable (pretrained weights absent and not downloadable),
     WeightsFileError (weights_file unreadable or not fitting) or ValueError (bad arguments)."""
-    recipe = _recipe(backbone)
+    _recipe(backbone)
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return classifier_with(build_features(backbone, pretrained, weights_file), backbone, int(num_classes))
+
+
+def build_features(backbone: str, pretrained: bool, weights_file: str | os.PathLike | None = None) -> nn.Module:
+    """The backbone's feature extractor, pretrained or random: the slow part of ``build_classifier`` (imports,
+    reading weights), which needs no class count, so training runs it while the images are still being read.
+    Raises as ``build_classifier`` does."""
+    recipe = _recipe(backbone)
     if weights_file and not pretrained:
         raise ValueError("weights_file was given together with pretrained=False (--scratch); drop one of them")
-    spec = get_backbone(backbone)
+    get_backbone(backbone)
     state, source = None, ""
     if weights_file:
         state, source = read_weights_file(weights_file), str(weights_file)
@@ -524,7 +532,13 @@ def build_classifier(backbone: str, num_classes: int, pretrained: bool,
     features = recipe.build_features()
     if state is not None:
         _load_backbone(features, state, recipe, source, user_file=bool(weights_file))
-    return Classifier(backbone, features, spec.feature_dim, int(num_classes), spec.mean, spec.std)
+    return features
+
+
+def classifier_with(features: nn.Module, backbone: str, num_classes: int) -> Classifier:
+    """A Classifier around ``features`` (from ``build_features``) with a new head for ``num_classes``."""
+    spec = get_backbone(backbone)
+    return Classifier(backbone, features, spec.feature_dim, num_classes, spec.mean, spec.std)
 
 
 def _load_backbone(features: nn.Module, state: dict, recipe: _Recipe, source: str, user_file: bool) -> None:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
 import numpy as np
@@ -33,7 +34,7 @@ from pokedemo.events import (
 )
 from pokedemo.metrics import report_with_items
 from pokedemo.models import (
-    Classifier, UnknownBackbone, WeightsUnavailable, build_classifier, get_backbone,
+    BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
 )
 
 PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most this often: each one costs a host sync on GPUs
@@ -140,11 +141,13 @@ class _Run:
 
     def execute(self, data_root, out_root, dataset, split, run_name) -> Iterator[Event]:
         self.cfg.validate()
-        get_backbone(self.cfg.backbone)
+        if self.cfg.backbone not in BACKBONE_NAMES:
+            get_backbone(self.cfg.backbone)  # raises UnknownBackbone before any work starts
         device = resolve_device(self.cfg.device)
         # From here on the config holds concrete values: the ones recorded in the checkpoint.
         cfg = self.cfg = self.cfg.resolved(device)
         seed_everything(cfg.seed)
+        features = start_building_features(cfg, device)
         if dataset is None:
             if data_root is None:
                 raise DatasetError("no dataset given: pass a folder of class subfolders")
@@ -153,7 +156,7 @@ class _Run:
         split = split or split_dataset(dataset, cfg.ratios, cfg.seed)
         if not split.train or not split.val:
             raise DatasetError("the dataset is too small to hold out validation images; add more images")
-        model = build_classifier(cfg.backbone, len(dataset.classes), cfg.pretrained, cfg.weights_file)
+        model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
         self.check_stop()
         yield Stage("cache", f"Decoding {len(dataset.records)} images at {cfg.img_size}px")
         data = SplitTensors.build(dataset, split, cfg.img_size, device)
@@ -300,6 +303,21 @@ class _Run:
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
+
+
+def start_building_features(cfg: TrainConfig, device: torch.device) -> Future:
+    """Build the backbone in a background thread while the images are read, hashed and decoded.
+
+    Imports, reading the pretrained weights and, on a GPU, the CUDA start-up (moving the weights there) take
+    seconds that no longer come before the scan. Scratch initialisation still draws the same numbers from the
+    seeded global generator as when it ran after the scan: scanning and splitting draw no torch random numbers,
+    and the head (which needs the class count) is initialised after this finishes, as before. A failure (e.g.
+    missing weights) is raised by ``result()``, after any dataset error, as before.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pokedemo-backbone")
+    future = pool.submit(lambda: build_features(cfg.backbone, cfg.pretrained, cfg.weights_file).to(device))
+    pool.shutdown(wait=False)  # the thread ends with the build; nobody waits for it if the scan fails
+    return future
 
 
 def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -100,7 +100,7 @@ def test_padded_evaluation_sees_one_shape_and_returns_the_unpadded_results():
 def spy_runs(monkeypatch, simulate_cuda: bool):
     """Record (batch size, channels_last?, dtype) of every input the backbone sees in a run."""
     seen = []
-    real_build, real_plan = engine.build_classifier, engine.execution_plan
+    real_build, real_plan = engine.classifier_with, engine.execution_plan
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -113,7 +113,7 @@ def spy_runs(monkeypatch, simulate_cuda: bool):
             return real_plan(device, model, batch_size, n_train)
         return dataclasses.replace(real_plan(CUDA, model, batch_size, n_train), device=device)
 
-    monkeypatch.setattr(engine, "build_classifier", build)
+    monkeypatch.setattr(engine, "classifier_with", build)
     monkeypatch.setattr(engine, "execution_plan", plan)
     return seen
 
@@ -182,3 +182,40 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
     assert "Defaults on the CPU: 128 px, because" in out  # epochs were given, so only the size is the device's
     assert main(args + ["--img-size", "32"]) == 0
     assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note
+
+
+def test_the_backbone_is_built_while_the_images_are_read(tiny_dataset, tmp_path, monkeypatch):
+    import threading
+
+    build_started, overlapped, build_threads = threading.Event(), [], []
+    real_build, real_scan = engine.build_features, engine.scan_dataset
+
+    def build(*args, **kwargs):
+        build_threads.append(threading.current_thread())
+        build_started.set()
+        return real_build(*args, **kwargs)
+
+    def scan(*args, **kwargs):
+        overlapped.append(build_started.wait(timeout=120))  # set at once when the build runs alongside
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "build_features", build)
+    monkeypatch.setattr(engine, "scan_dataset", scan)
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
+    final = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
+    assert isinstance(final, ev.Finished), final
+    assert overlapped == [True] and build_threads[0] is not threading.main_thread()
+
+
+def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path, monkeypatch):
+    from pokedemo.models import WeightsUnavailable
+
+    def no_weights(*args, **kwargs):
+        raise WeightsUnavailable("no weights here")
+
+    monkeypatch.setattr(engine, "build_features", no_weights)
+    final = list(engine.train(TrainConfig(backbone="resnet18"), tmp_path / "missing", tmp_path / "runs"))[-1]
+    assert isinstance(final, ev.Failed) and "not found" in final.message
+    final = list(engine.train(TrainConfig(backbone="resnet18", img_size=32),
+                              tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
+    assert isinstance(final, ev.Failed) and final.message == "no weights here"
