@@ -129,7 +129,7 @@ class TrainConfig:
         if bad:
             raise ValueError(f"invalid training option(s): {', '.join(bad)}")
 
-    def resolved(self, device: Any) -> "TrainConfig":
+    def resolved(self, device: Any) -> TrainConfig:
         """This config with every unset device-default field filled in for ``device`` (torch.device or type)."""
         defaults = device_defaults(device)
         unset = {name: getattr(defaults, name) for name in DEVICE_DEFAULT_FIELDS if getattr(self, name) is None}

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ class ExecutionPlan:
         x = images.to(self.device, non_blocking=True).float().div_(255)
         return x.contiguous(memory_format=self.memory_format)
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)

@@ -368,10 +368,12 @@ def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig
 
 
 @torch.no_grad()
-def head_features(model: Classifier, data: SplitTensors, plan: ExecutionPlan, check_stop) -> tuple[torch.Tensor, torch.Tensor]:
+def head_features(
+    model: Classifier, data: SplitTensors, plan: ExecutionPlan, check_stop
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen features (float32) of the training images and of their mirror images, with matching labels."""
     model.eval()
-    flip = lambda x: torch.flip(x, dims=[3])  # noqa: E731
+    flip = lambda x: torch.flip(x, dims=[3])
 
     def features_of(view):
         def run(x: torch.Tensor) -> torch.Tensor:

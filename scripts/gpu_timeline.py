@@ -19,11 +19,11 @@ import dataclasses
 import time
 
 t_import = time.perf_counter()
-import torch  # noqa: E402
+import torch
 
-import pokedemo.train as engine  # noqa: E402
-from pokedemo.config import TrainConfig, amp_dtype  # noqa: E402
-from pokedemo.device_plan import CPU_EVAL_BATCH  # noqa: E402
+import pokedemo.train as engine
+from pokedemo.config import TrainConfig, amp_dtype
+from pokedemo.device_plan import CPU_EVAL_BATCH
 
 VARIANTS = ("default", "old", "nchw-amp", "cl-fp32", "natural", "nocudnn", "bench", "nohead")
 

@@ -53,7 +53,7 @@ def test_gpu_loader_options_use_workers_and_pinned_memory():
 
 def test_pokedemo_rows_compare_with_the_gpu_reference_when_there_is_one():
     history = [{"epoch": 1, "val_acc": 0.9, "elapsed": 5.0}]
-    row = lambda name, seconds: {"row": name, "test_acc": 0.9, "best_val_acc": 0.9, "final_val_acc": 0.9,  # noqa: E731
+    row = lambda name, seconds: {"row": name, "test_acc": 0.9, "best_val_acc": 0.9, "final_val_acc": 0.9,
                                  "seconds": seconds, "images_per_sec": 1.0, "peak_rss_mb": 1, "history": history}
     rows = [row("reference-x", 400.0), row("reference-gpu-x", 12.0), row("pokedemo-x", 6.0)]
     add_comparisons(rows)

@@ -147,7 +147,7 @@ def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp
 
 
 def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint, monkeypatch):
-    import pokedemo.predict as predict
+    from pokedemo import predict
     from pokedemo.checkpoint import load_checkpoint
 
     asked = []
