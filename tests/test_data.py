@@ -580,3 +580,11 @@ def test_real_split_record_round_trip(real):
     back = data.split_from_record(ds, json.loads(json.dumps(split.to_record(ds))), seed=0)
     assert (back.train, back.val, back.test) == (split.train, split.val, split.test)
     assert all(abs(a - b) < 0.01 for a, b in zip(back.ratios, split.ratios))
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 2), (2, 3), (16, 17), (128, 32)])
+def test_decode_threads_follow_the_usable_cores(monkeypatch, cores, threads):
+    from pokedemo import data
+
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert data._workers() == threads
