@@ -6,18 +6,20 @@ these per call, so every forward pass of a run follows one rule. The device itse
 
 Why CUDA differs from the CPU (issue 12, H200 timeline of efficientnet_lite0 fine-tuning): with channels_last,
 bf16 autocast and several batch shapes (256 in head fitting, 32 and a partial last batch in training, 128 in
-evaluation), cuDNN spent ~40 s of one-time per-shape engine work on the depthwise convolutions before the
-first epoch ended, while the steady state was 0.5 s per epoch. The tutorial loop (fp32, NCHW) did not pay it,
-and resnet18 (no depthwise convolutions) did not pay it in channels_last + bf16 either. So on CUDA:
+evaluation), head fitting and the first epoch took ~39 s while later epochs took 0.5 s; with cuDNN off they
+took 3 s, so the time was one-time per-shape cuDNN work, on the depthwise convolutions (resnet18, which has
+none, did not pay it in channels_last + bf16; the tutorial loop, fp32 NCHW, did not pay it). So on CUDA:
 
-- depthwise-heavy nets run NCHW in fp32 (TF32 tensor cores still apply to the dense 1x1 convolutions); dense
-  nets keep channels_last + bf16/fp16 autocast, the layout and dtype tensor cores are fastest in;
+- depthwise-heavy nets run NCHW in fp32 (cuDNN may still use TF32 for the dense 1x1 convolutions,
+  ``torch.backends.cudnn.allow_tf32``); dense nets keep channels_last + bf16/fp16 autocast, the layout and
+  dtypes tensor cores are fastest in;
 - every forward pass sees ONE batch size: training drops the partial last batch (carried over, see
   ``epoch_batches``), head fitting and evaluation pad their last batch up to the training batch size. Each new
   shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for every layer.
 
 The CPU plan is exactly what pokedemo did before plans existed: channels_last (faster oneDNN convolutions),
 fp32, natural batch sizes with a partial last batch, 128-image evaluation batches. CPU numbers do not move.
+Whether the CUDA plan removes the one-time cost is still to be timed on a GPU (scripts/gpu_check.sh).
 """
 
 from __future__ import annotations

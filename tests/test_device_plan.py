@@ -135,7 +135,8 @@ def test_a_simulated_cuda_run_shows_the_model_one_batch_shape_in_nchw(tiny_datas
 
 def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp_path, monkeypatch):
     seen = spy_runs(monkeypatch, simulate_cuda=False)
-    config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32)
+    config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32,
+                         device="cpu")
     events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     sizes = next(e for e in events if isinstance(e, ev.RunStarted)).split_sizes
@@ -154,8 +155,8 @@ def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint,
     real = predict.resolve_device
     monkeypatch.setattr(predict, "resolve_device", lambda preference: asked.append(preference) or real(preference))
     predictor = predict.Predictor(load_checkpoint(tiny_checkpoint))
-    assert asked == ["auto"] and predictor.device.type == "cpu"  # no GPU here
-    assert predictor.plan == execution_plan(CPU, predictor.model, 8)  # the checkpoint's batch size (8)
+    assert asked == ["auto"] and predictor.device == real("auto")  # the GPU where there is one
+    assert predictor.plan == execution_plan(predictor.device, predictor.model, 8)  # the checkpoint's batch size
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     on_cpu = predictor.probabilities(images)
     predictor.plan = dataclasses.replace(predictor.plan, fixed_shapes=True, eval_batch=4, channels_last=False)
@@ -163,13 +164,16 @@ def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint,
 
 
 def test_a_run_records_the_resolved_device_defaults(tiny_dataset, tmp_path):
+    from pokedemo.config import device_defaults, resolve_device
+
+    size = device_defaults(resolve_device("auto")).img_size  # 128 on a CPU, 224 on a CUDA GPU
     config = TrainConfig(backbone="resnet18", pretrained=False, batch_size=8, epochs=1)  # img_size: device's
     events = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     recorded = read_config(events[-1].run_dir)
-    assert recorded["train_config"]["img_size"] == recorded["image_size"] == 128  # the CPU default, resolved
+    assert recorded["train_config"]["img_size"] == recorded["image_size"] == size  # resolved, not None
     assert recorded["train_config"]["epochs"] == 1
-    assert next(e for e in events if isinstance(e, ev.RunStarted)).config["img_size"] == 128
+    assert next(e for e in events if isinstance(e, ev.RunStarted)).config["img_size"] == size
 
 
 def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys):
@@ -179,7 +183,10 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
     args = ["train", "--data", str(data), "--scratch", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "r")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "Defaults on the CPU: 128 px, because" in out  # epochs were given, so only the size is the device's
+    from pokedemo.config import defaults_note, resolve_device
+
+    note = defaults_note(resolve_device("auto"), ("img_size",))  # epochs were given: only the size is the device's
+    assert note in out and " px, because" in note
     assert main(args + ["--img-size", "32"]) == 0
     assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note
 
