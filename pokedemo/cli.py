@@ -25,7 +25,7 @@ class UserError(Exception):
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     h = TrainConfig.help_for
-    parser.add_argument("--data", required=True, metavar="DIR", help="Folder of class subfolders with images.")
+    _add_data_option(parser)
     parser.add_argument("--backbone", default=TrainConfig.backbone, help=h("backbone"))
     parser.add_argument("--scratch", action="store_true", help="Train from random initialisation (no ImageNet).")
     parser.add_argument("--strategy", choices=["finetune", "linear"], default=TrainConfig.strategy, help=h("strategy"))
@@ -38,6 +38,17 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=TrainConfig.device, help=h("device"))
     parser.add_argument("--out", metavar="DIR", default=None, help="Where run directories are written "
                         "(default: $POKEDEMO_CHECKPOINTS or ./checkpoints).")
+
+
+def _add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None, metavar="DIR", help="Folder of class subfolders with images "
+                        "(default: $POKEDEMO_DATA, else the bundled data/pokemon of this checkout).")
+
+
+def data_dir_from(args: argparse.Namespace) -> str:
+    from pokedemo.config import default_data_dir
+
+    return args.data or default_data_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "matrix picture, per-class precision/recall/F1, misclassified images.")
 
     predict = sub.add_parser("predict", help="Classify images with a checkpoint.")
-    predict.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
+    predict.add_argument("--checkpoint", default=None, metavar="CKPT", help="Run directory or Hub repo id "
+                         "(default: $POKEDEMO_MODEL, else the bundled starter model checkpoints/pokemon-starter).")
     predict.add_argument("--top-k", type=int, default=5, help="How many classes to show per image.")
     predict.add_argument("--json", action="store_true", help="Print a JSON list.")
     predict.add_argument("--cam", metavar="OUT_DIR", default=None,
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(compare)
 
     doctor = sub.add_parser("doctor", help="Check a dataset: counts, formats, unreadable files, duplicates.")
-    doctor.add_argument("--data", required=True, metavar="DIR", help="Folder of class subfolders with images.")
+    _add_data_option(doctor)
     doctor.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     push = sub.add_parser("push", help="Upload a checkpoint with a model card to a Hugging Face Hub model repo.")
@@ -177,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     stop = threading.Event()
     printer = ProgressPrinter(config.unset_device_defaults())
-    final = run_training(train(config, args.data, args.out, stop=stop), printer, stop)
+    final = run_training(train(config, data_dir_from(args), args.out, stop=stop), printer, stop)
     if not isinstance(final, Finished):
         return _exit_for(final)
     print(json.dumps({
@@ -196,7 +208,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     final = None
     stop = threading.Event()
     with stop_on_ctrl_c(stop):
-        for event in compare(config, args.data, args.out, stop=stop):
+        for event in compare(config, data_dir_from(args), args.out, stop=stop):
             final = event
             if isinstance(event, Tagged):
                 printer.prefix = f"[{event.run}] "
@@ -244,11 +256,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pokedemo.config import default_model
     from pokedemo.predict import Predictor, predict_files
 
     if args.top_k < 1:
         raise UserError("--top-k must be at least 1")
-    predictor = Predictor.load(args.checkpoint)
+    predictor = Predictor.load(args.checkpoint or default_model())
     results = predict_files(predictor, args.images, top_k=args.top_k)
     if args.cam:
         from pokedemo.gradcam import write_cam_overlays
@@ -268,7 +281,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pokedemo.doctor import diagnose, format_doctor
 
-    report = diagnose(args.data)
+    report = diagnose(data_dir_from(args))
     print(json.dumps(report) if args.json else format_doctor(report))
     return 0
 

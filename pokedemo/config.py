@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 STRATEGIES = ("finetune", "linear")
@@ -189,3 +190,39 @@ def amp_dtype(device: "torch.device") -> "torch.dtype | None":  # noqa: F821
 def default_checkpoint_root() -> str:
     """Where runs are written unless --out says otherwise (POKEDEMO_CHECKPOINTS overrides)."""
     return os.environ.get("POKEDEMO_CHECKPOINTS", "checkpoints")
+
+
+# The folder that holds the pokedemo package: the repository checkout, or the folder a Space was made from.
+# Bundled files are found from here, never from the current directory, so every command works from any cwd.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DATA = "data/pokemon"  # relative to PROJECT_ROOT
+STARTER_CHECKPOINT = "checkpoints/pokemon-starter"  # relative to PROJECT_ROOT
+
+
+def bundled_data_dir() -> Path:
+    """The dataset that ships with pokedemo (may be absent in a bare install of the package)."""
+    return PROJECT_ROOT / BUNDLED_DATA
+
+
+def default_data_dir() -> str:
+    """The dataset used when none is given: $POKEDEMO_DATA, else the bundled data/pokemon."""
+    return os.environ.get("POKEDEMO_DATA", "").strip() or str(bundled_data_dir())
+
+
+def starter_checkpoint() -> Path:
+    """The starter model that ships with pokedemo, trained on the bundled data (scripts/make_starter.py)."""
+    return PROJECT_ROOT / STARTER_CHECKPOINT
+
+
+def default_model() -> str:
+    """The model used when none is chosen: $POKEDEMO_MODEL (a run folder or a Hub repo id), else the starter."""
+    return os.environ.get("POKEDEMO_MODEL", "").strip() or str(starter_checkpoint())
+
+
+def project_relative(path: str | os.PathLike) -> str | None:
+    """``path`` relative to PROJECT_ROOT (posix) when it lies inside it, else None; recorded in checkpoints so
+    that a run on the bundled data finds its images again in another clone."""
+    try:
+        return Path(path).resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return None
