@@ -144,6 +144,19 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def recorded_data_root(config: dict[str, Any]) -> Path | None:
+    """The folder a run was trained on, found on this machine: the recorded absolute path when it is here, else
+    the same folder inside this project (a run on the bundled data/pokemon, from any clone and any cwd)."""
+    from pokedemo.config import PROJECT_ROOT
+
+    dataset = config.get("dataset") or {}
+    root, project_path = dataset.get("root"), dataset.get("project_path")
+    candidates = [Path(root)] if root and Path(root).is_absolute() else []
+    candidates += [PROJECT_ROOT / project_path] if project_path else []
+    candidates += [Path(root)] if root and not Path(root).is_absolute() else []
+    return next((path for path in candidates if path.is_dir()), None)
+
+
 @dataclass
 class LoadedCheckpoint:
     path: Path
@@ -183,8 +196,11 @@ def load_checkpoint(run_dir: str | os.PathLike, *, allow_incomplete: bool = Fals
         model = build_classifier(config["backbone"], config["num_classes"], pretrained=False)
     except UnknownBackbone as exc:
         raise CheckpointError(f"{run_dir}: {exc}") from None
-    _check_shapes(model.state_dict(), tensors, weights)
-    model.load_state_dict(tensors, strict=True)
+    expected = model.state_dict()
+    _check_shapes(expected, tensors, weights)
+    # Weights may be stored in half precision to stay small (the committed starter is); compute in the model's own
+    # dtype so predictions do not depend on how the file was stored.
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     model.eval()
     return LoadedCheckpoint(path=run_dir, config=config, model=model)
 

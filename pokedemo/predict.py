@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint
+from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint, recorded_data_root
 from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.data import DatasetError
 from pokedemo.device_plan import execution_plan
@@ -165,9 +165,10 @@ def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     from pokedemo.data import scan_dataset, split_from_record
 
     config = predictor.checkpoint.config
-    root = data_root or (config.get("dataset") or {}).get("root")
+    root = data_root or recorded_data_root(config)
     if not root or not Path(root).is_dir():
-        raise DatasetError(f"the training data folder {root!r} is not here; pass --data DIR")
+        recorded = (config.get("dataset") or {}).get("root")
+        raise DatasetError(f"the training data folder {str(root or recorded)!r} is not here; pass --data DIR")
     if "split" not in config:
         raise CheckpointError("this checkpoint has no recorded split; pass --data DIR to evaluate a folder")
     dataset = scan_dataset(root, image_size=predictor.image_size, require_splittable=False)
@@ -175,6 +176,9 @@ def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     indices = getattr(split, part)
     if list(dataset.classes) != predictor.classes:
         raise DatasetError(f"classes in {root} ({', '.join(dataset.classes)}) differ from the checkpoint's")
+    recorded_n = sum(1 for entry in config["split"] if entry.get("split") == part)
+    if len(indices) < recorded_n:  # a different or changed folder: the score would not be the recorded one
+        raise DatasetError(f"only {len(indices)} of the {recorded_n} recorded {part} images are in {root}")
     return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.augment import make_train_augment
-from pokedemo.config import TrainConfig, default_checkpoint_root, resolve_device
+from pokedemo.config import TrainConfig, default_checkpoint_root, project_relative, resolve_device
 from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
 from pokedemo.device_plan import ExecutionPlan, execution_plan
 from pokedemo.inference import infer_logits
@@ -416,6 +416,7 @@ def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Cl
         "train_config": cfg.to_dict(),
         "dataset": {
             "root": str(dataset.root),
+            "project_path": project_relative(dataset.root),  # finds the bundled data again in another clone
             "class_counts": dataset.class_counts(),
             "unreadable": [u.rel_path for u in dataset.unreadable],
             "duplicate_groups": len(dataset.near_groups),
