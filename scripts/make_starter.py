@@ -1,0 +1,212 @@
+"""Make the starter model and the recorded comparison that ship with pokedemo.
+
+    python scripts/make_starter.py
+
+Runs one pretrained-vs-scratch comparison (``pokedemo.train.compare``) with pokedemo's default recipe on the
+bundled data/pokemon, then writes checkpoints/pokemon-starter/:
+
+- the pretrained run as a normal checkpoint (model.safetensors, config.json, history.json), its weights stored
+  as float16 to stay small; its recorded test metrics are re-measured from the stored weights, so
+  ``python -m pokedemo evaluate --checkpoint checkpoints/pokemon-starter`` reproduces them exactly;
+- comparison.json: both runs' per-epoch curves and the side-by-side table, shown by the app's Compare tab as
+  the recorded result until someone runs the comparison live;
+- README.md: what it is and how to make it again.
+
+Re-runnable: the new starter replaces the old one only once it is complete. Takes a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pokedemo import checkpoint as ckpt  # noqa: E402 - after the path set-up above
+from pokedemo.config import (  # noqa: E402
+    PROJECT_ROOT, TrainConfig, bundled_data_dir, project_relative, starter_checkpoint,
+)
+
+# The default recipe with the one backbone that fits the size budget and trains offline: efficientnet_lite0 has
+# 3.4 M parameters (6.8 MB in float16) and ImageNet weights from a pip package; resnet18 would be 22 MB.
+STARTER_BACKBONE = "efficientnet_lite0"
+COMPARISON_FILE = "comparison.json"
+README_FILE = "README.md"
+
+
+def starter_config(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("img_size", args.img_size)) if v is not None}
+    return dataclasses.replace(TrainConfig(), backbone=STARTER_BACKBONE, device=args.device, **overrides)
+
+
+def run_comparison(config: TrainConfig, data: Path, out_root: Path) -> Any:
+    """pokedemo's compare with the CLI's progress printing; returns CompareFinished or exits."""
+    from pokedemo.cli import ProgressPrinter, format_compare_table, stop_on_ctrl_c
+    from pokedemo.events import CompareFinished, Tagged
+    from pokedemo.train import compare
+
+    printer, final, stop = ProgressPrinter(), None, threading.Event()
+    with stop_on_ctrl_c(stop):
+        for event in compare(config, data, out_root, stop=stop):
+            final = event
+            if isinstance(event, Tagged):
+                printer.prefix = f"[{event.run}] "
+                printer.handle(event.event)
+    printer.close()
+    if not isinstance(final, CompareFinished):
+        inner = final.event if isinstance(final, Tagged) else final
+        sys.exit(f"error: the comparison did not finish: {getattr(inner, 'message', inner)}")
+    print(format_compare_table(final.table))
+    return final
+
+
+def store_half_precision(run_dir: Path) -> None:
+    """Rewrite the run's weights as float16 (half the bytes); loading casts them back to the model's dtype."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run_dir / ckpt.WEIGHTS_FILE))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    digest = ckpt.save_weights(run_dir, half)
+    config = ckpt.read_config(run_dir)
+    ckpt.write_config(run_dir, {**config, "weights_sha256": digest, "weights_dtype": "float16"})
+
+
+def remeasure_test(run_dir: Path) -> dict[str, Any]:
+    """Evaluate the stored (float16) weights on the recorded test split and record that as the test metrics."""
+    from pokedemo.predict import Predictor, evaluate_split
+
+    config = ckpt.read_config(run_dir)
+    report = evaluate_split(Predictor.load(run_dir))
+    metrics = dict(config["metrics"])
+    metrics["test_accuracy_float32"] = metrics["test"]["accuracy"]  # as trained, before storing float16
+    metrics["test"] = {k: v for k, v in report.items() if k != "root"}
+    ckpt.write_config(run_dir, {**config, "metrics": metrics})
+    return report
+
+
+def relocatable_dataset(run_dir: Path, data: Path) -> None:
+    """Record the data folder relative to the project (no path of the machine it was made on)."""
+    inside = project_relative(data)
+    if inside is None:  # a folder outside the project: keep its path, there is nothing shorter to find it by
+        return
+    config = ckpt.read_config(run_dir)
+    ckpt.write_config(run_dir, {**config, "dataset": {**config["dataset"], "root": inside}})
+
+
+def add_reproduce(run_dir: Path, command: str, config: TrainConfig, data: Path) -> None:
+    data_arg = project_relative(data) or str(data)
+    cli = (f"python -m pokedemo compare --data {data_arg} --backbone {config.backbone} --epochs {config.epochs} "
+           f"--img-size {config.img_size} --seed {config.seed}")
+    saved = ckpt.read_config(run_dir)
+    ckpt.write_config(run_dir, {**saved, "reproduce": {
+        "command": command,
+        "equivalent": f"{cli}  (this model is its pretrained run; weights then stored as float16)",
+        "machine": machine_description(config),
+    }})
+
+
+def machine_description(config: TrainConfig) -> str:
+    from pokedemo.config import resolve_device
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, device {resolve_device(config.device)}"
+
+
+def comparison_record(final: Any, command: str, config: TrainConfig, histories: dict[str, list]) -> dict:
+    """What the Compare tab shows before anyone trains: both runs' curves and the table, marked as recorded."""
+    results = {run: {k: v for k, v in summary.items() if k != "run_dir"} for run, summary in final.results.items()}
+    return {
+        "recorded": True,
+        "note": "Recorded by scripts/make_starter.py; not re-run when the app starts. Times are from the machine "
+                "below and differ elsewhere.",
+        "command": command,
+        "machine": machine_description(config),
+        "created_at": ckpt.utc_now(),
+        "train_config": config.to_dict(),
+        "epochs": config.epochs,
+        "results": results,
+        "history": histories,
+        "table": [{"run": run, **summary} for run, summary in results.items()],
+    }
+
+
+def write_readme(run_dir: Path, command: str) -> None:
+    config = ckpt.read_config(run_dir)
+    metrics = config["metrics"]
+    size_mb = (run_dir / ckpt.WEIGHTS_FILE).stat().st_size / 1e6
+    text = f"""# pokemon-starter
+
+The model the pokedemo app and `python -m pokedemo predict` use before you train your own: {config['backbone']}
+pretrained on ImageNet, fine-tuned with pokedemo's default recipe on the bundled `data/pokemon`
+({', '.join(config['class_names'])}).
+
+- test accuracy {metrics['test']['accuracy']:.1%} on the {metrics['test']['n']} images of its recorded test split
+  (never trained on); reproduce with `python -m pokedemo evaluate --checkpoint checkpoints/pokemon-starter`
+- weights stored as float16 ({size_mb:.1f} MB), computed in float32 when loaded
+- `comparison.json`: the recorded pretrained-vs-scratch comparison shown in the app's Compare tab
+
+Made with:
+
+    {command}
+
+(see `reproduce` in config.json for the equivalent `python -m pokedemo compare` command and the machine).
+"""
+    ckpt.atomic_write_bytes(run_dir / README_FILE, text.encode("utf-8"))
+
+
+def replace_folder(new: Path, target: Path, scratch_space: Path) -> None:
+    """Put ``new`` at ``target``; an existing starter is moved aside first and deleted only afterwards."""
+    old = scratch_space / "previous"
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Make checkpoints/pokemon-starter (see the module docstring).")
+    parser.add_argument("--data", type=Path, default=bundled_data_dir(), help="dataset (default: data/pokemon)")
+    parser.add_argument("--out", type=Path, default=starter_checkpoint(),
+                        help="starter folder to write (default: checkpoints/pokemon-starter)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (tests only)")
+    parser.add_argument("--img-size", type=int, default=None, help="override the recipe's image size (tests only)")
+    parser.add_argument("--device", default="cpu", help="training device (default cpu, as recorded)")
+    args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "scripts/make_starter.py", *argv_used])
+    config = starter_config(args)
+    data, out = args.data.resolve(), args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".starter-build-", dir=out.parent))  # hidden: never listed as a run
+    try:
+        final = run_comparison(config, data, build)
+        run_dirs = {run: Path(summary["run_dir"]) for run, summary in final.results.items()}
+        histories = {run: json.loads((d / ckpt.HISTORY_FILE).read_text()) for run, d in run_dirs.items()}
+        starter = run_dirs["pretrained"]
+        store_half_precision(starter)
+        relocatable_dataset(starter, data)
+        report = remeasure_test(starter)
+        add_reproduce(starter, command, config, data)
+        record = comparison_record(final, command, config, histories)
+        ckpt.atomic_write_json(starter / COMPARISON_FILE, record)
+        write_readme(starter, command)
+        replace_folder(starter, out, build)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(json.dumps({"starter": str(out), "test_acc": report["accuracy"], "n_test": report["n"],
+                      "bytes": size, "project": str(PROJECT_ROOT)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
