@@ -1,12 +1,14 @@
 """Shared pytest fixtures.
 
-Real data lives outside the repo (read-only): $POKEDEMO_SHARED_DATA, default `../shared/data` beside the repo
-root. Tests that need it skip cleanly when it is missing.
+Data comes with the repository: the bundled data/pokemon (or $POKEDEMO_TEST_DATA, to run the data tests on
+another copy) and the edge-case files under tests/data/edge-cases (the one big file is generated here). A test
+whose data folder is missing fails: nothing is skipped for missing data.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,31 +26,38 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) without an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
+TEST_DATA_ENV = "POKEDEMO_TEST_DATA"
+EDGE_CASES = REPO_ROOT / "tests" / "data" / "edge-cases"
+HUGE_RGB = "huge-5000x5000-rgb.png"  # 25 Mpx: generated, too big to commit
 
-def shared_data_path() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return Path(os.environ.get("POKEDEMO_SHARED_DATA") or default)
+
+def pokemon_data_path() -> Path:
+    from pokedemo.config import bundled_data_dir
+
+    return Path(os.environ.get(TEST_DATA_ENV) or bundled_data_dir())
 
 
-def _existing_dir(path: Path, what: str) -> Path:
+def _required_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        pytest.skip(f"{what} not found at {path} (set POKEDEMO_SHARED_DATA)")
+        pytest.fail(f"{what} not found at {path} (it ships with the repository; ${TEST_DATA_ENV} points the "
+                    "tests at another copy)", pytrace=False)
     return path
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return _existing_dir(shared_data_path(), "shared data")
+def pokemon_dir() -> Path:
+    return _required_dir(pokemon_data_path(), "pokemon dataset")
 
 
 @pytest.fixture(scope="session")
-def pokemon_dir(shared_data: Path) -> Path:
-    return _existing_dir(shared_data / "pokemon", "pokemon dataset")
-
-
-@pytest.fixture(scope="session")
-def edge_cases_dir(shared_data: Path) -> Path:
-    return _existing_dir(shared_data / "edge-cases", "edge-case images")
+def edge_cases_dir(tmp_path_factory) -> Path:
+    """The committed edge-case files plus the generated 25 Mpx RGB PNG, in a session folder (read-only use)."""
+    folder = tmp_path_factory.mktemp("edge-cases")
+    for path in _required_dir(EDGE_CASES, "edge-case images").iterdir():
+        shutil.copyfile(path, folder / path.name)
+    blocks = np.random.default_rng(0).integers(0, 256, size=(50, 50, 3), dtype=np.uint8)
+    Image.fromarray(blocks).resize((5000, 5000), Image.Resampling.NEAREST).save(folder / HUGE_RGB, compress_level=1)
+    return folder
 
 
 # Class colours of the tiny dataset: a model tells the classes apart by colour alone (that is what training
