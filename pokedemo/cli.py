@@ -1,4 +1,4 @@
-"""Command line: ``python -m pokedemo train|evaluate|predict|compare``.
+"""Command line: ``python -m pokedemo train|evaluate|predict|compare|doctor|push|deploy-space``.
 
 Every user error is one line on stderr and exit status 2, never a traceback. Progress bars go to stderr;
 results to stdout (``train``'s last stdout line is one JSON object).
@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="Create the repo as private.")
     push.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
     push.add_argument("--commit-message", default=None, metavar="MSG", help="Commit message for the upload.")
+
+    space = sub.add_parser("deploy-space", help="Upload the app with the bundled data and starter model to a "
+                           "Hugging Face Space (created if needed) that works with no configuration.")
+    space.add_argument("--repo-id", required=True, metavar="NAMESPACE/NAME", help="Target Space.")
+    space.add_argument("--private", action="store_true", help="Create the Space as private.")
+    space.add_argument("--hardware", default=None, metavar="FLAVOR",
+                       help="Request Space hardware, e.g. cpu-basic (free, default), cpu-upgrade, t4-small.")
+    space.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
     return parser
 
 
@@ -103,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compare": cmd_compare,
-        "doctor": cmd_doctor, "push": cmd_push,
+        "doctor": cmd_doctor, "push": cmd_push, "deploy-space": cmd_deploy_space,
     }
     try:
         return handlers[args.command](args)
@@ -292,6 +300,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     url = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, token=args.token,
                           commit_message=args.commit_message)
     print(url)
+    return 0
+
+
+def cmd_deploy_space(args: argparse.Namespace) -> int:
+    from pokedemo.space import deploy_space
+
+    print(deploy_space(args.repo_id, private=args.private, hardware=args.hardware, token=args.token))
     return 0
 
 

@@ -1,8 +1,8 @@
 """A small local stand-in of the Hugging Face Hub HTTP API, for end-to-end tests with the real client.
 
 It speaks just enough of the Hub's protocol for ``huggingface_hub`` (2.x) to create repos, upload folders,
-list trees and download files: users with read/write tokens, public and private model repos, commits and
-branches, all in memory. Every file is uploaded as a "regular" git blob (base64 inside the NDJSON commit
+list trees and download files: users with read/write tokens, public and private model repos and Space repos
+(``repo_type="space"``, with their SDK and requested hardware), commits and branches, all in memory. Every file is uploaded as a "regular" git blob (base64 inside the NDJSON commit
 body), so no LFS/Xet transfer ever happens. Errors carry the ``X-Error-Code`` header the client maps to its
 exception types, and the server never answers 5xx (the client would retry with back-off): an unexpected
 failure becomes a 400 and is recorded in ``FakeHub.errors`` so a test can assert there were none.
@@ -63,6 +63,9 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
+    kind: str = "model"  # "model" or "space"
+    sdk: str | None = None  # spaces: gradio, docker or static
+    hardware: str | None = None  # spaces: the hardware last requested
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)  # branch name -> commit oid
     created_at: str = field(default_factory=_now)
@@ -105,7 +108,8 @@ class FakeHub:
 
     def __init__(self) -> None:
         self.users: dict[str, User] = {}  # token -> user
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.spaces: dict[str, Repo] = {}  # Space repos (a model and a Space may share an id, as on the Hub)
         self.requests: list[RequestRecord] = []
         self.errors: list[str] = []  # unexpected handler failures (answered with 400, never 5xx)
         # Misbehaviours a test can switch on: a server that echoes the caller's credentials in its error
@@ -153,23 +157,27 @@ class FakeHub:
             self.users[token] = User(name=name, token=token, role=role, orgs=tuple(orgs))
         return token
 
-    def create_repo(self, repo_id: str, *, private: bool = False, files: dict[str, bytes] | None = None) -> Repo:
+    def create_repo(self, repo_id: str, *, private: bool = False, files: dict[str, bytes] | None = None,
+                    kind: str = "model", sdk: str | None = None, hardware: str | None = None) -> Repo:
         """Create a repo directly (e.g. a repo that is not a pokedemo model)."""
         with self.lock:
-            repo = Repo(repo_id=repo_id, private=private)
+            repo = Repo(repo_id=repo_id, private=private, kind=kind, sdk=sdk, hardware=hardware)
             repo.add_commit("main", "initial commit", {".gitattributes": b"*.safetensors filter=lfs diff=lfs\n"})
             if files:
                 repo.add_commit("main", "add files", {**repo.resolve("main").files, **files})
-            self.repos[repo_id] = repo
+            self.store(kind)[repo_id] = repo
             return repo
 
-    def file(self, repo_id: str, path: str, revision: str = "main") -> bytes:
-        commit = self.repos[repo_id].resolve(revision)
+    def store(self, kind: str) -> dict[str, Repo]:
+        return self.spaces if kind == "space" else self.repos
+
+    def file(self, repo_id: str, path: str, revision: str = "main", kind: str = "model") -> bytes:
+        commit = self.store(kind)[repo_id].resolve(revision)
         assert commit is not None, f"no revision {revision} in {repo_id}"
         return commit.files[path]
 
-    def head(self, repo_id: str, branch: str = "main") -> str:
-        return self.repos[repo_id].branches[branch]
+    def head(self, repo_id: str, branch: str = "main", kind: str = "model") -> str:
+        return self.store(kind)[repo_id].branches[branch]
 
 
 class _HubHandler(BaseHTTPRequestHandler):
@@ -255,9 +263,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(401, "Invalid credentials in Authorization header")
         return user
 
-    def _readable_repo(self, repo_id: str) -> Repo:
+    def _readable_repo(self, repo_id: str, kind: str = "model") -> Repo:
         user = self._user()
-        repo = self.hub.repos.get(repo_id)
+        repo = self.hub.store(kind).get(repo_id)
         if repo is not None and repo.private and (user is None or repo.namespace not in (user.name, *user.orgs)):
             repo = None  # private repos are invisible to others, exactly like missing ones
         if repo is None:
@@ -265,8 +273,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(status, "Repository not found", code="RepoNotFound")
         return repo
 
-    def _writable_repo(self, repo_id: str) -> tuple[Repo, User]:
-        repo = self._readable_repo(repo_id)
+    def _writable_repo(self, repo_id: str, kind: str = "model") -> tuple[Repo, User]:
+        repo = self._readable_repo(repo_id, kind)
         user = self._user()
         if user is None:
             raise HubHTTPError(401, "You must be authenticated to write to this repository")
@@ -289,8 +297,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         parts = [unquote(part) for part in raw]
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         if parts[:1] != ["api"]:
+            kind, parts = ("space", parts[1:]) if parts[:1] == ["spaces"] else ("model", parts)
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
-                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), kind)
             raise HubHTTPError(404, f"no route for {method} {split.path}")
         api = parts[1:]
         if api == ["whoami-v2"] and method == "GET":
@@ -301,25 +310,29 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._create_repo(json.loads(body or b"{}"))
         if api == ["validate-yaml"] and method == "POST":
             return self._validate_yaml(json.loads(body or b"{}"))
-        if len(api) >= 3 and api[0] == "models":
-            return self._model_route(method, f"{api[1]}/{api[2]}", api[3:], query, body)
+        if len(api) >= 3 and api[0] in ("models", "spaces"):
+            kind = "space" if api[0] == "spaces" else "model"
+            return self._repo_route(method, kind, f"{api[1]}/{api[2]}", api[3:], query, body)
         raise HubHTTPError(404, f"no route for {method} {split.path}")
 
-    def _model_route(self, method: str, repo_id: str, rest: list[str], query: dict, body: bytes):
+    def _repo_route(self, method: str, kind: str, repo_id: str, rest: list[str], query: dict, body: bytes):
         if not rest and method == "GET":
-            return self._model_info(repo_id, "main")
+            return self._repo_info(repo_id, "main", kind)
         action, args = rest[0], rest[1:]
         if action == "revision" and args and method == "GET":
-            return self._model_info(repo_id, args[0])
+            return self._repo_info(repo_id, args[0], kind)
         if action == "tree" and args and method == "GET":
-            return self._tree(repo_id, args[0], "/".join(args[1:]), query.get("recursive", "").lower() == "true")
+            recursive = query.get("recursive", "").lower() == "true"
+            return self._tree(repo_id, args[0], "/".join(args[1:]), recursive, kind)
         if action == "preupload" and args and method == "POST":
-            return self._preupload(repo_id, args[0], json.loads(body or b"{}"))
+            return self._preupload(repo_id, args[0], json.loads(body or b"{}"), kind)
         if action == "commit" and args and method == "POST":
-            return self._commit_route(repo_id, args[0], body)
+            return self._commit_route(repo_id, args[0], body, kind)
         if action == "branch" and args and method == "POST":
-            return self._create_branch(repo_id, "/".join(args), json.loads(body or b"{}"))
-        raise HubHTTPError(404, f"no route for {method} /api/models/{repo_id}/{'/'.join(rest)}")
+            return self._create_branch(repo_id, "/".join(args), json.loads(body or b"{}"), kind)
+        if kind == "space" and action == "hardware" and not args and method == "POST":
+            return self._request_hardware(repo_id, json.loads(body or b"{}"))
+        raise HubHTTPError(404, f"no route for {method} /api/{kind}s/{repo_id}/{'/'.join(rest)}")
 
     # ------------------------------------------------------------------ endpoints
 
@@ -339,17 +352,21 @@ class _HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(401, "You must be authenticated to create a repository")
         namespace = payload.get("organization") or user.name
         repo_id = f"{namespace}/{payload['name']}"
-        url = f"{self.hub.url}/{repo_id}"
-        if payload.get("type") not in (None, "model"):
-            raise HubHTTPError(400, "the stand-in Hub only hosts model repos")
+        kind = payload.get("type") or "model"
+        url = f"{self.hub.url}/{'spaces/' if kind == 'space' else ''}{repo_id}"
+        if kind not in ("model", "space"):
+            raise HubHTTPError(400, "the stand-in Hub only hosts model and Space repos")
+        if kind == "space" and payload.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubHTTPError(400, "a Space needs an sdk: gradio, docker or static")
         if not user.can_write(namespace):
-            raise HubHTTPError(403, f"You don't have the rights to create a model under the namespace {namespace}")
+            raise HubHTTPError(403, f"You don't have the rights to create a {kind} under the namespace {namespace}")
         with self.hub.lock:
-            if repo_id in self.hub.repos:
-                return 409, {"X-Error-Message": "You already created this model repo"}, {
-                    "error": "You already created this model repo", "url": url}
+            if repo_id in self.hub.store(kind):
+                return 409, {"X-Error-Message": f"You already created this {kind} repo"}, {
+                    "error": f"You already created this {kind} repo", "url": url}
             private = payload.get("visibility") == "private" or bool(payload.get("private"))
-            self.hub.create_repo(repo_id, private=private)
+            self.hub.create_repo(repo_id, private=private, kind=kind, sdk=payload.get("sdk"),
+                                 hardware=payload.get("hardware"))
         return 200, {}, {"url": url, "name": repo_id, "id": repo_id}
 
     def _validate_yaml(self, payload: dict):
@@ -364,18 +381,31 @@ class _HubHandler(BaseHTTPRequestHandler):
                 return 400, {}, {"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []}
         return 200, {}, {"errors": [], "warnings": []}
 
-    def _model_info(self, repo_id: str, revision: str):
-        repo = self._readable_repo(repo_id)
+    def _repo_info(self, repo_id: str, revision: str, kind: str = "model"):
+        repo = self._readable_repo(repo_id, kind)
         commit = self._commit(repo, revision)
-        return 200, {}, {
+        info = {
             "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
             "author": repo.namespace, "sha": commit.oid, "lastModified": commit.date, "createdAt": repo.created_at,
             "private": repo.private, "disabled": False, "gated": False, "tags": [], "downloads": 0, "likes": 0,
             "siblings": [{"rfilename": path} for path in sorted(commit.files)],
         }
+        if kind == "space":
+            info.update(sdk=repo.sdk, runtime=self._runtime(repo))
+        return 200, {}, info
 
-    def _tree(self, repo_id: str, revision: str, prefix: str, recursive: bool):
-        commit = self._commit(self._readable_repo(repo_id), revision)
+    @staticmethod
+    def _runtime(repo: Repo) -> dict:
+        return {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware}}
+
+    def _request_hardware(self, repo_id: str, payload: dict):
+        repo, _ = self._writable_repo(repo_id, "space")
+        with self.hub.lock:
+            repo.hardware = payload.get("flavor")
+        return 200, {}, self._runtime(repo)
+
+    def _tree(self, repo_id: str, revision: str, prefix: str, recursive: bool, kind: str = "model"):
+        commit = self._commit(self._readable_repo(repo_id, kind), revision)
         base = f"{prefix.rstrip('/')}/" if prefix else ""
         entries: dict[str, dict] = {}
         for path, data in sorted(commit.files.items()):
@@ -393,8 +423,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(404, f"{prefix} does not exist at {revision}", code="EntryNotFound")
         return 200, {}, list(entries.values())
 
-    def _preupload(self, repo_id: str, revision: str, payload: dict):
-        repo, _ = self._writable_repo(repo_id)
+    def _preupload(self, repo_id: str, revision: str, payload: dict, kind: str = "model"):
+        repo, _ = self._writable_repo(repo_id, kind)
         existing = repo.resolve(revision)
         files = []
         for item in payload.get("files", []):
@@ -403,8 +433,8 @@ class _HubHandler(BaseHTTPRequestHandler):
                           "oid": git_blob_oid(known) if known is not None else None})
         return 200, {}, {"files": files, "commitOid": existing.oid if existing else None}
 
-    def _commit_route(self, repo_id: str, revision: str, body: bytes):
-        repo, _ = self._writable_repo(repo_id)
+    def _commit_route(self, repo_id: str, revision: str, body: bytes, kind: str = "model"):
+        repo, _ = self._writable_repo(repo_id, kind)
         if self.hub.reject_commits:
             raise HubHTTPError(422, self.hub.reject_commits)
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -421,11 +451,12 @@ class _HubHandler(BaseHTTPRequestHandler):
             for line in lines:
                 _apply_operation(files, line)
             commit = repo.add_commit(revision, header.get("summary") or "commit", files)
-        return 200, {}, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit.oid}", "commitOid": commit.oid,
+        prefix = "spaces/" if kind == "space" else ""
+        return 200, {}, {"commitUrl": f"{self.hub.url}/{prefix}{repo_id}/commit/{commit.oid}", "commitOid": commit.oid,
                          "pullRequestUrl": None, "success": True}
 
-    def _create_branch(self, repo_id: str, branch: str, payload: dict):
-        repo, _ = self._writable_repo(repo_id)
+    def _create_branch(self, repo_id: str, branch: str, payload: dict, kind: str = "model"):
+        repo, _ = self._writable_repo(repo_id, kind)
         start = self._commit(repo, payload.get("startingPoint") or "main")
         with self.hub.lock:
             if branch in repo.branches:
@@ -433,8 +464,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             repo.branches[branch] = start.oid
         return 200, {}, {}
 
-    def _resolve(self, repo_id: str, revision: str, path: str):
-        commit = self._commit(self._readable_repo(repo_id), revision)
+    def _resolve(self, repo_id: str, revision: str, path: str, kind: str = "model"):
+        commit = self._commit(self._readable_repo(repo_id, kind), revision)
         data = commit.files.get(path)
         if data is None:
             raise HubHTTPError(404, "Entry not found", code="EntryNotFound", headers={"X-Repo-Commit": commit.oid})
