@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="port to listen on; default 7860")
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     parser.add_argument("--data", default=None,
-                        help="dataset folder prefilled in the Train tab (default: $POKEDEMO_DATA or data/pokemon)")
+                        help="dataset folder prefilled in the Train tab (default: $POKEDEMO_DATA, else the bundled "
+                             "data/pokemon)")
     parser.add_argument("--checkpoints", default=None,
                         help="where runs are saved and listed (default: $POKEDEMO_CHECKPOINTS or checkpoints)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("POKEDEMO_THREADS", "0")),

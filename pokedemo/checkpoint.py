@@ -251,22 +251,29 @@ class CheckpointInfo:
         return f"{self.name} · {self.backbone} {kind} · {acc}"
 
 
+def checkpoint_info(run_dir: str | os.PathLike) -> CheckpointInfo | None:
+    """What a listing shows of one run directory; None when it is unfinished or malformed."""
+    run_dir = Path(run_dir)
+    try:
+        config = read_config(run_dir)
+    except CheckpointError:
+        return None
+    if config["status"] == "training" or not weights_look_complete(run_dir / WEIGHTS_FILE):
+        return None
+    test = (config.get("metrics") or {}).get("test") or {}
+    return CheckpointInfo(
+        path=run_dir, name=run_dir.name, backbone=config["backbone"],
+        pretrained=bool(config.get("pretrained", True)), status=config["status"],
+        test_acc=test.get("accuracy"), created_at=str(config.get("created_at", "")),
+    )
+
+
+def newest_first(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
+    return sorted(infos, key=lambda info: (info.created_at, info.name), reverse=True)
+
+
 def list_checkpoints(root: str | os.PathLike) -> list[CheckpointInfo]:
     """Usable runs under ``root``, newest first; unfinished or malformed runs are left out."""
     root = Path(root)
-    found = []
-    for run_dir in root.iterdir() if root.is_dir() else []:
-        try:
-            config = read_config(run_dir)
-        except CheckpointError:
-            continue
-        if config["status"] == "training" or not weights_look_complete(run_dir / WEIGHTS_FILE):
-            continue
-        test = (config.get("metrics") or {}).get("test") or {}
-        found.append(CheckpointInfo(
-            path=run_dir, name=run_dir.name, backbone=config["backbone"],
-            pretrained=bool(config.get("pretrained", True)), status=config["status"],
-            test_acc=test.get("accuracy"), created_at=str(config.get("created_at", "")),
-        ))
-    found.sort(key=lambda info: (info.created_at, info.name), reverse=True)
-    return found
+    found = [checkpoint_info(run_dir) for run_dir in (root.iterdir() if root.is_dir() else [])]
+    return newest_first([info for info in found if info is not None])

@@ -197,6 +197,7 @@ def default_checkpoint_root() -> str:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = "data/pokemon"  # relative to PROJECT_ROOT
 STARTER_CHECKPOINT = "checkpoints/pokemon-starter"  # relative to PROJECT_ROOT
+STARTER_COMPARISON = "comparison.json"  # in the starter's folder: the recorded pretrained-vs-scratch comparison
 
 
 def bundled_data_dir() -> Path:

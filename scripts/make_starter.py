@@ -34,13 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pokedemo import checkpoint as ckpt  # noqa: E402 - after the path set-up above
 from pokedemo.config import (  # noqa: E402
-    PROJECT_ROOT, TrainConfig, bundled_data_dir, project_relative, starter_checkpoint,
+    PROJECT_ROOT, STARTER_COMPARISON, TrainConfig, bundled_data_dir, project_relative, starter_checkpoint,
 )
 
 # The default recipe with the one backbone that fits the size budget and trains offline: efficientnet_lite0 has
 # 3.4 M parameters (6.8 MB in float16) and ImageNet weights from a pip package; resnet18 would be 22 MB.
 STARTER_BACKBONE = "efficientnet_lite0"
-COMPARISON_FILE = "comparison.json"
 README_FILE = "README.md"
 
 
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         report = remeasure_test(starter)
         add_reproduce(starter, command, config, data)
         record = comparison_record(final, command, config, histories)
-        ckpt.atomic_write_json(starter / COMPARISON_FILE, record)
+        ckpt.atomic_write_json(starter / STARTER_COMPARISON, record)
         write_readme(starter, command)
         replace_folder(starter, out, build)
     finally:

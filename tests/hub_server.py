@@ -2,8 +2,9 @@
 
 It speaks just enough of the Hub's protocol for ``huggingface_hub`` (2.x) to create repos, upload folders,
 list trees and download files: users with read/write tokens, public and private model repos and Space repos
-(``repo_type="space"``, with their SDK and requested hardware), commits and branches, all in memory. Every file is uploaded as a "regular" git blob (base64 inside the NDJSON commit
-body), so no LFS/Xet transfer ever happens. Errors carry the ``X-Error-Code`` header the client maps to its
+(``repo_type="space"``, with their SDK and requested hardware), commits and branches, all in memory. Every
+file is uploaded as a "regular" git blob (base64 inside the NDJSON commit body), so no LFS/Xet transfer ever
+happens. Errors carry the ``X-Error-Code`` header the client maps to its
 exception types, and the server never answers 5xx (the client would retry with back-off): an unexpected
 failure becomes a 400 and is recorded in ``FakeHub.errors`` so a test can assert there were none.
 

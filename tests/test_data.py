@@ -532,7 +532,7 @@ def real(pokemon_dir):
 
 
 def _image_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in data.IMAGE_EXTENSIONS]
+    return [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in images.IMAGE_EXTENSIONS]
 
 
 def test_real_scan_reads_every_image_and_decodes_each_distinct_file_once(real, pokemon_dir):
@@ -547,7 +547,7 @@ def test_real_scan_reads_every_image_and_decodes_each_distinct_file_once(real, p
 def test_real_duplicate_groups(real):
     ds, _, _ = real
     in_groups = sum(map(len, ds.near_groups)) / len(ds.records)
-    assert 0.3 < in_groups < 0.55  # ~40 % of the shared images have a copy
+    assert 0.3 < in_groups < 0.55  # ~40 % of the Pokémon images have a copy
     assert len(ds.exact_groups) > 100
     near_sets = [set(g) for g in ds.near_groups]
     for g in ds.exact_groups:  # exact copies sit inside one near group
@@ -557,7 +557,7 @@ def test_real_duplicate_groups(real):
     for i, r in enumerate(ds.records):
         by_sha.setdefault(r.sha256, set()).add(r.label)
     cross_class = {sha for sha, labels in by_sha.items() if len(labels) > 1}
-    assert cross_class, "the shared data has pictures under two classes"
+    assert cross_class, "the Pokémon data has pictures under two classes"
     for sha in cross_class:
         members = {i for i, r in enumerate(ds.records) if r.sha256 == sha}
         assert any(members <= set(g) for g in ds.conflict_groups)

@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import Status
 
 from pokedemo.app import handlers, layout, sources, text, views
-from pokedemo.config import TrainConfig
+from pokedemo.config import TrainConfig, starter_checkpoint
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Failed, Finished, NewBest, RunStarted, Stage, Tagged,
 )
@@ -229,7 +229,9 @@ def test_checkpoint_refresh_lists_new_runs(served, client):
     _, _, root, checkpoint, _ = served
     picks = client.predict(str(checkpoint), None, str(root / "deleted"), api_name="/refresh_checkpoints")
     listed = [value for _, value in picks[0]["choices"]]
-    assert str(checkpoint) in listed and listed == sorted(listed, reverse=True)  # names start with the time
+    runs = [value for value in listed if Path(value).parent == root]
+    assert str(checkpoint) in runs and runs == sorted(runs, reverse=True)  # names start with the time
+    assert listed[len(runs):] == [str(starter_checkpoint())]  # the starter is older than every run made here
     assert picks[0]["value"] == str(checkpoint)  # kept
     assert picks[1]["value"] == picks[2]["value"] == listed[0]  # empty or gone: the newest
 
@@ -581,14 +583,6 @@ def test_job_registry_one_job_per_session_and_stop_flags():
     assert jobs.running is None and jobs.reserve("s1")
     with jobs.running_job("api") as flag:  # API callers skip reserve
         assert not flag.is_set()
-
-
-def test_example_images_one_per_class(tiny_dataset):
-    root = tiny_dataset()
-    examples = sources.example_images(str(root))
-    assert [Path(p).name for p in examples] == ["a-000.png", "b-000.png", "c-000.png"]
-    assert all(Path(p).is_file() and Path(p).is_relative_to(Path(sources.tempfile.gettempdir())) for p in examples)
-    assert sources.example_images("") == [] and sources.example_images(str(root / "missing")) == []
 
 
 # ----------------------------------------------------------------------------------------- zip uploads

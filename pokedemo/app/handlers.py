@@ -88,15 +88,29 @@ def session_of(request: gr.Request | None) -> str:
 class DemoApp:
     """Event handlers; one instance per ``build_demo`` (its checkpoint root, default dataset and jobs)."""
 
-    def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str):
+    def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str,
+                 default_model: sources.DefaultModel | None = None):
         self.checkpoint_root = str(checkpoint_root)
         self.data_dir = data_dir
+        self.default_model = default_model  # the starter (or $POKEDEMO_MODEL): listed until newer runs exist
         self.jobs = JobRegistry()
         self.hub_choices: list[tuple[str, str]] = []  # models loaded from the Hub, listed after local runs
         self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
 
     def choices(self) -> list[tuple[str, str]]:
-        return sources.checkpoint_choices(self.checkpoint_root) + self.hub_choices
+        return sources.checkpoint_choices(self.checkpoint_root, self.default_model) + self.hub_choices
+
+    def recorded_compare(self) -> dict[str, Any] | None:
+        """What the Compare tab shows before anyone runs it: the comparison recorded beside the starter."""
+        record = sources.recorded_comparison()
+        if record is None:
+            return None
+        accuracy, loss = map(views.plot_value, views.recorded_compare_frames(record))
+        epochs = int(record.get("epochs") or 0) or None
+        return {"compare_progress": progress_html(1.0, text.COMPARE_RECORDED), "compare_acc_plot": accuracy,
+                "compare_loss_plot": loss, "compare_summary": text.recorded_compare_markdown(record),
+                "compare_table": text.compare_table(record["results"], epochs),
+                "compare_confusions": text.compare_confusions(record["results"])}
 
     # ---- dataset
 
@@ -254,10 +268,13 @@ class DemoApp:
 
         if sources.hub_spec(checkpoint):  # a repo id typed into the picker
             return get_predictor(sources.fetch_hub_model(checkpoint))
-        # Only this app's runs and models downloaded from the Hub are loaded, never any other folder.
+        # Only this app's runs, its default model and models downloaded from the Hub are loaded, never any other
+        # folder.
         hub_cache = Path(hub_cache_dir()).resolve()
         if Path(checkpoint).is_absolute() and Path(checkpoint).resolve().is_relative_to(hub_cache):
             return get_predictor(Path(checkpoint).resolve())
+        if self.default_model is not None and Path(checkpoint).resolve() == self.default_model.path:
+            return get_predictor(self.default_model.path)
         return get_predictor(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
 
     def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):

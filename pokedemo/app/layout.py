@@ -1,7 +1,8 @@
 """The app's layout: tabs, panels, their wiring to the handlers, ``build_demo`` and the launch options.
 
-Nothing heavy happens at import or build time: no model is loaded, nothing is downloaded; only checkpoints are
-listed. The handlers live in ``handlers.py``; every text in ``text.py``; plot data in ``views.py``.
+Nothing heavy happens at import or build time: no model is loaded and only checkpoints are listed; the one
+download is a Hub model named by ``$POKEDEMO_MODEL`` (the model a Space serves instead of the starter). The
+handlers live in ``handlers.py``; every text in ``text.py``; plot data in ``views.py``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Any
 import gradio as gr
 
 from pokedemo.app.handlers import DemoApp, backbone_dropdown
-from pokedemo.app.sources import checkpoint_choices, default_data_dir, example_images, training_defaults, warm_up
+from pokedemo.app.sources import (
+    load_default_model, prefilled_data_dir, test_split_examples, training_defaults, warm_up,
+)
 from pokedemo.app.text import (
-    CHECKPOINT_TABLE_COLUMNS, DOCTOR_EMPTY, DOCTOR_TITLE, INTRO, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS,
-    TOP_CLASS, compare_table, defaults_text, empty_frame, progress_html,
+    CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, EXAMPLES_LABEL, INTRO,
+    MODEL_PICKER_INFO, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS, TOP_CLASS, compare_table, defaults_text,
+    empty_frame, progress_html,
 )
 from pokedemo.app.views import LOG_LINES
 from pokedemo.config import TrainConfig, default_checkpoint_root
@@ -33,9 +37,11 @@ CSS = (".pd-confusion table th { font-weight: 600; }\n"
        "#doctor-conflicts .thumbnail-item { aspect-ratio: 3 / 1.2 !important; height: auto !important; }")
 
 
-def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] | None = None) -> gr.LinePlot:
-    # Starts as None: a plot whose first value is an empty DataFrame never draws its later data (Gradio 6.31).
-    return gr.LinePlot(None, x="epoch", y="value", color="series", title=title, x_title="epoch",
+def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] | None = None,
+          value: Any = None) -> gr.LinePlot:
+    # Starts as None (or real points): a plot whose first value is an empty DataFrame never draws its later data
+    # (Gradio 6.31).
+    return gr.LinePlot(value, x="epoch", y="value", color="series", title=title, x_title="epoch",
                        y_title=y_title, color_title="", color_map=colours, y_lim=y_lim)
 
 
@@ -105,22 +111,19 @@ def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
-    choices = checkpoint_choices(app.checkpoint_root)
+    choices = app.choices()
     with gr.Row():
         with gr.Column():
             ui["image"] = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Your image",
                                    height=340, elem_id="predict-image")
-            examples = example_images(app.data_dir)
+            examples = test_split_examples(app.default_model.path if app.default_model else None)
             if examples:
                 gr.Examples([[p] for p in examples], inputs=[ui["image"]], elem_id="predict-examples",
-                            label="Examples from the dataset (probably seen in training — try your own pictures "
-                                  "too)")
+                            label=EXAMPLES_LABEL, examples_per_page=len(examples))
         with gr.Column():
             with gr.Row(equal_height=True):
                 ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
-                                               label="Model", allow_custom_value=True,
-                                               info="Your trained runs, newest first, with their test accuracy "
-                                                    "(↻ re-reads the list).")
+                                               label="Model", allow_custom_value=True, info=MODEL_PICKER_INFO)
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
             _hub_panel(ui)
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
@@ -174,20 +177,23 @@ def _hub_panel(ui: dict[str, Any]) -> None:
 
 
 def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
-    choices = checkpoint_choices(app.checkpoint_root)
+    choices = app.choices()
+    recorded = app.recorded_compare() or {}  # shown until someone runs a comparison
     gr.Markdown("### Pretrained vs. from scratch\nTrains the same backbone twice, one after the other, on the same "
                 "images, split and number of epochs: once starting from ImageNet weights, once from random weights. "
                 "It uses the dataset and options of the **Train** tab.")
     with gr.Row():
         ui["compare"] = gr.Button("▶ Train both and compare", variant="primary")
         ui["compare_stop"] = gr.Button("■ Stop", variant="stop")
-    ui["compare_progress"] = gr.HTML(progress_html(0, "Not started."))
+    ui["compare_progress"] = gr.HTML(recorded.get("compare_progress", progress_html(0, COMPARE_NOT_STARTED)))
     with gr.Row():
-        ui["compare_acc_plot"] = _plot("Validation accuracy", "accuracy", RUN_COLOURS, [0, 1])
-        ui["compare_loss_plot"] = _plot("Training loss", "loss", RUN_COLOURS)
-    ui["compare_summary"] = gr.Markdown(elem_id="compare-summary")
-    ui["compare_table"] = gr.Dataframe(compare_table({}), label="Side by side", interactive=False)
-    ui["compare_confusions"] = gr.HTML()
+        ui["compare_acc_plot"] = _plot("Validation accuracy", "accuracy", RUN_COLOURS, [0, 1],
+                                       recorded.get("compare_acc_plot"))
+        ui["compare_loss_plot"] = _plot("Training loss", "loss", RUN_COLOURS, value=recorded.get("compare_loss_plot"))
+    ui["compare_summary"] = gr.Markdown(recorded.get("compare_summary", ""), elem_id="compare-summary")
+    ui["compare_table"] = gr.Dataframe(recorded.get("compare_table", compare_table({})), label="Side by side",
+                                       interactive=False, elem_id="compare-table")
+    ui["compare_confusions"] = gr.HTML(recorded.get("compare_confusions", ""))
     ui["compare_log"] = gr.Textbox(label="Log", lines=4, max_lines=LOG_LINES, interactive=False, autoscroll=True)
     gr.Markdown("### Compare two saved checkpoints (no training)\nBoth are evaluated on the same held-out test "
                 "images.")
@@ -279,9 +285,13 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
                          api_name="compare_checkpoints", concurrency_limit=1, concurrency_id="evaluate")
 
 
-def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str | None = None) -> gr.Blocks:
-    """The whole app. Nothing is trained, loaded or downloaded here; only checkpoints are listed."""
-    app = DemoApp(checkpoint_root or default_checkpoint_root(), default_data_dir() if data_dir is None else data_dir)
+def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str | None = None,
+               default_model: bool = True) -> gr.Blocks:
+    """The whole app. Nothing is trained or loaded here; only checkpoints are listed (and a ``$POKEDEMO_MODEL``
+    from the Hub downloaded). ``data_dir`` None: the bundled data (or ``$POKEDEMO_DATA``); ``default_model``
+    False leaves the starter (or ``$POKEDEMO_MODEL``) out of the model pickers."""
+    app = DemoApp(checkpoint_root or default_checkpoint_root(), prefilled_data_dir() if data_dir is None else data_dir,
+                  load_default_model() if default_model else None)
     ui: dict[str, Any] = {}
     with gr.Blocks(title="Pokédemo — transfer learning") as demo:
         gr.Markdown(INTRO)

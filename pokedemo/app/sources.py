@@ -6,28 +6,31 @@ imported inside the functions that need them, so importing this module stays che
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pokedemo.app import text
-from pokedemo.config import TrainConfig
-from pokedemo.images import IMAGE_EXTENSIONS
+from pokedemo.config import STARTER_COMPARISON, TrainConfig, default_data_dir, default_model, starter_checkpoint
 
-EXAMPLES_PER_CLASS = 1
+EXAMPLES_PER_CLASS = 2
+_log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------- datasets
 
 
-def default_data_dir() -> str:
-    """``$POKEDEMO_DATA``, else ``data/pokemon`` when it exists, else empty."""
-    env = os.environ.get("POKEDEMO_DATA", "").strip()
-    if env:
-        return env
-    return "data/pokemon" if Path("data/pokemon").is_dir() else ""
+def prefilled_data_dir() -> str:
+    """The Train tab's folder: ``$POKEDEMO_DATA``, else the bundled data/pokemon (found from the package, so it
+    is there wherever the app is started from), else empty."""
+    folder = default_data_dir()
+    return folder if os.environ.get("POKEDEMO_DATA", "").strip() or Path(folder).is_dir() else ""
 
 
 def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
@@ -62,22 +65,38 @@ def doctor_panel(folder: str | None) -> tuple[str, list]:
     return text.doctor_panel_markdown(report), conflict_thumbnails(report, folder)
 
 
-def example_images(data_dir: str, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
-    """A few dataset images copied into the temp dir (Gradio serves files from there, not from anywhere)."""
-    root = Path(data_dir) if data_dir else None
-    if root is None or not root.is_dir():
+def test_split_examples(run_dir: str | os.PathLike | None, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
+    """A few distinct pictures per class from a model's recorded *test* split (images it never trained on),
+    copied into a fresh temporary folder: Gradio serves example files only from the working directory or the
+    temp directory, and the app may be started anywhere. Empty when the model or its images are not here."""
+    from pokedemo.checkpoint import CheckpointError, read_config, recorded_data_root
+
+    try:
+        config = read_config(run_dir) if run_dir else None
+    except CheckpointError:
+        config = None
+    root = recorded_data_root(config) if config else None
+    if root is None:
         return []
-    target = Path(tempfile.gettempdir()) / "pokedemo-examples"
-    found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        for image in images[:per_class]:
-            copy = target / f"{folder.name}-{image.name}"
-            if not copy.exists():
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image, copy)
-            found.append(str(copy))
-    return found
+    picked: dict[str, list[Path]] = {}
+    seen: set[str] = set()
+    for entry in config.get("split") or []:
+        label, path = str(entry.get("label")), (root / str(entry.get("path"))).resolve()
+        chosen = picked.setdefault(label, [])
+        if (entry.get("split") == "test" and len(chosen) < per_class and entry.get("sha256") not in seen
+                and path.is_relative_to(root.resolve()) and path.is_file()):
+            chosen.append(path)
+            seen.add(entry.get("sha256"))
+    if not any(picked.values()):
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="pokedemo-examples-"))
+    atexit.register(shutil.rmtree, folder, True)
+    copies = []
+    for label in sorted(picked):
+        for path in picked[label]:
+            copies.append(folder / f"{label}-{path.name}")
+            shutil.copyfile(path, copies[-1])
+    return [str(copy) for copy in copies]
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -144,11 +163,57 @@ def cam_choices(classes: list[str]) -> list[str]:
 # -------------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_choices(root: str | os.PathLike) -> list[tuple[str, str]]:
-    """(label, run directory) of every usable checkpoint, newest first."""
+@dataclass(frozen=True)
+class DefaultModel:
+    """The model the app offers before anyone trains: the bundled starter, or ``$POKEDEMO_MODEL``."""
+
+    path: Path  # resolved run directory (for a Hub model: its snapshot in the Hub cache)
+    label: str
+    created_at: str
+
+
+def load_default_model() -> DefaultModel | None:
+    """``$POKEDEMO_MODEL`` (a Hub repo id, downloaded now, or a run folder), else the bundled starter; None when
+    neither is usable. A model that cannot be loaded is logged and replaced by the starter."""
+    from pokedemo.checkpoint import checkpoint_info
+
+    spec, starter = default_model(), starter_checkpoint()
+    from_hub = hub_spec(spec)
+    try:
+        path = fetch_hub_model(spec) if from_hub else Path(spec)
+    except HubLoadError as err:
+        _log.warning("POKEDEMO_MODEL=%s cannot be loaded, using the starter model instead: %s", spec, err)
+        path, from_hub = starter, False
+    info = checkpoint_info(path)
+    if info is None and path != starter:
+        _log.warning("POKEDEMO_MODEL=%s is not a usable checkpoint, using the starter model instead", spec)
+        path, from_hub, info = starter, False, checkpoint_info(starter)
+    if info is None:
+        return None
+    label = hub_choice(spec, path)[0] if from_hub else info.label()
+    return DefaultModel(path=Path(path).resolve(), label=label, created_at=info.created_at)
+
+
+def checkpoint_choices(root: str | os.PathLike, default: DefaultModel | None = None) -> list[tuple[str, str]]:
+    """(label, run directory) of every usable checkpoint under ``root`` and the default model, newest first:
+    the default model comes first until someone trains a run."""
     from pokedemo.checkpoint import list_checkpoints
 
-    return [(info.label(), str(info.path)) for info in list_checkpoints(root)]
+    entries = [(info.created_at, info.label(), str(info.path)) for info in list_checkpoints(root)]
+    if default is not None and all(Path(value).resolve() != default.path for _, _, value in entries):
+        entries.append((default.created_at, default.label, str(default.path)))
+    entries.sort(key=lambda entry: entry[0], reverse=True)  # stable: equal times keep the listing's order
+    return [(label, value) for _, label, value in entries]
+
+
+def recorded_comparison() -> dict[str, Any] | None:
+    """The pretrained-vs-scratch comparison recorded beside the starter (scripts/make_starter.py), if any."""
+    try:
+        record = json.loads((starter_checkpoint() / STARTER_COMPARISON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    usable = isinstance(record, dict) and record.get("recorded") is True and {"results", "history"} <= set(record)
+    return record if usable else None
 
 
 def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
@@ -166,10 +231,13 @@ def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
 
 
 def data_root_for(predictor: Any, folder: str | None) -> str | None:
-    """The folder the checkpoint was trained on, else the Train tab's folder (e.g. a checkpoint from the Hub)."""
-    recorded = (predictor.checkpoint.config.get("dataset") or {}).get("root")
-    if recorded and Path(recorded).is_dir():
-        return recorded
+    """The folder the checkpoint was trained on (also the bundled data in another clone), else the Train tab's
+    folder (e.g. a checkpoint from the Hub trained elsewhere)."""
+    from pokedemo.checkpoint import recorded_data_root
+
+    recorded = recorded_data_root(predictor.checkpoint.config)
+    if recorded is not None:
+        return str(recorded)
     return (folder or "").strip() or None
 
 

@@ -27,6 +27,11 @@ weights vs. from random weights."""
 NO_DATASET = ("No dataset yet: type the path of a folder with one sub-folder per class (e.g. data/pokemon), "
               "or upload a .zip of such folders.")
 NO_CHECKPOINT = "No trained model yet: train one in the **Train** tab (a 2-epoch run takes about a minute)."
+MODEL_PICKER_INFO = ("The bundled starter model and your trained runs, newest first, with their test accuracy "
+                     "(↻ re-reads the list).")
+EXAMPLES_LABEL = "Examples from the starter model's test split (pictures it never trained on): one click each"
+COMPARE_NOT_STARTED = "Not started."
+COMPARE_RECORDED = "Showing a recorded comparison (below); ▶ Train both and compare runs it live."
 NO_IMAGE = "Upload an image, use the webcam or paste one — or click an example."
 DOCTOR_TITLE = "Dataset doctor: duplicates, label conflicts, odd files"  # no emoji: many fonts lack them
 DOCTOR_EMPTY = "Choose a dataset above: the doctor checks it for duplicates, label conflicts and odd files."
@@ -178,6 +183,19 @@ def compare_takeaway(results: dict[str, dict[str, Any]], epochs: int) -> str:
     return (f"### Pretrained {percent(pre['test_acc'])} vs scratch {percent(scratch['test_acc'])} test accuracy\n"
             f"Same network, same images, same {epochs} epoch(s): starting from ImageNet weights is "
             f"{abs(gap) * 100:.1f} points {'better' if gap >= 0 else 'worse'}.")
+
+
+def recorded_compare_markdown(record: dict[str, Any]) -> str:
+    """The recorded comparison's takeaway, clearly marked as recorded (where, when, how it was made)."""
+    config = record.get("train_config") or {}
+    epochs = int(record.get("epochs") or config.get("epochs") or 0)
+    made = str(record.get("created_at", ""))[:10]
+    return (f"{compare_takeaway(record['results'], epochs)}\n\n"
+            f"_Recorded result, not run now_: {config.get('backbone', 'the default backbone')}, {epochs} epochs at "
+            f"{config.get('img_size', '?')}px on the bundled Pokémon images, made on {made} with "
+            f"`{record.get('command', 'scripts/make_starter.py')}` ({record.get('machine', 'machine not recorded')}; "
+            "wall times are that machine's). Press **▶ Train both and compare** to run it live with the options "
+            "of the **Train** tab.")
 
 
 def compare_confusions(results: dict[str, dict[str, Any]]) -> str:

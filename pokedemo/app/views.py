@@ -195,6 +195,22 @@ def compare_frames(points: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataF
     return series_frame(acc, list(RUN_LABELS)), series_frame(loss, list(RUN_LABELS))
 
 
+_HISTORY_KEYS = (("loss", "train", "train_loss"), ("loss", "val", "val_loss"), ("accuracy", "train", "train_acc"),
+                 ("accuracy", "val", "val_acc"))
+
+
+def history_points(run: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-epoch points a RunView would have collected, from a finished run's history.json records."""
+    return [{"run": run, "epoch": float(h["epoch"]), "value": float(h[key]), "metric": metric, "split": split}
+            for h in history for metric, split, key in _HISTORY_KEYS if key in h]
+
+
+def recorded_compare_frames(record: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(validation accuracy, training loss) frames of a recorded comparison (scripts/make_starter.py)."""
+    points = [p for run in RUN_LABELS for p in history_points(run, record["history"].get(run, []))]
+    return compare_frames(points)
+
+
 def plot_value(frame: pd.DataFrame) -> pd.DataFrame | None:
     """What a LinePlot is sent: None until there is a real point (an empty first frame never redraws, see
     ``layout._plot``)."""
