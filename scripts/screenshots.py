@@ -1,18 +1,20 @@
-"""Take the README screenshots from the real app: a real short training, a prediction, a comparison.
+"""Take the README screenshots from the real app, as a newcomer meets it, then after a real short training.
 
-    python scripts/screenshots.py [--data /work/shared/data/pokemon] [--epochs 2] [--out docs/screenshots]
+    python scripts/screenshots.py [--data DIR] [--epochs 2] [--out docs/screenshots] [--skip-train]
 
-Launches the app in-process on a free port with a throw-away checkpoint folder, drives Debian's Chromium with
-Playwright and writes doctor.png, train.png, errors.png, predict.png, gradcam.png and (unless
---skip-compare) compare.png. Takes a few minutes on a CPU.
+Launches the app in-process on a free port with a throw-away checkpoint folder (so the starter model is the
+only model at first), drives Debian's Chromium with Playwright and writes: first.png (the first screen: the
+bundled dataset prefilled and summarised), doctor.png, predict.png and gradcam.png (an example from the
+starter's test split, predicted by the starter), compare.png (the recorded comparison), then, unless
+--skip-train, train.png and errors.png after a real training. Takes a few minutes on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -31,14 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def a_test_image(run_dir: Path, data: Path, wanted: str = "pikachu") -> Path:
-    """An image the model never trained on (from its recorded test split), preferably of ``wanted``."""
-    split = json.loads((run_dir / "config.json").read_text())["split"]
-    tests = [item for item in split if item["split"] == "test"]
-    chosen = next((item for item in tests if item["label"] == wanted), tests[0])
-    return data / chosen["path"]
 
 
 def close_toasts(page) -> None:
@@ -71,60 +65,82 @@ def shoot_doctor(page, out: Path) -> None:
     page.locator("#doctor").get_by_text("Dataset doctor").first.click()  # closed again for train.png
 
 
-def shoot(url: str, data: Path, runs: Path, epochs: int, out: Path, chromium: str, compare: bool = True) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def shoot_first_screen(page, out: Path) -> None:
+    """What a newcomer sees on opening the app: the Train tab with the bundled dataset already summarised."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("classes ·").first).to_be_visible(timeout=120_000)
+    backbone = page.get_by_role("combobox", name="Backbone (the network)")
+    expect(backbone).to_have_value(re.compile("efficientnet_lite0.*bundled"), timeout=120_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(out / "first.png"))  # the viewport: exactly the first screen
+
+
+def shoot_starter_prediction(page, out: Path) -> None:
+    """One click on an example (from the starter's test split): the starter's top 5 and its Grad-CAM."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="② Predict").click()
+    examples = page.locator("#predict-examples")
+    expect(examples).to_be_visible(timeout=60_000)
+    examples.locator("img[src*='pikachu-']").first.click()  # example files are named <class>-<file>
+    expect(page.locator("#predict-label")).to_contain_text("%", timeout=120_000)
+    expect(page.locator("#cam-caption")).to_contain_text("Where the model", timeout=120_000)
+    page.wait_for_timeout(1200)
+    close_toasts(page)
+    page.screenshot(path=str(out / "predict.png"), full_page=True)
+    page.screenshot(path=str(out / "gradcam.png"), full_page=True,
+                    clip=clip_around(page, ["#predict-image", "#predict-label", "#cam-caption", "#cam-image"]))
+
+
+def shoot_recorded_comparison(page, out: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="③ Compare").click()
+    expect(page.locator("#compare-summary")).to_contain_text("Recorded result", timeout=60_000)
+    page.wait_for_timeout(1500)  # let the plots draw
+    page.screenshot(path=str(out / "compare.png"), full_page=True)
+
+
+def shoot_training(page, out: Path, epochs: int) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="① Train").click()
+    epochs_box = page.locator("#epochs input[type=number]")
+    epochs_box.fill(str(epochs))
+    epochs_box.press("Enter")
+    page.get_by_role("button", name="▶ Train", exact=True).click()
+    expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=TRAINING_TIMEOUT_MS)
+    page.wait_for_timeout(1500)  # let the plots finish drawing
+    close_toasts(page)
+    page.screenshot(path=str(out / "train.png"), full_page=True)
+    page.screenshot(path=str(out / "errors.png"), full_page=True,
+                    clip=clip_around(page, ["#errors-caption", "#errors"]))
+
+
+def shoot(url: str, out: Path, chromium: str, epochs: int, train: bool = True) -> None:
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1360, "height": 900}, device_scale_factor=1)
         page.goto(url)
-        expect(page.get_by_text("classes ·").first).to_be_visible(timeout=60_000)
-        backbone = page.get_by_role("combobox", name="Backbone (the network)")
-        expect(backbone).to_have_value(re.compile("efficientnet_lite0.*bundled"), timeout=60_000)
+        shoot_first_screen(page, out)
         shoot_doctor(page, out)
-        epochs_box = page.locator("#epochs input[type=number]")
-        epochs_box.fill(str(epochs))
-        epochs_box.press("Enter")
-        page.get_by_role("button", name="▶ Train", exact=True).click()
-        expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=TRAINING_TIMEOUT_MS)
-        page.wait_for_timeout(1500)  # let the plots finish drawing
-        close_toasts(page)
-        page.screenshot(path=str(out / "train.png"), full_page=True)
-        page.screenshot(path=str(out / "errors.png"), full_page=True,
-                        clip=clip_around(page, ["#errors-caption", "#errors"]))
-
-        page.get_by_role("tab", name="② Predict").click()
-        run_dir = max((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
-        page.locator("#predict-image input[type=file]").set_input_files(str(a_test_image(run_dir, data)))
-        expect(page.locator("#predict-label")).to_contain_text("%", timeout=60_000)
-        expect(page.locator("#cam-caption")).to_contain_text("Where the model", timeout=60_000)
-        page.wait_for_timeout(1200)
-        close_toasts(page)
-        page.screenshot(path=str(out / "predict.png"), full_page=True)
-        page.screenshot(path=str(out / "gradcam.png"), full_page=True,
-                        clip=clip_around(page, ["#predict-image", "#predict-label", "#cam-caption", "#cam-image"]))
-        if not compare:
-            browser.close()
-            return
-
-        page.get_by_role("tab", name="③ Compare").click()
-        page.get_by_role("button", name="▶ Train both and compare").click()
-        expect(page.locator("#compare-summary")).to_contain_text("vs scratch", timeout=2 * TRAINING_TIMEOUT_MS)
-        page.get_by_role("button", name="Evaluate both").click()
-        expect(page.locator("#eval-caption")).to_contain_text("test images", timeout=120_000)
-        page.wait_for_timeout(1500)
-        close_toasts(page)
-        page.screenshot(path=str(out / "compare.png"), full_page=True)
+        shoot_starter_prediction(page, out)
+        shoot_recorded_comparison(page, out)
+        if train:
+            shoot_training(page, out, epochs)
         browser.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("POKEDEMO_DATA", "/work/shared/data/pokemon"))
+    parser.add_argument("--data", default=None, help="dataset (default: as the app, the bundled data/pokemon)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default="docs/screenshots")
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("--skip-compare", action="store_true", help="leave compare.png as it is (saves minutes)")
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--skip-train", action="store_true", help="leave train.png and errors.png as they are")
     args = parser.parse_args()
     from pokedemo.app import layout
 
@@ -136,8 +152,7 @@ def main() -> None:
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                     **layout.launch_options())
         try:
-            shoot(f"http://127.0.0.1:{port}/", Path(args.data), Path(runs), args.epochs, out, args.chromium,
-                  compare=not args.skip_compare)
+            shoot(f"http://127.0.0.1:{port}/", out, args.chromium, args.epochs, train=not args.skip_train)
         finally:
             demo.close()
     print(f"wrote {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
