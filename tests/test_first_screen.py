@@ -82,7 +82,8 @@ def test_compare_tab_shows_the_recorded_comparison(first_screen):
     _, demo = first_screen
     record = json.loads((starter_checkpoint() / STARTER_COMPARISON).read_text())
     summary = component(demo, "compare-summary")["value"]
-    assert "Recorded result, not run now" in summary and "Train both and compare" in summary
+    assert summary.startswith("### Recorded result: pretrained") and "_Recorded, not run now_" in summary
+    assert "Train both and compare" in summary
     table = component(demo, "compare-table")["value"]
     assert [row[0] for row in table["data"]] == ["pretrained", "scratch"]
     assert table["data"][0][1] == text.percent(record["results"]["pretrained"]["test_acc"])

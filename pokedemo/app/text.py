@@ -174,13 +174,14 @@ def compare_table(results: dict[str, dict[str, Any]], epochs: int | None = None)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
-def compare_takeaway(results: dict[str, dict[str, Any]], epochs: int) -> str:
-    """One sentence a first-time user can take home."""
+def compare_takeaway(results: dict[str, dict[str, Any]], epochs: int, recorded: bool = False) -> str:
+    """One sentence a first-time user can take home (titled as a recorded result when it is one)."""
     pre, scratch = results.get("pretrained", {}), results.get("scratch", {})
     if pre.get("status") != "finished" or scratch.get("status") != "finished":
         return ""
     gap = pre["test_acc"] - scratch["test_acc"]
-    return (f"### Pretrained {percent(pre['test_acc'])} vs scratch {percent(scratch['test_acc'])} test accuracy\n"
+    title = "Recorded result: pretrained" if recorded else "Pretrained"
+    return (f"### {title} {percent(pre['test_acc'])} vs scratch {percent(scratch['test_acc'])} test accuracy\n"
             f"Same network, same images, same {epochs} epoch(s): starting from ImageNet weights is "
             f"{abs(gap) * 100:.1f} points {'better' if gap >= 0 else 'worse'}.")
 
@@ -190,8 +191,8 @@ def recorded_compare_markdown(record: dict[str, Any]) -> str:
     config = record.get("train_config") or {}
     epochs = int(record.get("epochs") or config.get("epochs") or 0)
     made = str(record.get("created_at", ""))[:10]
-    return (f"{compare_takeaway(record['results'], epochs)}\n\n"
-            f"_Recorded result, not run now_: {config.get('backbone', 'the default backbone')}, {epochs} epochs at "
+    return (f"{compare_takeaway(record['results'], epochs, recorded=True)}\n\n"
+            f"_Recorded, not run now_: {config.get('backbone', 'the default backbone')}, {epochs} epochs at "
             f"{config.get('img_size', '?')}px on the bundled Pokémon images, made on {made} with "
             f"`{record.get('command', 'scripts/make_starter.py')}` ({record.get('machine', 'machine not recorded')}; "
             "wall times are that machine's). Press **▶ Train both and compare** to run it live with the options "
