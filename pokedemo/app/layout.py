@@ -316,7 +316,8 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
             api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
             **doctor, api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE)
-    threading.Thread(target=warm_up, name="pokedemo-warm-up", daemon=True).start()
+    default_path = app.default_model.path if app.default_model else None
+    threading.Thread(target=warm_up, args=(default_path,), name="pokedemo-warm-up", daemon=True).start()
     demo.pokedemo = app  # for tests and later panels: the handlers and their job registry
     return demo
 

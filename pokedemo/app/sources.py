@@ -131,13 +131,16 @@ def training_defaults() -> tuple[int, int, str]:
     return config.epochs, config.img_size, text.defaults_text(device)
 
 
-def warm_up() -> None:
-    """Import the engine (torch, torchvision, timm) in the background, so the server answers at once and the
-    first page load or training does not wait for these imports."""
+def warm_up(model: str | os.PathLike | None = None) -> None:
+    """Import the engine (torch, torchvision, timm) and load ``model`` (the default model) in the background, so
+    the server answers at once and neither the first prediction nor the first page load or training waits for
+    these imports."""
     try:
         import pokedemo.predict  # noqa: F401
         import pokedemo.train  # noqa: F401
 
+        if model is not None:
+            pokedemo.predict.get_predictor(model)  # cached: the first prediction reuses it
         backbone_choices()
     except Exception:  # noqa: BLE001 - a broken install shows up, with its message, where it is used
         pass
