@@ -96,6 +96,7 @@ class Predictor:
 
 _predictors: "OrderedDict[tuple[str, float], Predictor]" = OrderedDict()
 _predictors_lock = threading.Lock()
+_loading: dict[tuple[str, float], threading.Lock] = {}  # per checkpoint version while it is being loaded
 
 
 def get_predictor(spec: str | os.PathLike) -> Predictor:
@@ -104,14 +105,20 @@ def get_predictor(spec: str | os.PathLike) -> Predictor:
     weights = path / WEIGHTS_FILE
     key = (str(path), weights.stat().st_mtime if weights.exists() else 0.0)
     with _predictors_lock:
-        if key in _predictors:
-            _predictors.move_to_end(key)
-            return _predictors[key]
-    predictor = Predictor(load_checkpoint(path))
-    with _predictors_lock:
-        _predictors[key] = predictor
-        while len(_predictors) > _CACHE_SIZE:
-            _predictors.popitem(last=False)
+        loading = _loading.setdefault(key, threading.Lock())
+    # One load per checkpoint version: a request that arrives while another (or the app's warm-up) is loading
+    # the same model waits for that load instead of doing it a second time.
+    with loading:
+        with _predictors_lock:
+            if key in _predictors:
+                _predictors.move_to_end(key)
+                return _predictors[key]
+        predictor = Predictor(load_checkpoint(path))
+        with _predictors_lock:
+            _predictors[key] = predictor
+            _loading.pop(key, None)
+            while len(_predictors) > _CACHE_SIZE:
+                _predictors.popitem(last=False)
     return predictor
 
 

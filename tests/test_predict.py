@@ -85,6 +85,41 @@ def test_predictor_cache_reuses_and_reloads(tiny_checkpoint):
     assert get_predictor(str(tiny_checkpoint / "config.json")) is first
 
 
+def test_requests_arriving_together_load_a_model_once(tiny_checkpoint, tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    from pokedemo import predict
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, copy)  # a checkpoint no other test has loaded (cached) yet
+    from conftest import wait_for
+
+    loads, arrivals, release = [], [], threading.Event()
+    real_load, real_resolve = predict.load_checkpoint, predict.resolve_checkpoint
+
+    def slow_load(path):
+        loads.append(path)
+        release.wait(30)  # keep the first load in progress until every request has arrived
+        return real_load(path)
+
+    def counted_resolve(spec):
+        arrivals.append(spec)
+        return real_resolve(spec)
+
+    monkeypatch.setattr(predict, "load_checkpoint", slow_load)
+    monkeypatch.setattr(predict, "resolve_checkpoint", counted_resolve)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(get_predictor(copy))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: len(arrivals) == 4 and loads, timeout=30)
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    assert len(loads) == 1 and len(got) == 4 and all(p is got[0] for p in got)
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Predictor.load(tmp_path / "nope")
