@@ -44,8 +44,12 @@ README_FILE = "README.md"
 
 
 def starter_config(args: argparse.Namespace) -> TrainConfig:
+    """The default recipe with the starter's backbone, its device defaults filled in (they are recorded)."""
+    from pokedemo.config import resolve_device
+
     overrides = {k: v for k, v in (("epochs", args.epochs), ("img_size", args.img_size)) if v is not None}
-    return dataclasses.replace(TrainConfig(), backbone=STARTER_BACKBONE, device=args.device, **overrides)
+    config = dataclasses.replace(TrainConfig(), backbone=STARTER_BACKBONE, device=args.device, **overrides)
+    return config.resolved(resolve_device(config.device))
 
 
 def run_comparison(config: TrainConfig, data: Path, out_root: Path) -> Any:
