@@ -21,8 +21,16 @@ from pathlib import Path
 
 from pokedemo.config import BUNDLED_DATA, PROJECT_ROOT, STARTER_CHECKPOINT
 from pokedemo.hub import (
-    HubError, _api, _check_can_write, _context, _effective_token, _hub_errors, _no_token_message, _offline_message,
-    offline_mode, parse_repo_ref,
+    HubError,
+    _api,
+    _check_can_write,
+    _context,
+    _effective_token,
+    _hub_errors,
+    _no_token_message,
+    _offline_message,
+    offline_mode,
+    parse_repo_ref,
 )
 
 SPACE_FILES = ("app.py", "requirements.txt")

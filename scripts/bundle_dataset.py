@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pokedemo.images import IMAGE_EXTENSIONS, load_image  # noqa: E402 - after the path set-up above
+from pokedemo.images import IMAGE_EXTENSIONS, load_image
 
 MAX_SIDE = 256
 JPEG_QUALITY = 85

@@ -32,9 +32,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pokedemo import checkpoint as ckpt  # noqa: E402 - after the path set-up above
-from pokedemo.config import (  # noqa: E402
-    PROJECT_ROOT, STARTER_COMPARISON, TrainConfig, bundled_data_dir, project_relative, starter_checkpoint,
+from pokedemo import checkpoint as ckpt
+from pokedemo.config import (
+    PROJECT_ROOT,
+    STARTER_COMPARISON,
+    TrainConfig,
+    bundled_data_dir,
+    project_relative,
+    starter_checkpoint,
 )
 
 # The default recipe with the one backbone that fits the size budget and trains offline: efficientnet_lite0 has

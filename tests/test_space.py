@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, wait_for
+
 from pokedemo import space
 from pokedemo.hub import HubError
 
@@ -81,37 +81,39 @@ def test_space_readme_front_matter_builds_a_gradio_space(deployed):
 
 def test_space_snapshot_runs_the_demo_with_the_starter(deployed, tmp_path):
     """The downloaded Space's own app.py, in its own folder, answers /predict with the starter's top 5."""
-    from gradio_client import Client, handle_file
-
     _, _, folder = deployed
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POKEDEMO_", "HF_", "PYTHONPATH"))}
     env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
-    log = open(tmp_path / "app.log", "w+")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        def up() -> bool:
-            if process.poll() is not None:
-                return True
-            try:
-                return urllib.request.urlopen(url, timeout=5).status == 200
-            except OSError:
-                return False
+    with open(tmp_path / "app.log", "w+") as log:
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            answer_a_prediction(f"http://127.0.0.1:{port}/", process, folder, tmp_path / "app.log")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
-        assert wait_for(up, timeout=300, every=0.5) and process.poll() is None, (tmp_path / "app.log").read_text()
-        client = Client(url, verbose=False)
-        image = folder / "data" / "pokemon" / "squirtle" / sorted(os.listdir(folder / "data/pokemon/squirtle"))[0]
-        starter = folder / "checkpoints" / "pokemon-starter"
-        label, caption = client.predict(handle_file(str(image)), str(starter), api_name="/predict")
-        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
-        assert len(confidences) == 5 and sum(confidences.values()) == pytest.approx(1, abs=1e-4)  # the top 5
-        assert "pokemon-starter" in caption
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+
+def answer_a_prediction(url: str, process: subprocess.Popen, folder: Path, log: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    def up() -> bool:
+        if process.poll() is not None:
+            return True
+        try:
+            return urllib.request.urlopen(url, timeout=5).status == 200
+        except OSError:
+            return False
+
+    assert wait_for(up, timeout=300, every=0.5) and process.poll() is None, log.read_text()
+    client = Client(url, verbose=False)
+    image = folder / "data" / "pokemon" / "squirtle" / min(os.listdir(folder / "data/pokemon/squirtle"))
+    starter = folder / "checkpoints" / "pokemon-starter"
+    label, caption = client.predict(handle_file(str(image)), str(starter), api_name="/predict")
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert len(confidences) == 5 and sum(confidences.values()) == pytest.approx(1, abs=1e-4)  # the top 5
+    assert "pokemon-starter" in caption
 
 
 def test_deploy_needs_a_token_and_refuses_to_go_public_over_a_private_wish(hub_env):

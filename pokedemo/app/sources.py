@@ -136,8 +136,8 @@ def warm_up(model: str | os.PathLike | None = None) -> None:
     the server answers at once and neither the first prediction nor the first page load or training waits for
     these imports."""
     try:
-        import pokedemo.predict  # noqa: F401
-        import pokedemo.train  # noqa: F401
+        import pokedemo.predict
+        import pokedemo.train  # the engine, imported now rather than at the first training
 
         if model is not None:
             pokedemo.predict.get_predictor(model)  # cached: the first prediction reuses it
