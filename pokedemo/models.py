@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")  # cheap: no config is read
-STRATEGIES = ("finetune", "linear")
 OFFLINE_ENV_VARS = ("POKEDEMO_OFFLINE", "HF_HUB_OFFLINE")
 
 _EFFNET_TIMM_NAME = "tf_efficientnet_lite0"
@@ -565,26 +564,3 @@ def set_frozen_batchnorm_eval(model: nn.Module) -> nn.Module:
             if params and not any(p.requires_grad for p in params):
                 module.eval()
     return model
-
-
-def trainable_parameter_groups(model: Classifier, strategy: str, lr: float | None = None,
-                               backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Set requires_grad for a strategy and return optimizer parameter groups (each named by "name").
-
-    "linear": backbone frozen (and its BatchNorm kept in eval), one group: the head.
-    "finetune": everything trainable, two groups [features, head] so the backbone can get a smaller lr.
-    Each group has "lr_scale" (1 for the head, backbone_lr_scale for the backbone) for lr schedules;
-    with lr given, groups also carry "lr" = lr * lr_scale."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    model.features.requires_grad_(strategy == "finetune")
-    model.head.requires_grad_(True)
-    groups = [{"name": "head", "params": list(model.head.parameters()), "lr_scale": 1.0}]
-    if strategy == "finetune":
-        groups.insert(0, {"name": "features", "params": list(model.features.parameters()),
-                          "lr_scale": backbone_lr_scale})
-    model.train(model.training)  # re-apply modes: frozen BatchNorm to eval, unfrozen back to train
-    if lr is not None:
-        for group in groups:
-            group["lr"] = lr * group["lr_scale"]
-    return groups

@@ -40,6 +40,16 @@ from pokedemo.models import (
 PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most this often: each one costs a host sync on GPUs
 
 
+def before_batch(epoch: int, step: int) -> None:
+    """Test hook, called before every training batch (1-based epoch, 0-based step); does nothing here.
+
+    Tests replace it (monkeypatch, or tests/hold_at_batch.py for subprocesses) to hold a run at a chosen batch
+    until they release it, so "a training is in progress" is a state a test controls rather than a guess about
+    how slow the machine is. The stop flag is checked right after it, so a stop set while held takes effect
+    before that batch runs.
+    """
+
+
 class _Stop(Exception):
     """Raised inside the loop when the stop flag is seen; turned into a Cancelled event."""
 
@@ -214,6 +224,7 @@ class _Run:
         correct = torch.zeros((), device=device, dtype=torch.int64)
         epoch_start, last_emit, seen = time.perf_counter(), 0.0, 0
         for step, idx in enumerate(batches):
+            before_batch(self.epoch, step)
             self.check_stop()
             x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]

@@ -121,12 +121,14 @@ def tiny_checkpoint(tiny_data_dir: Path, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- helpers shared by the app's test modules
 
 
-def free_port() -> int:
-    import socket
+def launch_local(demo, **options) -> str:
+    """Launch ``demo`` in this process on a port Gradio picks; returns its URL.
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    No port is chosen here: Gradio tries its port range itself and keeps the first one its server actually
+    binds, so two test processes cannot race for one port (a bind-then-release "free port" could be taken by
+    another process in between)."""
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **options)
+    return demo.local_url
 
 
 def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
@@ -164,13 +166,75 @@ def served(tmp_path_factory):
     root = base / "checkpoints"
     first = tiny_run(data, root)
     demo = layout.build_demo(checkpoint_root=root, data_dir=str(data))
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **layout.launch_options())
+    url = launch_local(demo, **layout.launch_options())
     try:
-        yield f"http://127.0.0.1:{port}/", data, root, first, demo
+        yield url, data, root, first, demo
     finally:
         demo.close()
+
+
+# ---------------------------------------------------------------- holding a training run at a batch
+
+
+class BatchGate:
+    """Stands in for the engine's ``pokedemo.train.before_batch`` hook: training that reaches batch
+    (epoch, step) blocks there until ``release()``, so "a run is in progress" is a state the test controls on a
+    slow CPU and a fast GPU alike. Only the first arrival is held; later batches run freely."""
+
+    # Guards against a hang only (a run that never reaches the batch): not a speed requirement.
+    HANG_GUARD_S = 300
+
+    def __init__(self, epoch: int = 1, step: int = 0):
+        import threading
+
+        self.at = (epoch, step)
+        self.reached = threading.Event()
+        self._released = threading.Event()
+        self.arrivals = 0
+
+    def __call__(self, epoch: int, step: int) -> None:
+        if (epoch, step) != self.at:
+            return
+        self.arrivals += 1
+        self.reached.set()
+        self._released.wait()
+
+    def wait_reached(self) -> None:
+        assert self.reached.wait(self.HANG_GUARD_S), f"training never reached batch {self.at}"
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.fixture
+def batch_gate(monkeypatch):
+    """Factory: batch_gate(epoch=1, step=0) -> an installed BatchGate; every gate is released at teardown so a
+    failing test never leaves a training thread blocked."""
+    import pokedemo.train as engine
+
+    gates = []
+
+    def install(epoch: int = 1, step: int = 0) -> BatchGate:
+        gate = BatchGate(epoch, step)
+        gates.append(gate)
+        monkeypatch.setattr(engine, "before_batch", gate)
+        return gate
+
+    yield install
+    for gate in gates:
+        gate.release()
+
+
+def hold_at_batch_command(hold: Path, epoch: int, step: int, *script_and_args: str) -> list[str]:
+    """argv that runs ``python -m pokedemo ARGS`` ("pokedemo") or a script such as app.py in a subprocess held
+    at batch (epoch, step) while the file ``hold`` exists (see tests/hold_at_batch.py); creates ``hold``."""
+    hold.touch()
+    return [sys.executable, str(Path(__file__).with_name("hold_at_batch.py")), str(hold), str(epoch), str(step),
+            *script_and_args]
+
+
+def reached_file(hold: Path) -> Path:
+    return hold.with_name(hold.name + ".reached")
 
 
 # ---------------------------------------------------------------- the local stand-in of the Hub API

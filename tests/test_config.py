@@ -71,20 +71,6 @@ def test_device_is_only_chosen_in_the_device_helper():
     assert not offenders, offenders
 
 
-def test_training_batches_run_under_autocast_only_on_cuda(monkeypatch):
-    """Every autocast region follows the execution plan, which asks amp_dtype, so CPU runs stay in float32."""
-    import pokedemo.device_plan as plans
-    import pokedemo.inference as inference
-
-    seen = []
-    real = plans.amp_dtype
-    monkeypatch.setattr(plans, "amp_dtype", lambda device: seen.append(device.type) or real(device))
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    model.head = torch.nn.Linear(4, 2)
-    logits = inference.infer_logits(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.device("cpu"))
-    assert seen == ["cpu"] and logits.dtype == torch.float32
-
-
 def test_augmentation_stays_on_the_batch_device():
     """A CUDA tensor cache is augmented on the GPU: every tensor the augmentation makes follows the batch's
     device. The meta device stands in for CUDA here (a CPU tensor mixed in raises, as it would on a GPU)."""
