@@ -82,30 +82,6 @@ def make_checkpoint(root: Path, backbone: str = "efficientnet_lite0", seed: int 
     return run
 
 
-_trained: dict[str, Path] = {}
-
-
-@pytest.fixture
-def trained_run(request, tmp_path_factory) -> Path:
-    """A real training run: the shared tiny_checkpoint when conftest has it, else one trained here once."""
-    try:
-        return Path(request.getfixturevalue("tiny_checkpoint"))
-    except pytest.FixtureLookupError:
-        pass
-    if "run" not in _trained:
-        from pokedemo.config import TrainConfig
-        from pokedemo.events import Finished
-        from pokedemo.train import train
-
-        root = tmp_path_factory.mktemp("hub-trained")
-        data = write_images(root / "data", per_class=8)
-        config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, img_size=32, batch_size=8)
-        final = list(train(config, data, root / "runs"))[-1]
-        assert isinstance(final, Finished), final
-        _trained["run"] = Path(final.run_dir)
-    return _trained["run"]
-
-
 def write_images(root: Path, per_class: int = 2, seed: int = 0) -> Path:
     """ROOT/<class>/<n>.png: random colour-block images, no two alike."""
     rng = np.random.default_rng(seed)
@@ -138,20 +114,20 @@ def hub_error(action, match: str) -> str:
 # --------------------------------------------------------------------------------------------- push → pull
 
 
-def test_push_pull_predict_gives_the_same_probabilities(hub_env, tokens, trained_run, tmp_path):
+def test_push_pull_predict_gives_the_same_probabilities(hub_env, tokens, tiny_checkpoint, tmp_path):
     repo = new_repo()
-    url = hub.push_checkpoint(trained_run, repo, token=tokens.alice)
+    url = hub.push_checkpoint(tiny_checkpoint, repo, token=tokens.alice)
     assert url == f"{hub_env.url}/{repo}"
     files = uploaded(hub_env, repo)
     assert set(files) == HUB_FILES
-    assert files["model.safetensors"] == (trained_run / "model.safetensors").read_bytes()
+    assert files["model.safetensors"] == (tiny_checkpoint / "model.safetensors").read_bytes()
 
     pulled = hub.download_checkpoint(repo)
     cache = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}"
     assert pulled == cache / "snapshots" / hub_env.head(repo)
     assert {p.name for p in pulled.iterdir()} == {"model.safetensors", "config.json", "history.json", "README.md"}
 
-    local, remote = Predictor.load(trained_run), Predictor.load(repo)  # the repo id goes through resolve_checkpoint
+    local, remote = Predictor.load(tiny_checkpoint), Predictor.load(repo)  # the repo id goes through resolve_checkpoint
     assert remote.checkpoint.path == pulled and remote.classes == local.classes
     for image in image_files(write_images(tmp_path / "images")):
         assert remote.predict_dict(image) == local.predict_dict(image)
@@ -161,13 +137,13 @@ def test_push_pull_predict_gives_the_same_probabilities(hub_env, tokens, trained
     assert sum(r.method == "GET" and "/resolve/" in r.path for r in hub_env.requests) == downloads
 
 
-def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, trained_run):
+def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny_checkpoint):
     from huggingface_hub import ModelCard
 
     repo = new_repo("pokelab")  # an organisation alice belongs to
-    hub.push_checkpoint(trained_run, repo, token=tokens.alice)
+    hub.push_checkpoint(tiny_checkpoint, repo, token=tokens.alice)
     text = uploaded(hub_env, repo)["README.md"].decode()
-    config = json.loads((trained_run / "config.json").read_text())
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
     test = config["metrics"]["test"]
 
     meta = yaml.safe_load(text.split("---")[1])
@@ -199,6 +175,20 @@ def test_published_config_serves_pokedemo_and_timm_without_local_paths(hub_env, 
     assert config["pretrained_cfg"]["input_size"] == [3, 32, 32] and config["pretrained_cfg"]["mean"] == local["mean"]
     assert config["dataset"]["root"] == "pokemon"  # the folder name, not the uploader's absolute path
     assert not any(str(tmp_path).encode() in data for data in files.values())
+
+
+def test_published_config_keeps_only_the_name_of_a_local_weights_file(hub_env, tokens, tmp_path):
+    run = make_checkpoint(tmp_path)
+    local = json.loads((run / "config.json").read_text())
+    weights_file = tmp_path / "home" / "secret-user" / "weights" / "lite0.safetensors"
+    local["train_config"]["weights_file"] = str(weights_file)
+    ckpt.write_config(run, local)
+    repo = new_repo()
+    hub.push_checkpoint(run, repo, token=tokens.alice)
+    files = uploaded(hub_env, repo)
+    assert json.loads(files["config.json"])["train_config"]["weights_file"] == "lite0.safetensors"
+    assert not any(b"secret-user" in data for data in files.values())
+    assert json.loads((run / "config.json").read_text())["train_config"]["weights_file"] == str(weights_file)
 
 
 def test_unfinished_run_is_refused_before_anything_is_created(hub_env, tokens, tmp_path):
