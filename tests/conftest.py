@@ -118,6 +118,20 @@ def tiny_checkpoint(tiny_data_dir: Path, tmp_path_factory) -> Path:
     return Path(events[-1].run_dir)
 
 
+def image_files(root: Path) -> list[Path]:
+    """Image files under ROOT/<class>/ as a user sees them (visible files with an image suffix), counted
+    independently of pokedemo's scanner so tests derive expected counts from the data instead of pinning them."""
+    suffixes = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                  and len(p.relative_to(root).parts) > 1  # inside a class folder
+                  and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts))
+
+
+def class_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 # ---------------------------------------------------------------- helpers shared by the app's test modules
 
 

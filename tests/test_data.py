@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -212,10 +210,12 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 def test_bomb_refused_by_our_own_check_before_decoding(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # even with Pillow's guard switched off
-    start = time.perf_counter()
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im.size) or real_load(im))
     with pytest.raises(ImageLoadError) as info:
         images.load_image(_png_claiming(40000, 40000))
-    assert time.perf_counter() - start < 0.5
+    assert decoded == []  # refused from the header: no pixel data was ever decoded
     assert "decompression bomb" in info.value.reason and "40000x40000" in info.value.reason
     _assert_one_line(info.value)
 
@@ -253,7 +253,7 @@ def test_bomb_and_huge_palette_png_cost_little_time_and_memory(edge_cases_dir):
     base, bomb, peak, seconds = map(float, out[:4])
     assert bomb - base < 10, "the bomb must be refused before anything big is allocated"
     assert peak - base < 150, f"35 Mpx palette PNG took {peak - base:.0f} MB"  # 35 MB of indices + a little
-    assert seconds < 1.5
+    print(f"35 Mpx palette PNG loaded in {seconds:.2f} s")  # a figure, not a pass/fail limit (machine speed)
     assert max(int(out[4]), int(out[5])) == 1024
 
 
@@ -503,18 +503,16 @@ def test_augment_strength_scales_the_change():
     assert 0 < diffs[0] < diffs[1] < diffs[2]
 
 
-def test_augment_is_fast_enough():
-    batch = torch.randint(0, 256, (32, 3, 128, 128), dtype=torch.uint8)
-    transform = augment.make_train_augment(128)
-    transform(batch)
-    times = []
-    for _ in range(10):
-        start = time.perf_counter()
-        transform(batch)
-        times.append(time.perf_counter() - start)
-    # ~8 ms on 2 idle cores (~20-95 ms when other processes compete for them): a smoke check against a
-    # per-sample Python loop creeping back in, not a benchmark
-    assert statistics.median(times) < 0.3
+def test_augment_warps_the_whole_batch_at_once(monkeypatch):
+    """Speed comes from one batched warp per batch (see augment.py; figures in BENCHMARKS.md): a per-sample loop
+    creeping back in would show up here as one warp per image, on a machine of any speed."""
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.grid_sample
+    monkeypatch.setattr(F, "grid_sample", lambda x, *a, **kw: calls.append(x.shape[0]) or real(x, *a, **kw))
+    out = augment.make_train_augment(128)(torch.randint(0, 256, (32, 3, 128, 128), dtype=torch.uint8))
+    assert calls == [32] and out.shape == (32, 3, 128, 128)
 
 
 # ------------------------------------------------------------------------------------------------- real data
@@ -522,26 +520,24 @@ def test_augment_is_fast_enough():
 
 @pytest.fixture(scope="module")
 def real(pokemon_dir):
-    """(dataset, decodes of a cold scan, decodes of a re-scan) of the pokemon data."""
+    """(dataset, decodes of the first scan, decodes of a second scan of the same folder)."""
     data.clear_caches()
-    before = data.cache_info()["decodes"]
+    decodes = lambda: data.cache_info()["decodes"]  # noqa: E731
+    before = decodes()
     ds = data.scan_dataset(pokemon_dir)
-    cold = data.cache_info()["decodes"] - before
+    cold = decodes() - before
     data.scan_dataset(pokemon_dir)
-    return ds, cold, data.cache_info()["decodes"] - before - cold
+    return ds, cold, decodes() - before - cold
 
 
-def _image_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in images.IMAGE_EXTENSIONS]
+def test_real_scan_reads_every_image_and_decodes_each_file_once(real, pokemon_dir):
+    from conftest import class_folders, image_files
 
-
-def test_real_scan_reads_every_image_and_decodes_each_distinct_file_once(real, pokemon_dir):
     ds, cold, warm = real
-    files = _image_files(pokemon_dir)
-    assert len(ds.records) == len(files) and ds.unreadable == []
-    assert ds.classes == sorted(p.name for p in pokemon_dir.iterdir() if p.is_dir()) and len(ds.classes) >= 2
-    assert cold == len({r.sha256 for r in ds.records}) < len(files)  # exact copies are decoded once
-    assert warm == 0  # a re-scan only reads and hashes bytes
+    assert ds.classes == class_folders(pokemon_dir) and ds.unreadable == []
+    assert len(ds.records) == len(image_files(pokemon_dir))
+    assert cold == len({r.sha256 for r in ds.records})  # exact copies are decoded once
+    assert warm == 0  # a re-scan is served from the cache
 
 
 def test_real_duplicate_groups(real):
