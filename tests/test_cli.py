@@ -97,34 +97,39 @@ def test_compare_prints_table_and_both_runs(tiny_data_dir, tmp_path, capsys):
 
 
 def test_ctrl_c_stops_after_the_batch_and_keeps_the_best_checkpoint(tmp_path):
-    """SIGINT during epoch 2 → the engine's Cancelled event: exit 130, the epoch-1 checkpoint saved and loadable."""
-    import signal
-    import time
+    """SIGINT during epoch 2 → the engine's Cancelled event: exit 130, the epoch-1 checkpoint saved and loadable.
 
-    from conftest import make_tiny_dataset
+    The process is held before epoch 2's first batch (tests/hold_at_batch.py) until SIGINT has been handled, so
+    the run is certainly mid-training when interrupted, however fast the machine."""
+    import signal
+
+    from conftest import hold_at_batch_command, make_tiny_dataset, reached_file, wait_for
 
     from pokedemo.checkpoint import load_checkpoint, read_config
 
-    data = make_tiny_dataset(tmp_path / "data", per_class=20)
-    out = tmp_path / "runs"
+    data = make_tiny_dataset(tmp_path / "data")
+    out, hold = tmp_path / "runs", tmp_path / "hold"
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pokedemo", "train", "--data", str(data), "--scratch", "--epochs", "30",
-         "--img-size", "32", "--batch-size", "2", "--out", str(out)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    command = hold_at_batch_command(hold, 2, 0, "pokedemo", "train", "--data", str(data), "--scratch",
+                                    "--epochs", "3", "--img-size", "32", "--batch-size", "8", "--out", str(out))
+    with open(stdout, "w") as out_file, open(stderr, "w") as err_file:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out_file, stderr=err_file, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list(out.glob("*/config.json")):
-            time.sleep(0.1)
-        assert list(out.glob("*/config.json")), "no checkpoint was written"
+        # Timeouts below only guard against a hang; the test waits on the run's own signals.
+        assert wait_for(lambda: reached_file(hold).exists() or proc.poll() is not None, timeout=600)
+        assert proc.poll() is None, stderr.read_text()
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        assert wait_for(lambda: "stopping after this batch" in stderr.read_text() or proc.poll() is not None,
+                        timeout=600), stderr.read_text()
+        hold.unlink()
+        proc.wait(timeout=600)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "stopping after this batch" in stderr
-    assert "Training stopped in epoch" in stdout
+    err = stderr.read_text()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopping after this batch" in err
+    assert "Training stopped in epoch 2" in stdout.read_text()
     run_dir = next(out.glob("*/config.json")).parent
-    assert read_config(run_dir)["status"] == "cancelled"
+    assert read_config(run_dir)["status"] == "cancelled" and read_config(run_dir)["metrics"]["best_epoch"] == 1
     assert load_checkpoint(run_dir).classes == ["a", "b", "c"]
