@@ -26,7 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import free_port, make_tiny_dataset, tiny_run, wait_for
+from conftest import hold_at_batch_command, make_tiny_dataset, reached_file, tiny_run, wait_for
 from gradio_client import Client, handle_file
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
@@ -43,6 +43,7 @@ TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8
 # backbone, pretrained, strategy, epochs, lr, batch size, image size, seed (the app's /train inputs after data)
 TINY_OPTIONS = ["resnet18", False, "finetune", 1, 0.002, 8, 32, 0]
 LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 128, 0]   # runs long enough to be interrupted
+HELD_OPTIONS = ["resnet18", False, "finetune", 3, 0.002, 8, 32, 0]     # held at a batch by the test, any speed
 
 
 def edge_files(edge_cases_dir: Path) -> list[Path]:
@@ -249,61 +250,114 @@ def test_broken_checkpoints_are_one_line_in_cli_and_a_message_in_the_app(tiny_ch
 
 
 def test_kill_9_during_cli_training_loses_nothing(tmp_path):
+    """SIGKILL while the CLI is held before epoch 2's first batch (tests/hold_at_batch.py): the run is certainly
+    mid-training on any machine, with epoch 1's checkpoint complete on disk."""
     data = make_tiny_dataset(tmp_path / "data")
     out = tmp_path / "runs"
     earlier = tiny_run(data, out)
-    command = [sys.executable, "-m", "pokedemo", "train", "--data", str(data), "--backbone", "resnet18", "--scratch",
-               "--epochs", "200", "--img-size", "64", "--batch-size", "4", "--out", str(out)]
-    with open(tmp_path / "train.log", "wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=log, stderr=log)
-    try:
-        def interrupted_run() -> Path | None:
-            assert proc.poll() is None, (tmp_path / "train.log").read_text()[-2000:]
-            return next((p for p in out.iterdir() if p != earlier and run_status(p) == "training"), None)
-
-        assert wait_for(lambda: interrupted_run() is not None, timeout=90), "no checkpoint was ever written"
-        run = interrupted_run()
-        time.sleep(1.0)  # into a later epoch
-        assert proc.poll() is None
+    hold, log = tmp_path / "hold", tmp_path / "train.log"
+    command = hold_at_batch_command(hold, 2, 0, "pokedemo", "train", "--data", str(data), "--backbone", "resnet18",
+                                    "--scratch", "--epochs", "3", "--img-size", "32", "--batch-size", "8",
+                                    "--out", str(out))
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=handle, stderr=handle)
+    try:  # the timeout only guards against a hang
+        assert wait_for(lambda: reached_file(hold).exists() or proc.poll() is not None, timeout=600)
+        assert proc.poll() is None, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    run = next(p for p in out.iterdir() if p != earlier)
+    assert run_status(run) == "training"
     assert [info.path for info in ckpt.list_checkpoints(out)] == [earlier]
     assert ckpt.load_checkpoint(earlier).config["status"] == "complete"
     with pytest.raises(ckpt.CheckpointError, match="unfinished run"):
         ckpt.load_checkpoint(run)
-    # Weights and config are two atomic renames: a kill between them leaves a pair whose hash check fails
-    # (refused, never loaded wrongly); otherwise the interrupted pair is consistent and loads when asked to.
-    try:
-        assert ckpt.load_checkpoint(run, allow_incomplete=True).classes == ["a", "b", "c"]
-    except ckpt.CheckpointError as exc:
-        assert "does not match its config.json" in str(exc)
+    # Killed between batches: epoch 1's weights and config are a consistent pair, loadable when asked for.
+    assert ckpt.load_checkpoint(run, allow_incomplete=True).classes == ["a", "b", "c"]
     (out / ".model.safetensors.stray.tmp").write_bytes(b"half")  # debris such as an interrupted write leaves
     (out / "junk-folder").mkdir()
     later = tiny_run(data, out)
     assert [info.path for info in ckpt.list_checkpoints(out)] == [later, earlier]
 
 
-def start_app(port: int, data: Path, checkpoints: Path, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
-             "--checkpoints", str(checkpoints)],
-            cwd=ROOT, env=subprocess_env(POKEDEMO_CHECKPOINTS=str(checkpoints)), stdout=handle, stderr=handle,
-            start_new_session=True)
+class _Killed(BaseException):
+    """Stands in for SIGKILL inside the process: no except clause catches it and no clean-up runs after it."""
 
 
-def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()[-3000:]
+def test_a_kill_between_the_weights_and_config_renames_is_refused_not_loaded_wrongly(tmp_path, monkeypatch):
+    """Weights and config are two atomic renames; dying between them leaves new weights beside the previous
+    config. That pair must fail its hash check (refused), never load as the wrong model."""
+    from test_train import scripted_validation
+
+    data = make_tiny_dataset(tmp_path / "data")
+    out = tmp_path / "runs"
+    scripted_validation(monkeypatch, [(0.5, 1.0), (0.8, 0.9)])  # epoch 2 is certainly a new best: saved again
+    real_write_config = ckpt.write_config
+    statuses = []
+
+    def write_config(run_dir, config):
+        statuses.append(config["status"])
+        if len(statuses) == 2:  # epoch 2's weights are already renamed into place
+            raise _Killed
+        real_write_config(run_dir, config)
+
+    monkeypatch.setattr(ckpt, "write_config", write_config)
+    with pytest.raises(_Killed):
+        list(train(TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32),
+                   data, out))
+    assert statuses == ["training", "training"]
+    run = next(out.iterdir())
+    assert run_status(run) == "training"
+    with pytest.raises(ckpt.CheckpointError, match="does not match its config.json"):
+        ckpt.load_checkpoint(run, allow_incomplete=True)
+    assert ckpt.list_checkpoints(out) == []
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(data: Path, checkpoints: Path, log: Path, hold: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """app.py in its own process group, serving; returns (process, url). With ``hold``, training is held before
+    epoch 2's first batch while that file exists (tests/hold_at_batch.py). The port is picked here and another
+    process may take it before the app binds it: the app then exits ("Cannot find empty port") and is started
+    again on another port, so the race costs a retry, never a failure."""
+    for _ in range(5):
+        port = _unused_port()
+        args = ["app.py", "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
+                "--checkpoints", str(checkpoints)]
+        command = hold_at_batch_command(hold, 2, 0, *args) if hold else [sys.executable, *args]
+        start = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(POKEDEMO_CHECKPOINTS=str(checkpoints)),
+                                    stdout=handle, stderr=handle, start_new_session=True)
+        url = f"http://127.0.0.1:{port}/"
+        if wait_until_serving(url, proc, log):
+            return proc, url
+        if "empty port" not in log.read_text()[start:]:
+            break
+    pytest.fail(f"the app did not start: {log.read_text()[-3000:]}")
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> bool:
+    """True once the app answers; False when its process ended first. The timeout only guards a hang."""
+    def up_or_gone() -> bool:
+        if proc.poll() is not None:
+            return True
         try:
             with urllib.request.urlopen(url + "config", timeout=2) as response:
                 return response.status == 200
         except OSError:
             return False
 
-    assert wait_for(up, timeout=timeout, every=0.5), log.read_text()[-3000:]
+    assert wait_for(up_or_gone, timeout=timeout, every=0.5), log.read_text()[-3000:]
+    return proc.poll() is None
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -321,25 +375,22 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     data = make_tiny_dataset(tmp_path / "data")
     root = tmp_path / "checkpoints"
     earlier = tiny_run(data, root)
-    log = tmp_path / "app.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    proc = start_app(port, data, root, log)
+    log, hold = tmp_path / "app.log", tmp_path / "hold"
+    proc, url = start_app(data, root, log, hold=hold)
     try:
-        wait_until_serving(url, proc, log)
         client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         assert listed(client) == [str(earlier)]
-        job = client.submit(str(data), *LONG_OPTIONS, api_name="/train")
-        assert wait_for(lambda: any(run_status(p) == "training" for p in root.iterdir()), timeout=90), \
-            log.read_text()[-3000:]
-        assert not job.done()
+        job = client.submit(str(data), *HELD_OPTIONS, api_name="/train")
+        # held before epoch 2: epoch 1's checkpoint is on disk with status "training"; the timeout guards a hang
+        assert wait_for(lambda: reached_file(hold).exists() or proc.poll() is not None, timeout=600)
+        assert proc.poll() is None and not job.done(), log.read_text()[-3000:]
     finally:
         kill_group(proc)
-    interrupted = next(p for p in root.iterdir() if run_status(p) == "training")
+    interrupted = next(p for p in root.iterdir() if p != earlier)
+    assert run_status(interrupted) == "training"
 
-    proc = start_app(port, data, root, log)
+    proc, url = start_app(data, root, log)
     try:
-        wait_until_serving(url, proc, log)
         client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl2"))
         assert listed(client) == [str(earlier)]  # the interrupted run is hidden
         label, caption = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
