@@ -27,7 +27,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 from conftest import hold_at_batch_command, make_tiny_dataset, reached_file, tiny_run, wait_for
-from gradio_client import Client, handle_file
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
@@ -42,7 +41,6 @@ REFUSED = {"bomb-40000x40000.png", "empty.jpg", "not-an-image.jpg"}   # the READ
 TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32, seed=0)
 # backbone, pretrained, strategy, epochs, lr, batch size, image size, seed (the app's /train inputs after data)
 TINY_OPTIONS = ["resnet18", False, "finetune", 1, 0.002, 8, 32, 0]
-LONG_OPTIONS = ["resnet18", False, "finetune", 30, 0.002, 4, 128, 0]   # runs long enough to be interrupted
 HELD_OPTIONS = ["resnet18", False, "finetune", 3, 0.002, 8, 32, 0]     # held at a batch by the test, any speed
 
 
@@ -178,6 +176,7 @@ def test_zip_bomb_is_refused_before_writing_much(tmp_path):
     assert sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file()) == 0
 
 
+@pytest.mark.app
 def test_app_limits_upload_size():
     from pokedemo.app import layout
 
@@ -222,6 +221,7 @@ def _rehash(run: Path) -> None:
     (run / "config.json").write_text(json.dumps(config))
 
 
+@pytest.mark.app
 @pytest.mark.filterwarnings("ignore:.*:UserWarning")  # gr.Warning outside a request is a UserWarning
 def test_broken_checkpoints_are_one_line_in_cli_and_a_message_in_the_app(tiny_checkpoint, tiny_data_dir,
                                                                          tmp_path, capsys):
@@ -366,19 +366,28 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def listed(client: Client) -> list[str]:
+def client_for(url: str, downloads: Path):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+
+
+def listed(client) -> list[str]:
     picks = client.predict(None, None, None, api_name="/refresh_checkpoints")
     return [value for _, value in picks[0]["choices"]]
 
 
+@pytest.mark.app
 def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
+    from gradio_client import handle_file
+
     data = make_tiny_dataset(tmp_path / "data")
     root = tmp_path / "checkpoints"
     earlier = tiny_run(data, root)
     log, hold = tmp_path / "app.log", tmp_path / "hold"
     proc, url = start_app(data, root, log, hold=hold)
     try:
-        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
+        client = client_for(url, tmp_path / "dl")
         assert listed(client) == [str(earlier)]
         job = client.submit(str(data), *HELD_OPTIONS, api_name="/train")
         # held before epoch 2: epoch 1's checkpoint is on disk with status "training"; the timeout guards a hang
@@ -391,7 +400,7 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
 
     proc, url = start_app(data, root, log)
     try:
-        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl2"))
+        client = client_for(url, tmp_path / "dl2")
         assert listed(client) == [str(earlier)]  # the interrupted run is hidden
         label, caption = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
                                         api_name="/predict")
@@ -404,11 +413,12 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     assert "Traceback" not in log.read_text()
 
 
+@pytest.mark.app
 def test_out_of_memory_ends_the_run_with_a_message_and_frees_the_slot(served, tmp_path, monkeypatch):
     from pokedemo import train as engine
 
     url, data, *_, demo = served
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    client = client_for(url, tmp_path)
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -423,45 +433,46 @@ def test_out_of_memory_ends_the_run_with_a_message_and_frees_the_slot(served, tm
     assert "Test accuracy" in outputs[4], outputs[4]
 
 
-def test_concurrent_predictions_are_all_answered_during_a_training(served, tmp_path):
+@pytest.mark.app
+def test_concurrent_predictions_are_all_answered_during_a_training(served, tmp_path, batch_gate):
+    from gradio_client import handle_file
+
     url, data, root, first, _ = served
-    trainer = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "t"))
-    before = {p.name for p in root.iterdir()}
-    job = trainer.submit(str(data), *LONG_OPTIONS, api_name="/train")
+    gate = batch_gate(1, 0)  # the training stays in progress until the predictions are in
+    trainer = client_for(url, tmp_path / "t")
+    job = trainer.submit(str(data), *HELD_OPTIONS, api_name="/train")
+    try:
+        gate.wait_reached()
+        answers: list[tuple] = []
+        failures: list[BaseException] = []
 
-    def started() -> bool:
-        assert not job.done(), job.outputs()[-1:]
-        return any(p.name not in before for p in root.iterdir())
+        def user(k: int) -> None:
+            try:
+                client = client_for(url, tmp_path / f"u{k}")
+                for i in range(3):
+                    image = data / "abc"[(k + i) % 3] / f"00{i}.png"
+                    answers.append(client.predict(handle_file(str(image)), str(first), api_name="/predict"))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                failures.append(exc)
 
-    assert wait_for(started, timeout=60)
-    answers: list[tuple] = []
-    failures: list[BaseException] = []
-
-    def user(k: int) -> None:
-        try:
-            client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / f"u{k}"))
-            for i in range(3):
-                image = data / "abc"[(k + i) % 3] / f"00{i}.png"
-                answers.append(client.predict(handle_file(str(image)), str(first), api_name="/predict"))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=user, args=(k,)) for k in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=90)
-    still_training = not job.done()
-    trainer.predict(api_name="/stop")
-    assert wait_for(job.done, timeout=60), "stop did not end the run"
-    assert failures == [] and len(answers) == 9
-    assert all(label and len(label["confidences"]) == 3 for label, _ in answers), answers
-    assert still_training, "the predictions waited for the training to end"
+        threads = [threading.Thread(target=user, args=(k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)  # guards a hang only: a prediction queued behind the training never ends
+        assert failures == [] and len(answers) == 9
+        assert all(label and len(label["confidences"]) == 3 for label, _ in answers), answers
+        assert not job.done() and gate.arrivals == 1, "the training ended before the predictions were answered"
+    finally:
+        trainer.predict(api_name="/stop")
+        gate.release()
+        assert wait_for(job.done, timeout=600), "stop did not end the run"
 
 
 # ----------------------------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.app
 @pytest.mark.filterwarnings("ignore:.*:UserWarning")
 def test_hub_token_never_reaches_logs_messages_or_files_via_the_app_path(hub_env, tokens, tmp_path,  # noqa: F811
                                                                         caplog, capfd):
