@@ -1,4 +1,5 @@
-"""One real-browser check: Debian's Chromium, driven by Playwright, against the app launched in-process."""
+"""One real-browser check: Chromium (from PATH or Playwright's own), driven by Playwright, against the app
+launched in-process."""
 
 from __future__ import annotations
 
@@ -8,18 +9,44 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import re  # noqa: E402
-import socket  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from conftest import make_tiny_dataset  # noqa: E402
+from conftest import launch_local, make_tiny_dataset  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.app
+
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 CLASSES = ("bulbasaur", "pikachu", "squirtle")
+BROWSER_NAMES = ("chromium", "chromium-browser")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+
+def missing_browser(reason: str):
+    """In CI (CI=true) a missing browser fails the run, so the check cannot silently stop running there;
+    elsewhere the test is skipped with the way to install one."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI must run the browser test", pytrace=False)
+    pytest.skip(f"{reason} (apt-get install chromium, or python -m playwright install chromium)")
+
+
+@pytest.fixture(scope="module")
+def chromium_launch() -> dict:
+    """Keyword arguments for playwright's chromium.launch: a Chromium on PATH, else Playwright's own."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_browser("playwright is not installed")
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return {"executable_path": found, "args": CHROMIUM_ARGS}
+    with sync_playwright() as p:
+        bundled = p.chromium.executable_path  # where `python -m playwright install chromium` puts it
+    if bundled and Path(bundled).is_file():
+        return {"args": CHROMIUM_ARGS}
+    missing_browser(f"no Chromium found: none of {', '.join(BROWSER_NAMES)} on PATH and no Playwright browser")
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +60,9 @@ def app_url(tmp_path_factory):
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
     assert type(list(train(config, data, base / "runs"))[-1]).__name__ == "Finished"
     demo = layout.build_demo(checkpoint_root=base / "runs", data_dir=str(data))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **layout.launch_options())
+    url = launch_local(demo, **layout.launch_options())
     try:
-        yield f"http://127.0.0.1:{port}/", data, base / "runs"
+        yield url, data, base / "runs"
     finally:
         demo.close()
 
@@ -55,12 +78,12 @@ def expected_top(runs: Path, image: Path) -> tuple[str, str]:
     return name, f"{math.floor(prob * 100 + 0.5)}%"  # as the browser's Math.round shows it
 
 
-def test_switch_tabs_upload_an_image_and_see_the_prediction(app_url, tmp_path):
+def test_switch_tabs_upload_an_image_and_see_the_prediction(chromium_launch, app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, data, runs = app_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(**chromium_launch)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
