@@ -38,7 +38,10 @@ def pytest_configure(config):
 def gradio_installed() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("gradio") is not None and importlib.util.find_spec("gradio_client") is not None
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("gradio", "gradio_client"))
+    except (ImportError, ValueError):
+        return False
 
 
 def pytest_collection_modifyitems(config, items):
