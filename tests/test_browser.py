@@ -4,16 +4,12 @@ launched in-process."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-import re  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from conftest import launch_local, make_tiny_dataset  # noqa: E402
+import pytest
+from conftest import launch_local, make_tiny_dataset
 
 pytestmark = pytest.mark.app
 
