@@ -26,7 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import hold_at_batch_command, make_tiny_dataset, reached_file, tiny_run, wait_for
+from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, wait_for
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
@@ -177,17 +177,38 @@ def test_zip_bomb_is_refused_before_writing_much(tmp_path):
 
 
 @pytest.mark.app
-def test_app_limits_upload_size():
+def test_the_server_refuses_an_upload_over_its_size_limit(tmp_path, monkeypatch):
+    """The limit is Gradio's max_file_size, set by launch_options; it is proven on a real upload with a 1 KB limit
+    (sending 300 MB is no test for a 2-core CI machine). The raw upload route is used, as a hostile client would:
+    gradio_client also checks sizes, but on the sender's side."""
+    import httpx
+
     from pokedemo.app import layout
 
-    options = layout.launch_options()
-    assert options["max_file_size"] == layout.MAX_UPLOAD and layout.MAX_UPLOAD.endswith("mb")
-    import inspect
+    monkeypatch.setattr(layout, "MAX_UPLOAD", "1kb")
+    demo = layout.build_demo(checkpoint_root=tmp_path / "runs", data_dir="")
+    url = launch_local(demo, **layout.launch_options())
+    try:
+        over = httpx.post(url + "gradio_api/upload", files={"files": ("big.zip", b"\0" * 1025)}, timeout=600)
+        under = httpx.post(url + "gradio_api/upload", files={"files": ("small.zip", b"\0" * 1000)}, timeout=600)
+    finally:
+        demo.close()
+    assert over.status_code == 413 and "maximum allowed size of 1024 bytes" in over.text
+    assert under.status_code == 200 and under.json()[0].endswith("small.zip")
 
+
+@pytest.mark.app
+def test_app_py_launches_with_the_upload_limit(monkeypatch, tmp_path):
     import gradio as gr
 
-    assert "max_file_size" in inspect.signature(gr.Blocks.launch).parameters
-    assert "**launch_options()" in (ROOT / "app.py").read_text()  # app.py launches with these options
+    import app
+    from pokedemo.app import layout
+
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
+    app.main(["--checkpoints", str(tmp_path / "runs"), "--data", str(tmp_path)])
+    assert len(launched) == 1 and launched[0]["max_file_size"] == layout.MAX_UPLOAD
+    assert layout.MAX_UPLOAD.endswith("mb")
 
 
 # ------------------------------------------------------------------------------------------ bad checkpoints
