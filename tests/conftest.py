@@ -217,7 +217,7 @@ def served(tmp_path_factory):
 class BatchGate:
     """Stands in for the engine's ``pokedemo.train.before_batch`` hook: training that reaches batch
     (epoch, step) blocks there until ``release()``, so "a run is in progress" is a state the test controls on a
-    slow CPU and a fast GPU alike. Only the first arrival is held; later batches run freely."""
+    slow CPU and a fast GPU alike. Once released, every batch runs freely (later runs included)."""
 
     # Guards against a hang only (a run that never reaches the batch): not a speed requirement.
     HANG_GUARD_S = 300
