@@ -371,6 +371,7 @@ def test_unreachable_hub(hub_env, tokens, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------- app helpers
 
 
+@pytest.mark.app  # DemoApp imports gradio
 def test_push_and_load_for_the_app(hub_env, tokens, tmp_path, monkeypatch):
     """The app's wording of hub.py's results and HubErrors (pokedemo.app.sources / text)."""
     from pokedemo.app import sources, text
