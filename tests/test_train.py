@@ -270,20 +270,21 @@ def test_head_is_fitted_first_only_for_pretrained_warmup_or_linear(tiny_dataset,
 def test_head_fit_on_frozen_features_learns_the_classes(tiny_data_dir):
     """The warm-up's point: the new head already separates the classes before any fine-tuning step."""
     from pokedemo.data import scan_dataset, split_dataset
-    from pokedemo.train import SplitTensors, fit_head_on_features
+    from pokedemo.device_plan import execution_plan
+    from pokedemo.train import SplitTensors, evaluate_tensors, fit_head_on_features
 
     device = resolve_device("auto")
     dataset = scan_dataset(tiny_data_dir, image_size=32)
     data = SplitTensors.build(dataset, split_dataset(dataset, PRETRAINED_TINY.ratios, 0), 32, device)
-    model = build_classifier("efficientnet_lite0", 3, pretrained=True).to(device)
+    model = build_classifier("efficientnet_lite0", 3, pretrained=True)
+    plan = execution_plan(device, model, PRETRAINED_TINY.batch_size, len(data.train_y))
+    plan.place_model(model)
     features_before = {k: v.clone() for k, v in model.features.state_dict().items()}
     head_before = model.head.weight.detach().clone()
-    fit_head_on_features(model, data, PRETRAINED_TINY, device, check_stop=lambda: None)
+    fit_head_on_features(model, data, PRETRAINED_TINY, plan, check_stop=lambda: None)
     assert not torch.equal(model.head.weight.detach(), head_before)
     assert all(torch.equal(v, features_before[k]) for k, v in model.features.state_dict().items())
-    from pokedemo.train import evaluate_tensors
-
-    _, train_acc, _ = evaluate_tensors(model, data.train_x, data.train_y, device)
+    _, train_acc, _ = evaluate_tensors(model, data.train_x, data.train_y, device, plan=plan)
     assert train_acc == 1.0  # colour classes are linearly separable in ImageNet features
 
 
@@ -321,7 +322,7 @@ def scripted_validation(monkeypatch, script):
 
     snapshots = []
 
-    def evaluate(model, images, labels, device, label_smoothing=0.0):
+    def evaluate(model, images, labels, device, label_smoothing=0.0, **kwargs):
         snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         accuracy, loss = script[len(snapshots) - 1]
         return loss, accuracy, torch.zeros(len(labels), dtype=torch.int64)
@@ -414,17 +415,19 @@ def test_compare_stopped_during_the_pretrained_run_never_starts_scratch(tiny_dat
 @pytest.mark.parametrize("forced_dtype", [None, torch.bfloat16])
 def test_training_batches_run_under_the_autocast_dtype_of_the_device(tiny_dataset, tmp_path, monkeypatch,
                                                                      forced_dtype):
-    """The training step itself (not only inference) runs inside autocast exactly when amp_dtype says so.
-    bfloat16 forced on the current device stands in for a CUDA GPU; None is the device's own choice."""
+    """The training step itself (not only inference) runs inside the execution plan's autocast, whose dtype
+    amp_dtype decides. bfloat16 forced on the current device stands in for a CUDA GPU; None is the device's own
+    choice (resnet18 here: the plan keeps autocast for it on CUDA too)."""
+    import pokedemo.device_plan as plans
     import pokedemo.train as engine
     from pokedemo.config import amp_dtype
 
     device = resolve_device("auto")
     expected = forced_dtype if forced_dtype is not None else amp_dtype(device)
     if forced_dtype is not None:
-        monkeypatch.setattr(engine, "amp_dtype", lambda d: forced_dtype)
+        monkeypatch.setattr(plans, "amp_dtype", lambda d: forced_dtype)
     seen = []
-    real_build = engine.build_classifier
+    real_build = engine.classifier_with
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -433,7 +436,7 @@ def test_training_batches_run_under_the_autocast_dtype_of_the_device(tiny_datase
                                                         output.dtype)) if module.training else None)
         return model
 
-    monkeypatch.setattr(engine, "build_classifier", build)
+    monkeypatch.setattr(engine, "classifier_with", build)
     events = run(dataclasses.replace(TINY, epochs=1), tiny_dataset(tmp_path / "d"), tmp_path / "r")
     assert isinstance(events[-1], ev.Finished), events[-1]
     steps = next(e for e in events if isinstance(e, ev.RunStarted)).total_steps
