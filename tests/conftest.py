@@ -169,6 +169,17 @@ def launch_local(demo, **options) -> str:
     return demo.local_url
 
 
+def unused_port() -> int:
+    """A port that was free a moment ago, for an app started in another process (which must be told its port).
+    Another process may take it before the app binds it: callers start the app again on a fresh port when its
+    log says so (Gradio's "Cannot find empty port"), so the race costs a retry, never a failure."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
     """Poll ``condition`` until it is true (True) or ``timeout`` seconds pass (False)."""
     import time

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import launch_local
 from gradio_client import Client, handle_file
 
 from pokedemo.app import layout, sources, text
@@ -28,10 +28,7 @@ def first_screen(tmp_path_factory):
     demo = None
     try:
         demo = layout.build_demo()
-        port = free_port()
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                    **layout.launch_options())
-        yield f"http://127.0.0.1:{port}/", demo
+        yield launch_local(demo, **layout.launch_options()), demo
     finally:
         if demo is not None:
             demo.close()

@@ -25,7 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, wait_for
+from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, unused_port, wait_for
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
@@ -336,21 +336,13 @@ def test_a_kill_between_the_weights_and_config_renames_is_refused_not_loaded_wro
     assert ckpt.list_checkpoints(out) == []
 
 
-def _unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_app(data: Path, checkpoints: Path, log: Path, hold: Path | None = None) -> tuple[subprocess.Popen, str]:
     """app.py in its own process group, serving; returns (process, url). With ``hold``, training is held before
     epoch 2's first batch while that file exists (tests/hold_at_batch.py). The port is picked here and another
     process may take it before the app binds it: the app then exits ("Cannot find empty port") and is started
     again on another port, so the race costs a retry, never a failure."""
     for _ in range(5):
-        port = _unused_port()
+        port = unused_port()
         args = ["app.py", "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
                 "--checkpoints", str(checkpoints)]
         command = hold_at_batch_command(hold, 2, 0, *args) if hold else [sys.executable, *args]

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import unused_port, wait_for
 
 from pokedemo import space
 from pokedemo.hub import HubError
@@ -82,21 +82,27 @@ def test_space_readme_front_matter_builds_a_gradio_space(deployed):
 def test_space_snapshot_runs_the_demo_with_the_starter(deployed, tmp_path):
     """The downloaded Space's own app.py, in its own folder, answers /predict with the starter's top 5."""
     _, _, folder = deployed
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POKEDEMO_", "HF_", "PYTHONPATH"))}
     env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
-    with open(tmp_path / "app.log", "w+") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        try:
-            answer_a_prediction(f"http://127.0.0.1:{port}/", process, folder, tmp_path / "app.log")
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    for attempt in range(5):  # a port taken by another process between unused_port() and the bind: try another
+        port, log_path = unused_port(), tmp_path / f"app-{attempt}.log"
+        with open(log_path, "w+") as log:
+            process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder, env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)
+            try:
+                if wait_until_up(f"http://127.0.0.1:{port}/", process, log_path):
+                    answer_a_prediction(f"http://127.0.0.1:{port}/", folder)
+                    return
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        if "empty port" not in log_path.read_text():
+            break
+    pytest.fail(f"the Space's app did not start: {log_path.read_text()[-3000:]}")
 
 
-def answer_a_prediction(url: str, process: subprocess.Popen, folder: Path, log: Path) -> None:
-    from gradio_client import Client, handle_file
+def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> bool:
+    """True once the app answers, False when its process ended first (the timeout only guards a hang)."""
 
     def up() -> bool:
         if process.poll() is not None:
@@ -106,7 +112,13 @@ def answer_a_prediction(url: str, process: subprocess.Popen, folder: Path, log: 
         except OSError:
             return False
 
-    assert wait_for(up, timeout=300, every=0.5) and process.poll() is None, log.read_text()
+    assert wait_for(up, timeout=600, every=0.5), log.read_text()[-3000:]
+    return process.poll() is None
+
+
+def answer_a_prediction(url: str, folder: Path) -> None:
+    from gradio_client import Client, handle_file
+
     client = Client(url, verbose=False)
     image = folder / "data" / "pokemon" / "squirtle" / min(os.listdir(folder / "data/pokemon/squirtle"))
     starter = folder / "checkpoints" / "pokemon-starter"
