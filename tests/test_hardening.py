@@ -385,9 +385,10 @@ def client_for(url: str, downloads: Path):
     return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
 
 
-def listed(client) -> list[str]:
+def listed(client, root: Path) -> list[str]:
+    """The runs under ``root`` in the app's model picker (which also lists the bundled starter)."""
     picks = client.predict(None, None, None, api_name="/refresh_checkpoints")
-    return [value for _, value in picks[0]["choices"]]
+    return [value for _, value in picks[0]["choices"] if Path(value).parent == root]
 
 
 @pytest.mark.app
@@ -401,7 +402,7 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     proc, url = start_app(data, root, log, hold=hold)
     try:
         client = client_for(url, tmp_path / "dl")
-        assert listed(client) == [str(earlier)]
+        assert listed(client, root) == [str(earlier)]
         job = client.submit(str(data), *HELD_OPTIONS, api_name="/train")
         # held before epoch 2: epoch 1's checkpoint is on disk with status "training"; the timeout guards a hang
         assert wait_for(lambda: reached_file(hold).exists() or proc.poll() is not None, timeout=600)
@@ -414,13 +415,13 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     proc, url = start_app(data, root, log)
     try:
         client = client_for(url, tmp_path / "dl2")
-        assert listed(client) == [str(earlier)]  # the interrupted run is hidden
+        assert listed(client, root) == [str(earlier)]  # the interrupted run is hidden
         label, caption = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
                                         api_name="/predict")
         assert not label and "unfinished" in caption, caption
         outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
         assert "Test accuracy" in outputs[4], outputs[4]
-        assert len(listed(client)) == 2 and str(earlier) in listed(client)
+        assert len(listed(client, root)) == 2 and str(earlier) in listed(client, root)
     finally:
         kill_group(proc)
     assert "Traceback" not in log.read_text()
