@@ -31,6 +31,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=["finetune", "linear"], default=TrainConfig.strategy, help=h("strategy"))
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=h("epochs"))
     parser.add_argument("--img-size", type=int, default=TrainConfig.img_size, help=h("img_size"))
+    parser.add_argument("--eval-scale", type=float, default=TrainConfig.eval_scale, help=h("eval_scale"))
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help=h("lr"))
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help=h("seed"))
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
-        img_size=args.img_size, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        img_size=args.img_size, eval_scale=args.eval_scale, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         weights_file=args.weights, device=args.device,
     )
 

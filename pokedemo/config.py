@@ -16,6 +16,10 @@ STRATEGIES = ("finetune", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+# Fields added after checkpoints were already saved: the value that reproduces an older run without them.
+_ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0}
+
+
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
@@ -89,7 +93,12 @@ class TrainConfig:
     )
     weight_decay: float = _opt(0.01, "AdamW weight decay.")
     img_size: int | None = _opt(
-        None, f"Square training and inference resolution in pixels {_per_device('img_size', ' px')}."
+        None, f"Square training resolution in pixels {_per_device('img_size', ' px')}."
+    )
+    eval_scale: float = _opt(
+        1.0,
+        "Validation, test and prediction run at img_size x eval_scale pixels. Random-crop training shows "
+        "objects larger than a centre crop does, so a somewhat larger evaluation size matches them (FixRes).",
     )
     seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.")
     label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.")
@@ -121,6 +130,8 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "img_size": self.img_size is None or 16 <= self.img_size <= 1024,
+            "eval_scale": 0.5 <= self.eval_scale <= 2
+            and (self.img_size is None or 16 <= self.eval_size <= 1024),
             "val_ratio/test_ratio": 0 < self.val_ratio < 1 and 0 < self.test_ratio < 1
             and self.val_ratio + self.test_ratio < 1,
             "augment": 0 <= self.augment <= 2,
@@ -141,6 +152,15 @@ class TrainConfig:
         return tuple(name for name in DEVICE_DEFAULT_FIELDS if getattr(self, name) is None)
 
     @property
+    def eval_size(self) -> int:
+        """The one inference resolution: training-time validation/test, evaluate, predict, app, Grad-CAM.
+
+        A checkpoint records it as its top-level ``image_size``; checkpoints from before ``eval_scale`` existed
+        have img_size there, which is what they were evaluated at.
+        """
+        return int(round(self.img_size * self.eval_scale))
+
+    @property
     def ratios(self) -> tuple[float, float, float]:
         return (1.0 - self.val_ratio - self.test_ratio, self.val_ratio, self.test_ratio)
 
@@ -149,9 +169,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build from a saved dict, ignoring unknown keys (older/newer checkpoints)."""
+        """Build from a saved dict, ignoring unknown keys (older/newer checkpoints); fields a saved dict predates
+        take the value that reproduces how its run behaved, not today's default."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{**_ABSENT_MEANS, **{k: v for k, v in data.items() if k in names}})
 
     @classmethod
     def help_for(cls, name: str) -> str:

@@ -72,11 +72,14 @@ class SplitTensors:
     test_y: torch.Tensor
 
     @classmethod
-    def build(cls, dataset: Dataset, split: Split, size: int, device: torch.device) -> "SplitTensors":
+    def build(cls, dataset: Dataset, split: Split, train_size: int, eval_size: int,
+              device: torch.device) -> "SplitTensors":
+        """Training images at the training size, validation/test images at the evaluation size."""
         labels = torch.tensor(dataset.labels(), dtype=torch.int64)
         parts = {}
         for name in ("train", "val", "test"):
             indices = getattr(split, name)
+            size = train_size if name == "train" else eval_size
             parts[f"{name}_x"] = cached_tensors(dataset, indices, size).to(device)
             parts[f"{name}_y"] = labels[torch.tensor(indices, dtype=torch.int64)].to(device)
         return cls(**parts)
@@ -168,8 +171,11 @@ class _Run:
             raise DatasetError("the dataset is too small to hold out validation images; add more images")
         model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
         self.check_stop()
-        yield Stage("cache", f"Decoding {len(dataset.records)} images at {cfg.img_size}px")
-        data = SplitTensors.build(dataset, split, cfg.img_size, device)
+        sizes = f"{cfg.img_size}px"
+        if cfg.eval_size != cfg.img_size:
+            sizes += f" (validation/test at {cfg.eval_size}px)"
+        yield Stage("cache", f"Decoding {len(dataset.records)} images at {sizes}")
+        data = SplitTensors.build(dataset, split, cfg.img_size, cfg.eval_size, device)
         self.plan = execution_plan(device, model, cfg.batch_size, len(split.train))
         self.plan.place_model(model)
         self.run_dir = ckpt.new_run_dir(out_root or default_checkpoint_root(), cfg.backbone, cfg.pretrained, run_name)
@@ -420,7 +426,7 @@ def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Cl
         "pretrained": cfg.pretrained,
         "num_classes": len(dataset.classes),
         "class_names": list(dataset.classes),
-        "image_size": cfg.img_size,
+        "image_size": cfg.eval_size,  # what evaluate/predict/Grad-CAM feed the model (img_size is in train_config)
         "mean": list(spec.mean),
         "std": list(spec.std),
         "feature_dim": spec.feature_dim,

@@ -104,3 +104,12 @@ def test_defaults_note_says_which_values_and_why():
     assert "128 px" in defaults_note("cpu", ("img_size",)) and "epochs" not in defaults_note("cpu", ("img_size",))
     assert "CPU defaults apply" in defaults_note("mps") and defaults_note("cpu", ()) == ""
     assert "on a CUDA GPU" in TrainConfig.help_for("epochs") and "on a CPU" in TrainConfig.help_for("img_size")
+
+
+def test_a_saved_config_without_eval_scale_evaluates_at_its_training_size():
+    """Checkpoints from before eval_scale existed were evaluated at img_size; from_dict keeps that."""
+    old = TrainConfig.from_dict({"img_size": 96, "epochs": 3})
+    assert old.eval_scale == 1.0 and old.eval_size == 96
+    assert TrainConfig(img_size=128, eval_scale=1.25).eval_size == 160
+    with pytest.raises(ValueError, match="eval_scale"):
+        TrainConfig(eval_scale=5.0).validate()

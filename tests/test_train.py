@@ -38,7 +38,7 @@ def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, 
     assert sum(i["true"] == i["pred"] for i in items) / len(items) == pytest.approx(finished.test_acc)
     config = read_config(finished.run_dir)
     assert config["status"] == "complete" and config["class_names"] == ["a", "b", "c"]
-    assert config["image_size"] == 32 and len(config["mean"]) == 3
+    assert config["image_size"] == TINY.eval_size and len(config["mean"]) == 3
     assert config["train_config"]["epochs"] == 2 and config["metrics"]["test"]["n"] == started.split_sizes["test"]
     assert "root" not in config["metrics"]["test"] and len(config["metrics"]["test"]["items"]) == config["metrics"]["test"]["n"]
     assert {r["split"] for r in config["split"]} == {"train", "val", "test"}
@@ -443,3 +443,23 @@ def test_training_batches_run_under_the_autocast_dtype_of_the_device(tiny_datase
     assert len(seen) == steps
     assert {(enabled, dtype) for _, enabled, dtype in seen} == {
         (expected is not None, expected or torch.float32)}
+
+
+def test_evaluation_size_is_one_path_recorded_in_the_checkpoint(tiny_dataset, tmp_path):
+    """Training-time test, evaluate, predict and Grad-CAM all run at img_size x eval_scale, as recorded."""
+    from pokedemo.gradcam import grad_cam
+    from pokedemo.predict import Predictor, evaluate_split
+
+    data = tiny_dataset(tmp_path / "data")
+    finished = run(dataclasses.replace(TINY, eval_scale=1.5), data, tmp_path / "runs")[-1]
+    assert isinstance(finished, ev.Finished), finished
+    config = read_config(finished.run_dir)
+    assert config["image_size"] == 48 and config["train_config"]["img_size"] == 32
+    predictor = Predictor.load(finished.run_dir)
+    assert predictor.image_size == 48
+    report = evaluate_split(predictor)
+    assert [i["pred"] for i in report["items"]] == [i["pred"] for i in finished.test_metrics["items"]]
+    assert report["accuracy"] == pytest.approx(finished.test_acc)
+    image = next((data / "a").iterdir())
+    top = predictor.predict(image, top_k=3)
+    assert grad_cam(predictor, image).label == top[0][0]
