@@ -1,6 +1,7 @@
 """Training benchmark: the classic tutorial loop against pokedemo's default training, side by side.
 
     python -m pokedemo.bench --data ../shared/data/pokemon [--json bench.json] [--rows ...]
+    python -m pokedemo.bench --accuracy [--seeds 0 1 2] [--recipes ...]   # recipe vs recipe, several seeds
 
 Every row runs in its own subprocess (so peak memory is that row's own) on the same duplicate-aware split.
 The reference loop is written out plainly here on purpose: it is what pokedemo is measured against, the way
@@ -36,6 +37,17 @@ ROWS = {
 }
 GPU_DEFAULT_ROWS = ["reference-gpu-efficientnet_lite0-pretrained", "pokedemo-efficientnet_lite0-pretrained",
                     "reference-gpu-resnet18-scratch", "pokedemo-resnet18-scratch"]
+
+
+# Training recipes the accuracy benchmark compares: TrainConfig overrides on top of today's defaults. The
+# "before-13" recipe reproduces the defaults from before issue 13 (evaluation at the training size), so every
+# accuracy run measures the current default against it side by side.
+RECIPES: dict[str, dict[str, Any]] = {
+    "before-13": {"eval_scale": 1.0},
+    "default": {},
+    "eval-1.375": {"eval_scale": 1.375},
+    "eval-1.5": {"eval_scale": 1.5},
+}
 
 
 def default_rows(cuda: bool) -> list[str]:
@@ -206,6 +218,99 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out: str) -> dict[str, Any]:
+    """One training of ``recipe`` with ``seed`` (which also re-draws the split); wall time includes decoding."""
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+
+    config = TrainConfig(**{**budget, **RECIPES[recipe], "seed": seed})
+    start, final = time.perf_counter(), None
+    for event in train(config, data, out):
+        final = event
+    if not isinstance(final, Finished):
+        return {"error": getattr(final, "message", "did not finish")}
+    return {"test_acc": final.test_acc, "best_val_acc": final.best_val_acc, "best_epoch": final.best_epoch,
+            "seconds": time.perf_counter() - start, "eval_size": config.eval_size}
+
+
+def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (seed, recipe) in its own subprocess (no decode cache or warm-up carried over), recipes
+    interleaved per seed so that load from other processes hits all recipes alike."""
+    results = []
+    for seed in args.seeds:
+        for recipe in args.recipes:
+            print(f"training {recipe} seed {seed} …", file=sys.stderr, flush=True)
+            cmd = [sys.executable, "-m", "pokedemo.bench", "--data", args.data, "--out", args.out,
+                   "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args))]
+            result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+            if result.returncode != 0 or not lines:
+                row = {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+            else:
+                row = json.loads(lines[-1])
+            results.append({"recipe": recipe, "seed": seed, **row})
+    return results
+
+
+def budget_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The model and budget every recipe shares (recipes change only how it is trained/evaluated)."""
+    budget = {"backbone": args.backbone, "pretrained": not args.scratch}
+    for name in ("epochs", "img_size", "batch_size"):
+        if getattr(args, name) is not None:
+            budget[name] = getattr(args, name)
+    return budget
+
+
+def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
+    """Per recipe: mean/std/min/max of test accuracy and wall seconds over the seeds that finished, and the
+    ratio of mean wall time to the first recipe's."""
+    import statistics
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values), "max": max(values)}
+
+    summary = []
+    for recipe in recipes:
+        done = [r for r in results if r["recipe"] == recipe and "error" not in r]
+        failed = [r for r in results if r["recipe"] == recipe and "error" in r]
+        row: dict[str, Any] = {"recipe": recipe, "runs": len(done), "failed": len(failed),
+                               "per_seed": {r["seed"]: r["test_acc"] for r in done}}
+        if failed:
+            row["error"] = failed[0]["error"]
+        if done:
+            row["test_acc"] = spread([r["test_acc"] for r in done])
+            row["seconds"] = spread([r["seconds"] for r in done])
+            row["eval_size"] = done[0]["eval_size"]
+        summary.append(row)
+    base = summary[0].get("seconds") if summary else None
+    for row in summary:
+        if base and "seconds" in row:
+            row["time_ratio"] = row["seconds"]["mean"] / base["mean"]
+    return summary
+
+
+def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
+    header = (f"{'recipe':<14}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}"
+              f"{'wall s mean ± std':>19}{'time ratio':>11}  per seed")
+    lines = [header, "-" * len(header)]
+    for r in summary:
+        if "test_acc" not in r:
+            lines.append(f"{r['recipe']:<14} failed: {r.get('error', 'no runs')[:90]}")
+            continue
+        acc, sec = r["test_acc"], r["seconds"]
+        accuracy = f"{acc['mean']:.2%} ± {acc['std']:.2%}"
+        acc_range = f"{acc['min']:.1%}–{acc['max']:.1%}"
+        wall = f"{sec['mean']:.1f} ± {sec['std']:.1f}"
+        ratio = f"{r['time_ratio']:.2f}x"
+        seeds = " ".join(f"{seed}:{value:.1%}" for seed, value in r["per_seed"].items())
+        failed = f"  ({r['failed']} failed: {r['error'][:60]})" if r["failed"] else ""
+        lines.append(f"{r['recipe']:<14}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
+                     f"{wall:>19}{ratio:>11}  {seeds}{failed}")
+    return "\n".join(lines)
+
+
 def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
     """End-to-end predict latency (decode + preprocess + forward) on a ~1000 px JPEG, model loaded once."""
     import io
@@ -275,7 +380,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict", metavar="CKPT", default=None,
                         help="Instead of training rows: predict latency with this checkpoint, and app start-up time.")
     parser.add_argument("--one-row", default=None, help=argparse.SUPPRESS)
+    accuracy = parser.add_argument_group("accuracy benchmark (--accuracy)")
+    accuracy.add_argument("--accuracy", action="store_true",
+                          help="Instead of the rows above: train each recipe with each seed (each seed also "
+                               "re-draws the split) and report test accuracy and wall time, mean and spread.")
+    accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    accuracy.add_argument("--recipes", nargs="+", default=["before-13", "default"], choices=list(RECIPES),
+                          help="Recipes to compare; time ratios are relative to the first.")
+    accuracy.add_argument("--backbone", default="efficientnet_lite0")
+    accuracy.add_argument("--scratch", action="store_true", help="Train from random initialisation.")
+    accuracy.add_argument("--epochs", type=int, default=None, help="Override the default epochs (all recipes).")
+    accuracy.add_argument("--img-size", type=int, default=None, help="Override the training size (all recipes).")
+    accuracy.add_argument("--batch-size", type=int, default=None, help="Override the batch size (all recipes).")
+    accuracy.add_argument("--one-accuracy", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_accuracy:
+        recipe, seed, budget = args.one_accuracy
+        print(json.dumps(accuracy_run(args.data, recipe, int(seed), json.loads(budget), args.out)))
+        return 0
+    if args.accuracy:
+        results = run_accuracy(args)
+        summary = summarise_accuracy(results, args.recipes)
+        print(f"machine: {machine_description()}")
+        print(f"command: python -m pokedemo.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+        print(f"budget: {json.dumps(budget_from_args(args))}, seeds {' '.join(map(str, args.seeds))}")
+        print(format_accuracy_table(summary))
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"machine": machine_description(), "runs": results, "summary": summary}, indent=2))
+        return 0
     if args.predict:
         print(f"machine: {machine_description()}")
         print(f"predict: {json.dumps(bench_predict(args.predict))}")

@@ -1,6 +1,12 @@
 """The benchmark's own logic on tiny data (the real figures come from running it, see BENCHMARKS.md)."""
 
-from pokedemo.bench import add_comparisons, format_table, reference_loop, seconds_to_reach
+import json
+
+import pytest
+
+from pokedemo.bench import (
+    add_comparisons, format_accuracy_table, format_table, reference_loop, seconds_to_reach, summarise_accuracy,
+)
 
 
 def test_reference_loop_runs_and_reports(tiny_data_dir):
@@ -59,3 +65,35 @@ def test_pokedemo_rows_compare_with_the_gpu_reference_when_there_is_one():
     add_comparisons(rows)
     assert rows[2]["speedup_vs_reference"] == 2.0
     assert "reference-gpu-x" in format_table(rows)
+
+
+def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_data_dir, tmp_path, capsys):
+    from pokedemo.bench import main
+
+    code = main(["--accuracy", "--data", str(tiny_data_dir), "--out", str(tmp_path), "--seeds", "0", "1",
+                 "--recipes", "before-13", "default", "--backbone", "resnet18", "--scratch", "--epochs", "1",
+                 "--img-size", "32", "--batch-size", "8", "--json", str(tmp_path / "acc.json")])
+    assert code == 0
+    table = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("before-13", "default"))}
+    assert set(rows) == {"before-13", "default"}, table
+    assert all("failed" not in row and "0:" in row and "1:" in row for row in rows.values()), table
+    assert "1.00x" in rows["before-13"]  # ratios are relative to the first recipe
+    report = json.loads((tmp_path / "acc.json").read_text())
+    assert sorted((r["recipe"], r["seed"]) for r in report["runs"]) == [
+        ("before-13", 0), ("before-13", 1), ("default", 0), ("default", 1)]
+    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "before-13"} == {32}
+
+
+def test_accuracy_summary_reports_mean_spread_and_failures():
+    results = [
+        {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "eval_size": 128},
+        {"recipe": "a", "seed": 1, "test_acc": 0.94, "seconds": 14.0, "eval_size": 128},
+        {"recipe": "b", "seed": 0, "test_acc": 0.96, "seconds": 12.0, "eval_size": 160},
+        {"recipe": "b", "seed": 1, "error": "out of memory"},
+    ]
+    a, b = summarise_accuracy(results, ["a", "b"])
+    assert a["test_acc"]["mean"] == pytest.approx(0.92) and a["test_acc"]["min"] == 0.90
+    assert b["runs"] == 1 and b["failed"] == 1 and b["time_ratio"] == pytest.approx(1.0)
+    table = format_accuracy_table([a, b])
+    assert "92.00% ±" in table and "90.0%–94.0%" in table and "1 failed: out of memory" in table
