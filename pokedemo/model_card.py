@@ -77,6 +77,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _card_intro(config: dict[str, Any], repo_id: str) -> str:
     backbone, size = config["backbone"], config["image_size"]
+    trained = (config.get("train_config") or {}).get("img_size", size)  # image_size is the inference size
+    at = f"at {size}×{size} px" if trained == size else f"at {trained}×{trained} px (predicting at {size}×{size})"
     start = "fine-tuned from ImageNet weights" if config.get("pretrained") else "trained from scratch"
     counts = (config.get("dataset") or {}).get("class_counts") or {}
     images = f" on {sum(counts.values())} images" if counts else ""
@@ -84,7 +86,7 @@ def _card_intro(config: dict[str, Any], repo_id: str) -> str:
     accuracy = f" It reaches **{test['accuracy']:.1%} accuracy** on its held-out test split." if test else ""
     status = "" if config.get("status") == "complete" else f"\n\n> Note: this run is `{config.get('status')}`."
     return (f"# {repo_id.split('/')[-1]}\n\nAn image classifier for {config['num_classes']} classes: a {backbone} "
-            f"{start}{images} at {size}×{size} px with pokedemo, a demo of transfer learning."
+            f"{start}{images} {at} with pokedemo, a demo of transfer learning."
             f"{accuracy}{status}")
 
 

@@ -505,3 +505,13 @@ def test_cli_push_offline_exits_2(hub_env, tokens, tmp_path, monkeypatch, capsys
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: cannot push while offline mode is on (HF_HUB_OFFLINE=1)")
     assert err.count("\n") == 1
+
+
+def test_model_card_names_the_training_and_the_prediction_size():
+    from pokedemo.model_card import _card_intro
+
+    config = {"backbone": "efficientnet_lite0", "num_classes": 5, "image_size": 176,
+              "train_config": {"img_size": 128}, "status": "complete"}
+    assert "at 128×128 px (predicting at 176×176)" in _card_intro(config, "me/poke")
+    old = {**config, "image_size": 128}  # checkpoints from before eval_scale: one size
+    assert "at 128×128 px with pokedemo" in _card_intro(old, "me/poke")
