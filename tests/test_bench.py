@@ -87,13 +87,14 @@ def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_da
 
 def test_accuracy_summary_reports_mean_spread_and_failures():
     results = [
-        {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "eval_size": 128},
-        {"recipe": "a", "seed": 1, "test_acc": 0.94, "seconds": 14.0, "eval_size": 128},
-        {"recipe": "b", "seed": 0, "test_acc": 0.96, "seconds": 12.0, "eval_size": 160},
+        {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "cpu_seconds": 18.0, "eval_size": 128},
+        {"recipe": "a", "seed": 1, "test_acc": 0.94, "seconds": 14.0, "cpu_seconds": 22.0, "eval_size": 128},
+        {"recipe": "b", "seed": 0, "test_acc": 0.96, "seconds": 12.0, "cpu_seconds": 21.0, "eval_size": 160},
         {"recipe": "b", "seed": 1, "error": "out of memory"},
     ]
     a, b = summarise_accuracy(results, ["a", "b"])
     assert a["test_acc"]["mean"] == pytest.approx(0.92) and a["test_acc"]["min"] == 0.90
     assert b["runs"] == 1 and b["failed"] == 1 and b["time_ratio"] == pytest.approx(1.0)
+    assert b["cpu_ratio"] == pytest.approx(1.05)
     table = format_accuracy_table([a, b])
     assert "92.00% ±" in table and "90.0%–94.0%" in table and "1 failed: out of memory" in table
