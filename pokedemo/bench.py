@@ -220,7 +220,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out: str) -> dict[str, Any]:
     """One training of ``recipe`` with ``seed`` (which also re-draws the split); wall time includes decoding."""
-    from pokedemo.config import TrainConfig
+    from pokedemo.config import TrainConfig, resolve_device
     from pokedemo.events import Finished
     from pokedemo.train import train
 
@@ -234,7 +234,7 @@ def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out:
     # the cores, so they tell a recipe's cost apart from the machine's load.
     return {"test_acc": final.test_acc, "best_val_acc": final.best_val_acc, "best_epoch": final.best_epoch,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-            "eval_size": config.eval_size}
+            "eval_size": config.resolved(resolve_device(config.device)).eval_size}
 
 
 def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
