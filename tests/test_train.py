@@ -275,7 +275,7 @@ def test_head_fit_on_frozen_features_learns_the_classes(tiny_data_dir):
 
     device = resolve_device("auto")
     dataset = scan_dataset(tiny_data_dir, image_size=32)
-    data = SplitTensors.build(dataset, split_dataset(dataset, PRETRAINED_TINY.ratios, 0), 32, device)
+    data = SplitTensors.build(dataset, split_dataset(dataset, PRETRAINED_TINY.ratios, 0), 32, 32, device)
     model = build_classifier("efficientnet_lite0", 3, pretrained=True)
     plan = execution_plan(device, model, PRETRAINED_TINY.batch_size, len(data.train_y))
     plan.place_model(model)
