@@ -150,10 +150,15 @@ def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5) ->
 
 
 def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Evaluate every image under DATA_ROOT/<class>/ (no split). Folder names must be checkpoint classes."""
-    from pokedemo.data import scan_dataset
+    """Evaluate every image under DATA_ROOT/<class>/ (no split). Folder names must be checkpoint classes.
 
-    dataset = scan_dataset(data_root, image_size=predictor.image_size, require_splittable=False)
+    DATA_ROOT may be a Hub dataset (``hf://datasets/...``); when it brings its own split, only its test part
+    is evaluated (its training images say nothing about accuracy)."""
+    from pokedemo.data import scan_dataset
+    from pokedemo.hub_data import open_data, part_of
+
+    source = open_data(data_root)
+    dataset = scan_dataset(source.root, image_size=predictor.image_size, require_splittable=False)
     unknown = [c for c in dataset.classes if c not in predictor.classes]
     if unknown:
         raise DatasetError(
@@ -161,8 +166,9 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
             f"({', '.join(predictor.classes)})"
         )
     mapping = [predictor.classes.index(c) for c in dataset.classes]
-    targets = [mapping[r.label] for r in dataset.records]
-    report = _report(predictor, dataset, range(len(dataset.records)), targets)
+    indices = [i for i, r in enumerate(dataset.records) if not source.own_splits or part_of(r.rel_path) == "test"]
+    targets = [mapping[dataset.records[i].label] for i in indices]
+    report = _report(predictor, dataset, indices, targets)
     report["unreadable"] = [u.rel_path for u in dataset.unreadable]
     return report
 
@@ -172,7 +178,7 @@ def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     from pokedemo.data import scan_dataset, split_from_record
 
     config = predictor.checkpoint.config
-    root = data_root or recorded_data_root(config)
+    root = data_root or _recorded_root(config)
     if not root or not Path(root).is_dir():
         recorded = (config.get("dataset") or {}).get("root")
         raise DatasetError(f"the training data folder {str(root or recorded)!r} is not here; pass --data DIR")
@@ -187,6 +193,18 @@ def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     if len(indices) < recorded_n:  # a different or changed folder: the score would not be the recorded one
         raise DatasetError(f"only {len(indices)} of the {recorded_n} recorded {part} images are in {root}")
     return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
+
+
+def _recorded_root(config: dict[str, Any]) -> Path | None:
+    """The folder a run trained on, found on this machine, else fetched again from the Hub at the recorded commit
+    (a run trained on ``hf://datasets/...``)."""
+    found = recorded_data_root(config)
+    source = (config.get("dataset") or {}).get("source") or {}
+    if found is None and source.get("spec"):
+        from pokedemo.hub_data import open_data
+
+        return open_data(source["spec"]).root
+    return found
 
 
 def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """A small local stand-in of the Hugging Face Hub HTTP API, for end-to-end tests with the real client.
 
 It speaks just enough of the Hub's protocol for ``huggingface_hub`` (2.x) to create repos, upload folders,
-list trees and download files: users with read/write tokens, public and private model repos and Space repos
-(``repo_type="space"``, with their SDK and requested hardware), commits and branches, all in memory. Every
+list trees and download files: users with read/write tokens, public and private model repos, dataset repos
+(``repo_type="dataset"``) and Space repos (``repo_type="space"``, with their SDK and requested hardware), commits and branches, all in memory. Every
 file is uploaded as a "regular" git blob (base64 inside the NDJSON commit body), so no LFS/Xet transfer ever
 happens. Errors carry the ``X-Error-Code`` header the client maps to its
 exception types, and the server never answers 5xx (the client would retry with back-off): an unexpected
@@ -64,7 +64,7 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
-    kind: str = "model"  # "model" or "space"
+    kind: str = "model"  # "model", "dataset" or "space"
     sdk: str | None = None  # spaces: gradio, docker or static
     hardware: str | None = None  # spaces: the hardware last requested
     commits: dict[str, Commit] = field(default_factory=dict)
@@ -111,6 +111,7 @@ class FakeHub:
         self.users: dict[str, User] = {}  # token -> user
         self.repos: dict[str, Repo] = {}  # model repos
         self.spaces: dict[str, Repo] = {}  # Space repos (a model and a Space may share an id, as on the Hub)
+        self.datasets: dict[str, Repo] = {}  # dataset repos (likewise their own namespace)
         self.requests: list[RequestRecord] = []
         self.errors: list[str] = []  # unexpected handler failures (answered with 400, never 5xx)
         # Misbehaviours a test can switch on: a server that echoes the caller's credentials in its error
@@ -170,7 +171,7 @@ class FakeHub:
             return repo
 
     def store(self, kind: str) -> dict[str, Repo]:
-        return self.spaces if kind == "space" else self.repos
+        return {"space": self.spaces, "dataset": self.datasets}.get(kind, self.repos)
 
     def file(self, repo_id: str, path: str, revision: str = "main", kind: str = "model") -> bytes:
         commit = self.store(kind)[repo_id].resolve(revision)
@@ -298,7 +299,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         parts = [unquote(part) for part in raw]
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         if parts[:1] != ["api"]:
-            kind, parts = ("space", parts[1:]) if parts[:1] == ["spaces"] else ("model", parts)
+            prefixes = {"spaces": "space", "datasets": "dataset"}
+            kind, parts = (prefixes[parts[0]], parts[1:]) if parts[:1] and parts[0] in prefixes else ("model", parts)
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
                 return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), kind)
             raise HubHTTPError(404, f"no route for {method} {split.path}")
@@ -311,8 +313,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._create_repo(json.loads(body or b"{}"))
         if api == ["validate-yaml"] and method == "POST":
             return self._validate_yaml(json.loads(body or b"{}"))
-        if len(api) >= 3 and api[0] in ("models", "spaces"):
-            kind = "space" if api[0] == "spaces" else "model"
+        if len(api) >= 3 and api[0] in ("models", "spaces", "datasets"):
+            kind = api[0][:-1]
             return self._repo_route(method, kind, f"{api[1]}/{api[2]}", api[3:], query, body)
         raise HubHTTPError(404, f"no route for {method} {split.path}")
 
@@ -354,9 +356,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         namespace = payload.get("organization") or user.name
         repo_id = f"{namespace}/{payload['name']}"
         kind = payload.get("type") or "model"
-        url = f"{self.hub.url}/{'spaces/' if kind == 'space' else ''}{repo_id}"
-        if kind not in ("model", "space"):
-            raise HubHTTPError(400, "the stand-in Hub only hosts model and Space repos")
+        url = f"{self.hub.url}/{_url_prefix(kind)}{repo_id}"
+        if kind not in ("model", "space", "dataset"):
+            raise HubHTTPError(400, "the stand-in Hub only hosts model, dataset and Space repos")
         if kind == "space" and payload.get("sdk") not in ("gradio", "docker", "static"):
             raise HubHTTPError(400, "a Space needs an sdk: gradio, docker or static")
         if not user.can_write(namespace):
@@ -452,7 +454,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             for line in lines:
                 _apply_operation(files, line)
             commit = repo.add_commit(revision, header.get("summary") or "commit", files)
-        prefix = "spaces/" if kind == "space" else ""
+        prefix = _url_prefix(kind)
         return 200, {}, {"commitUrl": f"{self.hub.url}/{prefix}{repo_id}/commit/{commit.oid}", "commitOid": commit.oid,
                          "pullRequestUrl": None, "success": True}
 
@@ -473,6 +475,11 @@ class _HubHandler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_oid(data)}"',
                    "Content-Type": "application/octet-stream", "Accept-Ranges": "none"}
         return 200, headers, data
+
+
+def _url_prefix(kind: str) -> str:
+    """Where a repo's pages live: /NS/NAME for models, /datasets/NS/NAME, /spaces/NS/NAME."""
+    return "" if kind == "model" else f"{kind}s/"
 
 
 def _apply_operation(files: dict[str, bytes], line: dict) -> None:
