@@ -1,4 +1,7 @@
-"""Command line: ``python -m pokedemo train|evaluate|predict|compare|doctor|push|deploy-space``.
+"""Command line: ``python -m pokedemo train|evaluate|predict|compare|doctor|push|push-dataset|deploy-space``.
+
+``--data`` takes a folder of class folders or a Hub dataset, ``hf://datasets/NAMESPACE/NAME[@REVISION]``.
+``train`` also runs under ``torchrun`` (data-parallel, see pokedemo.distributed).
 
 Every user error is one line on stderr and exit status 2, never a traceback. Progress bars go to stderr;
 results to stdout (``train``'s last stdout line is one JSON object).
@@ -42,8 +45,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, metavar="DIR", help="Folder of class subfolders with images "
-                        "(default: $POKEDEMO_DATA, else the bundled data/pokemon of this checkout).")
+    parser.add_argument("--data", default=None, metavar="DIR", help="Folder of class subfolders with images, or a "
+                        "Hub dataset hf://datasets/NAMESPACE/NAME[@REVISION] (default: $POKEDEMO_DATA, else the "
+                        "bundled data/pokemon of this checkout).")
 
 
 def data_dir_from(args: argparse.Namespace) -> str:
@@ -62,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="Evaluate a checkpoint on a folder (or on its own test split).")
     evaluate.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
     evaluate.add_argument("--data", metavar="DIR", default=None,
-                          help="Evaluate every image in DIR; without it, the run's recorded test split.")
+                          help="Evaluate every image in DIR (a Hub dataset with its own split: its test "
+                          "part); without it, the run's recorded test split (fetched again from the Hub "
+                          "when the run trained on a Hub dataset).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object.")
     evaluate.add_argument("--report", metavar="DIR", default=None, help="Also write a report to DIR: confusion "
                           "matrix picture, per-class precision/recall/F1, misclassified images.")
@@ -97,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--hardware", default=None, metavar="FLAVOR",
                        help="Request Space hardware, e.g. cpu-basic (free, default), cpu-upgrade, t4-small.")
     space.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
+
+    push_data = sub.add_parser("push-dataset", help="Upload a folder of class folders as a Hub dataset repo "
+                               "with a dataset card (classes, counts, duplicate report).")
+    push_data.add_argument("--data", required=True, metavar="DIR", help="Folder of class subfolders with images.")
+    push_data.add_argument("--repo-id", required=True, metavar="NAMESPACE/NAME", help="Target dataset repo.")
+    push_data.add_argument("--private", action="store_true", help="Create the repo as private.")
+    push_data.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
+    push_data.add_argument("--commit-message", default=None, metavar="MSG", help="Commit message for the upload.")
     return parser
 
 
@@ -112,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compare": cmd_compare,
-        "doctor": cmd_doctor, "push": cmd_push, "deploy-space": cmd_deploy_space,
+        "doctor": cmd_doctor, "push": cmd_push, "deploy-space": cmd_deploy_space, "push-dataset": cmd_push_dataset,
     }
     try:
         return handlers[args.command](args)
@@ -191,16 +205,34 @@ def _exit_for(final: Any) -> int:
     return EXIT_USER_ERROR
 
 
+@contextlib.contextmanager
+def parallel_session(config: TrainConfig) -> Iterator[Any]:
+    """Under torchrun: join the process group (other ranks print nothing to stdout); else one plain process."""
+    from pokedemo import distributed
+
+    env = distributed.from_env()
+    if env is None:
+        yield distributed.SINGLE
+        return
+    with distributed.process_group(env, config.device) as parallel:
+        distributed.quiet_other_ranks(parallel)
+        yield parallel
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pokedemo.events import Finished
     from pokedemo.train import train
 
     config = config_from_args(args)
     stop = threading.Event()
-    printer = ProgressPrinter(config.unset_device_defaults())
-    final = run_training(train(config, data_dir_from(args), args.out, stop=stop), printer, stop)
+    with parallel_session(config) as parallel:
+        events = train(config, data_dir_from(args), args.out, stop=stop, parallel=parallel)
+        printer = ProgressPrinter(config.unset_device_defaults()) if parallel.is_main else QuietPrinter()
+        final = run_training(events, printer, stop)
     if not isinstance(final, Finished):
         return _exit_for(final)
+    if not parallel.is_main:
+        return 0
     print(json.dumps({
         "checkpoint": final.run_dir, "best_val_acc": round(final.best_val_acc, 5),
         "test_acc": round(final.test_acc, 5), "best_epoch": final.best_epoch, "seconds": final.seconds,
@@ -252,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from pokedemo.report import write_report
 
-        write_report(report, args.report, data_root=args.data)
+        write_report(report, args.report, data_root=report.get("root"))
     if args.json:
         print(json.dumps(report))
         return 0
@@ -289,9 +321,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pokedemo.doctor import diagnose, format_doctor
+    from pokedemo.hub_data import open_data
 
-    report = diagnose(data_dir_from(args))
-    print(json.dumps(report) if args.json else format_doctor(report))
+    data = data_dir_from(args)
+    source = open_data(data)
+    report = diagnose(source.root)
+    if source.is_hub:
+        report["source"] = source.record()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    if source.is_hub:
+        print(f"{data} (commit {source.revision}, {source.layout})")
+    print(format_doctor(report))
+    if source.note:
+        print(f"note: {source.note} (the split line above is what pokedemo would do without it)")
     return 0
 
 
@@ -309,6 +353,24 @@ def cmd_deploy_space(args: argparse.Namespace) -> int:
 
     print(deploy_space(args.repo_id, private=args.private, hardware=args.hardware, token=args.token))
     return 0
+
+
+def cmd_push_dataset(args: argparse.Namespace) -> int:
+    from pokedemo.hub_data import push_dataset
+
+    print(push_dataset(args.data, args.repo_id, private=args.private, token=args.token,
+                       commit_message=args.commit_message))
+    return 0
+
+
+class QuietPrinter:
+    """Ranks other than 0 of a torchrun run: rank 0 reports progress for all of them."""
+
+    def handle(self, event: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class ProgressPrinter:

@@ -27,6 +27,9 @@ from pokedemo.augment import make_train_augment
 from pokedemo.config import TrainConfig, default_checkpoint_root, project_relative, resolve_device
 from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
 from pokedemo.device_plan import ExecutionPlan, execution_plan
+from pokedemo.distributed import SINGLE, Parallel, PeerLost, is_peer_failure, lost_message
+from pokedemo.hub import HubError
+from pokedemo.hub_data import DataSource, is_hub_dataset, open_data
 from pokedemo.inference import infer_logits
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
@@ -100,24 +103,28 @@ def evaluate_tensors(
 
 def train(
     config: TrainConfig,
-    data_root: str | Path | None = None,
+    data_root: str | Path | DataSource | None = None,
     out_root: str | Path | None = None,
     *,
     stop: threading.Event | None = None,
     dataset: Dataset | None = None,
     split: Split | None = None,
     run_name: str | None = None,
+    source: DataSource | None = None,
+    parallel: Parallel = SINGLE,
 ) -> Iterator[Event]:
     """Train one model, yielding events; the last event is always Finished, Cancelled or Failed.
 
-    ``dataset``/``split`` may be passed in so several runs (a comparison) share one scan and one split.
+    ``data_root`` is a folder or a ``hf://datasets/...`` address (``pokedemo.hub_data``). ``dataset``/``split``
+    (and the ``source`` they came from) may be passed in so several runs (a comparison) share one scan and
+    one split. ``parallel`` is this process's place in a torchrun data-parallel run (``pokedemo.distributed``).
     """
-    run = _Run(config, stop or threading.Event())
+    run = _Run(config, stop or threading.Event(), parallel)
     try:
-        yield from run.execute(data_root, out_root, dataset, split, run_name)
+        yield from run.execute(data_root, out_root, dataset, split, run_name, source)
     except _Stop:
         yield run.cancelled()
-    except (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError) as exc:
+    except (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError, HubError) as exc:
         yield run.failed(str(exc))
     except torch.OutOfMemoryError:
         yield run.failed(
@@ -125,15 +132,20 @@ def train(
             "try a smaller batch size or image size"
         )
     except Exception as exc:  # noqa: BLE001 - any other fault ends this run with a message, never a crash
-        yield run.failed(f"training failed: {type(exc).__name__}: {exc}")
+        if parallel.enabled and is_peer_failure(exc):  # e.g. inside DDP's gradient all-reduce
+            yield run.failed(str(exc) if isinstance(exc, PeerLost) else lost_message("training", exc))
+        else:
+            yield run.failed(f"training failed: {type(exc).__name__}: {exc}")
 
 
 class _Run:
     """State of one training run; ``execute`` is the generator body of ``train``."""
 
-    def __init__(self, config: TrainConfig, stop: threading.Event):
+    def __init__(self, config: TrainConfig, stop: threading.Event, parallel: Parallel = SINGLE):
         self.cfg = config
         self.stop = stop
+        self.par = parallel
+        self.device = None
         self.t0 = time.perf_counter()
         self.run_dir: Path | None = None
         self.best_epoch = 0
@@ -149,14 +161,16 @@ class _Run:
         return time.perf_counter() - self.t0
 
     def check_stop(self) -> None:
-        if self.stop.is_set():
+        # Distributed: the flag is all-reduced, so every rank stops at the same step (a collective call).
+        if self.par.any_stop(self.stop.is_set(), self.device):
             raise _Stop
 
-    def execute(self, data_root, out_root, dataset, split, run_name) -> Iterator[Event]:
+    def execute(self, data_root, out_root, dataset, split, run_name, source) -> Iterator[Event]:
         self.cfg.validate()
+        self.par.check_batch(self.cfg.batch_size)
         if self.cfg.backbone not in BACKBONE_NAMES:
             get_backbone(self.cfg.backbone)  # raises UnknownBackbone before any work starts
-        device = resolve_device(self.cfg.device)
+        device = self.device = self.par.device(self.cfg.device)
         # From here on the config holds concrete values: the ones recorded in the checkpoint.
         cfg = self.cfg = self.cfg.resolved(device)
         seed_everything(cfg.seed)
@@ -164,8 +178,7 @@ class _Run:
         if dataset is None:
             if data_root is None:
                 raise DatasetError("no dataset given: pass a folder of class subfolders")
-            yield Stage("scan", f"Reading and hashing images in {data_root}")
-            dataset = scan_dataset(data_root, image_size=cfg.img_size)
+            dataset, split, source = yield from open_dataset(data_root, cfg)
         split = split or split_dataset(dataset, cfg.ratios, cfg.seed)
         if not split.train or not split.val:
             raise DatasetError("the dataset is too small to hold out validation images; add more images")
@@ -178,10 +191,16 @@ class _Run:
         data = SplitTensors.build(dataset, split, cfg.img_size, cfg.eval_size, device)
         self.plan = execution_plan(device, model, cfg.batch_size, len(split.train))
         self.plan.place_model(model)
-        self.run_dir = ckpt.new_run_dir(out_root or default_checkpoint_root(), cfg.backbone, cfg.pretrained, run_name)
-        self.meta = {**_checkpoint_meta(cfg, dataset, split, model), "execution": plan_record(self.plan)}
+        root = out_root or default_checkpoint_root()
+        # One run folder, made by rank 0 alone and named to the others.
+        self.run_dir = self.par.broadcast(
+            ckpt.new_run_dir(root, cfg.backbone, cfg.pretrained, run_name) if self.par.is_main else None)
+        self.meta = {**_checkpoint_meta(cfg, dataset, split, model, source, self.par),
+                     "execution": plan_record(self.plan)}
         steps_per_epoch = self.plan.steps_per_epoch(len(data.train_y))
         yield _run_started(self.run_dir, device, dataset, split, cfg, steps_per_epoch * cfg.epochs)
+        if self.par.enabled:
+            yield Stage("distributed", self.par.describe(cfg.batch_size, cfg.lr, device))
         if cfg.pretrained and (cfg.head_warmup or cfg.strategy == "linear"):
             yield Stage("head", "Fitting the new head on frozen pretrained features")
             fit_head_on_features(model, data, cfg, self.plan, self.check_stop)
@@ -195,10 +214,13 @@ class _Run:
         scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
         augment = make_train_augment(cfg.img_size, cfg.augment)
         generator = torch.Generator().manual_seed(cfg.seed)
+        # What the optimiser trains, wrapped in DistributedDataParallel under torchrun (the model itself otherwise).
+        net = self.par.wrap(model.head if cfg.strategy == "linear" else model, device)
+        self.par.vary_augmentation(cfg.seed)
         for epoch in range(1, cfg.epochs + 1):
             self.epoch = epoch
             stats = yield from self.train_epoch(
-                model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch
+                model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net
             )
             val_loss, val_acc, _ = evaluate_tensors(
                 model, data.val_x, data.val_y, device, cfg.label_smoothing, plan=self.plan
@@ -213,7 +235,7 @@ class _Run:
                 self.save_best(model, epoch, val_acc, val_loss)
                 yield NewBest(epoch=epoch, val_acc=val_acc, run_dir=str(self.run_dir))
 
-    def train_epoch(self, model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch):
+    def train_epoch(self, model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net):
         """One pass over the training split; yields BatchProgress, returns epoch statistics."""
         cfg = self.cfg
         linear = cfg.strategy == "linear"
@@ -226,21 +248,24 @@ class _Run:
                     module.eval()
         plan = self.plan
         batches, self.carried = plan.epoch_batches(len(data.train_y), generator, self.carried)
+        batches = self.par.even_batches(batches)  # torchrun: every batch splits evenly over the ranks
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         epoch_start, last_emit, seen = time.perf_counter(), 0.0, 0
         for step, idx in enumerate(batches):
             before_batch(self.epoch, step)
             self.check_stop()
+            self.par.fault_hook((self.epoch - 1) * steps_per_epoch + step + 1)
+            idx = self.par.shard(idx)  # torchrun: this rank's share of the global batch
             x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]
             with plan.autocast():
                 if linear:
                     with torch.no_grad():
                         feats = model.forward_features(x)
-                    logits = model.head(feats.float())
+                    logits = net(feats.float())
                 else:
-                    logits = model(x)
+                    logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -253,8 +278,10 @@ class _Run:
             now = time.perf_counter()
             if now - last_emit >= PROGRESS_INTERVAL_S or step == steps_per_epoch - 1:
                 last_emit = now
-                yield self.progress(step, steps_per_epoch, loss.item(), seen / (now - epoch_start))
+                yield self.progress(step, steps_per_epoch, loss.item(),
+                                    seen * self.par.world_size / (now - epoch_start))
         seconds = time.perf_counter() - epoch_start
+        loss_sum, correct, seen = self.par.sum_epoch(loss_sum, correct, seen)
         return {
             "train_loss": round(loss_sum.item() / max(seen, 1), 5),
             "train_acc": round(correct.item() / max(seen, 1), 5),
@@ -277,6 +304,8 @@ class _Run:
         self.write_checkpoint("training", test=None)
 
     def write_checkpoint(self, status: str, test: dict[str, Any] | None) -> None:
+        if not self.par.is_main:  # rank 0 alone writes; the other ranks hold the same weights
+            return
         digest = ckpt.save_weights(self.run_dir, self.best_state)
         metrics = {"best_epoch": self.best_epoch, "best_val_acc": self.best_val[0],
                    "best_val_loss": self.best_val[1], "seconds": round(self.elapsed(), 3)}
@@ -317,7 +346,7 @@ class _Run:
         return Failed(message=message, run_dir=str(self.run_dir) if self.run_dir else None)
 
     def discard_run_dir(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.par.is_main:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
 
@@ -418,9 +447,22 @@ def plan_record(plan: ExecutionPlan) -> dict[str, Any]:
     }
 
 
-def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Classifier) -> dict[str, Any]:
+def open_dataset(data_root, cfg: TrainConfig) -> Iterator[Event]:
+    """Generator: resolve a folder or ``hf://`` address, scan it and split it; returns (dataset, split, source)."""
+    if not isinstance(data_root, DataSource) and is_hub_dataset(str(data_root)):
+        yield Stage("download", f"Fetching {data_root} from the Hugging Face Hub")
+    source = open_data(data_root)
+    yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
+    dataset = scan_dataset(source.root, image_size=cfg.img_size)
+    if source.note:
+        yield Stage("split", f"Note: {source.note}")
+    return dataset, source.split(dataset, cfg.ratios, cfg.seed), source
+
+
+def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Classifier,
+                     source: DataSource | None = None, parallel: Parallel = SINGLE) -> dict[str, Any]:
     spec = get_backbone(cfg.backbone)
-    return {
+    meta = {
         "architecture": "pokedemo.models.Classifier",
         "backbone": cfg.backbone,
         "pretrained": cfg.pretrained,
@@ -438,11 +480,15 @@ def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Cl
             "unreadable": [u.rel_path for u in dataset.unreadable],
             "duplicate_groups": len(dataset.near_groups),
             "conflict_groups": len(dataset.conflict_groups),
+            **({"source": source.record()} if source is not None and source.is_hub else {}),
         },
         "split": split.to_record(dataset),
         "versions": ckpt.library_versions(),
         "created_at": ckpt.utc_now(),
     }
+    if parallel.enabled:
+        meta["parallel"] = {"world_size": parallel.world_size, "backend": parallel.backend}
+    return meta
 
 
 def _run_started(run_dir, device, dataset: Dataset, split: Split, cfg: TrainConfig, total_steps: int) -> RunStarted:
@@ -472,9 +518,8 @@ def compare(
     try:
         config.validate()
         config = config.resolved(resolve_device(config.device))  # both runs get the same concrete values
-        dataset = scan_dataset(data_root, image_size=config.img_size)
-        split = split_dataset(dataset, config.ratios, config.seed)
-    except (DatasetError, ValueError) as exc:
+        dataset, split, source = _quietly(open_dataset(data_root, config))  # compare yields only Tagged events
+    except (DatasetError, ValueError, HubError) as exc:
         yield Failed(message=str(exc))
         return
     runs = {
@@ -484,13 +529,22 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     for label, run_config in runs.items():
         final = None
-        for event in train(run_config, out_root=out_root, stop=stop, dataset=dataset, split=split):
+        for event in train(run_config, out_root=out_root, stop=stop, dataset=dataset, split=split, source=source):
             final = event
             yield Tagged(run=label, event=event)
         results[label] = _compare_summary(final)
         if not isinstance(final, Finished):
             return
     yield CompareFinished(results=results, table=[{"run": k, **v} for k, v in results.items()])
+
+
+def _quietly(generator):
+    """Run a generator to its return value, dropping what it yields."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as done:
+            return done.value
 
 
 def epochs_to_reach(history: list[dict[str, Any]], threshold: float) -> int | None:
