@@ -38,6 +38,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help=h("lr"))
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help=h("seed"))
+    parser.add_argument("--augment", type=float, default=TrainConfig.augment, help=h("augment"))
     parser.add_argument("--weights", metavar="FILE", default=None, help=h("weights_file"))
     parser.add_argument("--device", default=TrainConfig.device, help=h("device"))
     parser.add_argument("--out", metavar="DIR", default=None, help="Where run directories are written "
@@ -118,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
         img_size=args.img_size, eval_scale=args.eval_scale, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        weights_file=args.weights, device=args.device,
+        weights_file=args.weights, device=args.device, augment=args.augment,
     )
 
 
@@ -143,11 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from pokedemo.checkpoint import CheckpointError
     from pokedemo.data import DatasetError
+    from pokedemo.distributed import PeerLost
     from pokedemo.images import ImageLoadError
     from pokedemo.models import UnknownBackbone, WeightsUnavailable
 
     types: list[type[BaseException]] = [
-        UserError, CheckpointError, DatasetError, ImageLoadError, UnknownBackbone, WeightsUnavailable,
+        UserError, CheckpointError, DatasetError, ImageLoadError, UnknownBackbone, WeightsUnavailable, PeerLost,
     ]
     try:
         from pokedemo.hub import HubError

@@ -173,7 +173,7 @@ def collective(what: str) -> Iterator[None]:
 
 
 def lost_message(what: str, err: BaseException) -> str:
-    detail = " ".join(str(err).split())[:200]
+    detail = " ".join(str(err).split()).split(". ")[0][:200]  # gloo/NCCL texts run on; the first sentence says it
     return (f"another process of this distributed run failed or stopped answering (during {what}); "
             f"stopping this one too, nothing more is written ({detail})")
 
@@ -217,11 +217,25 @@ def process_group(env: Parallel, device_preference: str) -> Iterator[Parallel]:
 
         torch.cuda.set_device(env.local_rank)
     dist.init_process_group(backend=backend, timeout=timeout)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield ctx
+        # No rank leaves before rank 0 has written its last checkpoint: torchrun ends the others (SIGTERM) as
+        # soon as one process exits with an error status, such as 130 after a Ctrl-C.
+        with contextlib.suppress(Exception):  # a peer already gone fails this at once; nothing to wait for
+            dist.barrier()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(Exception):  # a peer may already be gone; leaving must not hide the real error
             dist.destroy_process_group()
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """torchrun sends SIGTERM to the surviving processes when one fails: end with a clear line, not silently.
+    Raised as an exception, so an atomic checkpoint write in progress removes its temporary file."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; the message is being written
+    raise PeerLost("another process of this distributed run failed or was stopped, and torchrun ended this one "
+                   "(SIGTERM); nothing more is written (a checkpoint already saved stays, marked unfinished)")
 
 
 def quiet_other_ranks(ctx: Parallel) -> None:
