@@ -64,9 +64,41 @@ def report_with_items(
     return report
 
 
+# Above this many classes a confusion matrix (picture or text) is unreadable; the most frequent mistakes,
+# listed, say what matters.
+MATRIX_MAX_CLASSES = 20
+
+
+def top_confusions(report: dict[str, Any], limit: int = 15) -> list[dict[str, Any]]:
+    """The most frequent (true, predicted) mistakes: count, and share of that true class's images."""
+    classes, matrix = report["classes"], np.asarray(report["confusion"], dtype=np.int64)
+    if matrix.size == 0:
+        return []
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off)
+    totals = matrix.sum(axis=1)
+    pairs = sorted(zip(rows.tolist(), cols.tolist()), key=lambda rc: (-off[rc], -off[rc] / totals[rc[0]], rc))
+    return [{"true": classes[r], "predicted": classes[c], "count": int(off[r, c]),
+             "share": round(float(off[r, c] / totals[r]), 4)} for r, c in pairs[:limit]]
+
+
+def format_top_confusions(report: dict[str, Any], limit: int = 15) -> str:
+    """The top mistakes, one per line: ``true → predicted: n of m (share)``."""
+    items = top_confusions(report, limit)
+    if not items:
+        return "no mistakes on these images"
+    totals = dict(zip(report["classes"], np.asarray(report["confusion"]).sum(axis=1).tolist()))
+    lines = [f"most frequent mistakes ({len(report['classes'])} classes, too many for a matrix):"]
+    lines += [f"  {i['true']} → {i['predicted']}: {i['count']} of {totals[i['true']]} ({i['share']:.0%})" for i in items]
+    return "\n".join(lines)
+
+
 def format_confusion(report: dict[str, Any]) -> str:
-    """Plain-text confusion matrix with class names, for the CLI."""
+    """Plain-text confusion matrix with class names, for the CLI (the top mistakes above MATRIX_MAX_CLASSES)."""
     classes = report["classes"]
+    if len(classes) > MATRIX_MAX_CLASSES:
+        return format_top_confusions(report)
     width = max(6, *(len(c) for c in classes)) + 1
     lines = ["true \\ pred".ljust(width) + "".join(c[:width - 1].rjust(width) for c in classes)]
     for name, row in zip(classes, report["confusion"]):

@@ -38,3 +38,18 @@ def test_report_with_items_predicts_from_probabilities():
     report = report_with_items(probs, [0, 1, 1], ["a", "b"], ["a/1.png", "b/1.png", "b/2.png"], "/data")
     assert report["accuracy"] == pytest.approx(2 / 3) and report["root"] == "/data"
     assert report["items"][2] == {"path": "b/2.png", "true": "b", "pred": "a", "prob": 0.6}
+
+
+def test_top_confusions_list_the_most_frequent_mistakes():
+    from pokedemo.metrics import format_confusion, top_confusions
+
+    classes = [f"c{k:02d}" for k in range(30)]
+    targets = [0] * 10 + [1] * 4 + list(range(2, 30))
+    predictions = [0] * 7 + [5] * 3 + [2] * 4 + list(range(2, 30))
+    report = classification_report(targets, predictions, classes)
+    assert top_confusions(report) == [
+        {"true": "c01", "predicted": "c02", "count": 4, "share": 1.0},
+        {"true": "c00", "predicted": "c05", "count": 3, "share": 0.3},
+    ]
+    text = format_confusion(report)  # 30 classes: a list, not a 30 x 30 matrix
+    assert text.splitlines()[1:] == ["  c01 → c02: 4 of 4 (100%)", "  c00 → c05: 3 of 10 (30%)"]
