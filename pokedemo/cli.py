@@ -243,9 +243,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from pokedemo.distributed import from_env
     from pokedemo.events import CompareFinished, Tagged
     from pokedemo.train import compare
 
+    if from_env() is not None:
+        raise UserError("compare runs in one process; under torchrun use `train` (once with --scratch)")
     config = config_from_args(args)
     printer = ProgressPrinter(config.unset_device_defaults())
     final = None

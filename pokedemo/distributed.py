@@ -105,6 +105,14 @@ class Parallel:
         device_ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids)
 
+    def vary_augmentation(self, seed: int) -> None:
+        """Give each rank its own augmentation draws (they come from the global RNG, seeded alike on all ranks,
+        which would crop every rank's images the same way). Single process: untouched, as before."""
+        if self.enabled:
+            import torch
+
+            torch.manual_seed(seed + 1_000_003 * self.rank)
+
     def any_stop(self, local: bool, device: Any) -> bool:
         """True on every rank as soon as one rank's stop flag is set (a collective: all ranks call it)."""
         if not self.enabled:

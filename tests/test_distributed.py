@@ -124,3 +124,12 @@ def test_shards_cover_each_global_batch_once():
         assert sorted(torch.cat(shards).tolist()) == sorted(batch.tolist())
     with pytest.raises(ValueError, match="global batch and must be divisible by the 2 processes"):
         ranks[0].check_batch(7)
+
+
+def test_compare_refuses_to_run_under_torchrun(monkeypatch, tiny_data_dir, capsys):
+    from pokedemo.cli import main
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "--data", str(tiny_data_dir)]) == 2
+    assert "compare runs in one process" in capsys.readouterr().err
