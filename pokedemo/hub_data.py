@@ -488,7 +488,7 @@ def _ensure_dataset_repo(api: Any, ctx, private: bool) -> str:
 
 def dataset_card(report: dict[str, Any], repo_id: str) -> str:
     """README.md of a pushed dataset: YAML metadata, classes and counts, the doctor's duplicate report."""
-    from pokedemo.doctor import doctor_markdown
+    from pokedemo.doctor import format_doctor
 
     n = report["n_images"]
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
@@ -496,10 +496,13 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> str:
         "---", "task_categories:", "- image-classification", "tags:", "- pokedemo", "- imagefolder",
         "size_categories:", f"- {size}", "---", "",
     ])
-    usage = (f"Train on it with pokedemo (same classes, counts and split as the local "
-             f"folder):\n\n```bash\npython -m pokedemo train --data {PREFIX}{repo_id}\n```\n\n"
-             "With the `datasets` library it loads as an image folder: "
-             f"`load_dataset(\"{repo_id}\")`.\n")
-    body = doctor_markdown(report).replace(f"(checked in {report['seconds']:.1f}s)", "").rstrip()
-    return (f"{front}# {repo_id.split('/')[-1]}\n\nAn image-classification dataset: one folder per class, "
-            f"`<class>/<image>`.\n\n## Classes and duplicate report\n\n{body}\n\n## Usage\n\n{usage}")
+    rows = "\n".join(f"| {name} | {count} |" for name, count in report["classes"].items())
+    doctor = "\n".join(format_doctor(report).splitlines()[1:])  # line 1 names the uploader's local folder
+    usage = (f"Train on it with pokedemo (same classes, counts and split as the local folder):\n\n"
+             f"```bash\npython -m pokedemo train --data {PREFIX}{repo_id}\n```\n\n"
+             f"With the `datasets` library it loads as an image folder: `load_dataset(\"{repo_id}\")`.\n")
+    return (f"{front}# {repo_id.split('/')[-1]}\n\nAn image-classification dataset of {n} images in "
+            f"{len(report['classes'])} classes, one folder per class (`<class>/<image>`).\n\n"
+            f"| class | images |\n|---|---:|\n{rows}\n\n"
+            f"## Duplicates and label conflicts (pokedemo doctor)\n\n```text\n{doctor}\n```\n\n"
+            f"## Usage\n\n{usage}")

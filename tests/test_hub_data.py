@@ -243,7 +243,8 @@ def test_push_train_evaluate_round_trip(hub_env, tiny_data_dir, tmp_path, monkey
     repo = hub_env.datasets["dora/tiny"]
     assert repo.private
     card = hub_env.file("dora/tiny", "README.md", kind="dataset").decode()
-    assert "image-classification" in card and "| a | 8 |" in card and "label conflicts: 0" in card
+    assert "image-classification" in card and "| a | 8 |" in card and "label conflicts (groups spanning classes): 0" in card
+    assert "exact duplicate groups: 0" in card and str(tiny_data_dir) not in card
 
     monkeypatch.setenv("HF_TOKEN", token)
     out = tmp_path / "runs"
