@@ -176,9 +176,12 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
 def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test") -> dict:
     """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly."""
     from pokedemo.data import scan_dataset, split_from_record
+    from pokedemo.hub_data import is_hub_dataset, open_data
 
     config = predictor.checkpoint.config
     root = data_root or _recorded_root(config)
+    if root and is_hub_dataset(str(root)):
+        root = str(open_data(str(root)).root)
     if not root or not Path(root).is_dir():
         recorded = (config.get("dataset") or {}).get("root")
         raise DatasetError(f"the training data folder {str(root or recorded)!r} is not here; pass --data DIR")

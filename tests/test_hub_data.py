@@ -277,3 +277,19 @@ def test_doctor_on_a_hub_dataset(hub_env, splits_data, capsys):
     out = capsys.readouterr().out
     assert out.startswith("hf://datasets/alice/doctor (commit ")
     assert "27 readable images in 3 classes" in out and "brings its own split (test, train)" in out
+
+
+# ------------------------------------------------------------------------------------------ the app's dataset box
+
+
+def test_app_dataset_box_takes_a_hub_dataset(hub_env, splits_data):
+    from pokedemo.app import sources
+
+    files = {**folder_files(splits_data["train"], "train/"), **folder_files(splits_data["test"], "test/")}
+    hub_env.create_repo("alice/app-box", repo_type="dataset", files=files)
+    summary = sources.summarise_dataset("hf://datasets/alice/app-box", 0, 32)
+    assert "brings its own split (test, train)" in summary and "⚠️" not in summary.split("ℹ️")[0]
+    report, strips = sources.doctor_panel("hf://datasets/alice/app-box")
+    assert "27" in report and strips == []
+    assert sources.summarise_dataset("hf://datasets/alice/missing", 0, 32).startswith(
+        "⚠️ dataset repo alice/missing not found")

@@ -811,3 +811,21 @@ def test_auto_push_after_training_pushes_only_a_finished_run(served, hub_env):
     assert len(hub_env.file("carol/auto", "model.safetensors")) > 1000
     list(app.train(str(data), *TINY_OPTIONS))
     assert "repo id" in app.auto_push("", False, token, True)
+
+
+def test_many_classes_show_top_confusions_instead_of_a_matrix():
+    from pokedemo.metrics import classification_report
+
+    classes = [f"species{k:02d}" for k in range(30)]
+    targets = list(range(30)) * 2
+    predictions = list(range(30)) + [1] + list(range(1, 30))  # species00 → species01 once
+    report = {**classification_report(targets, predictions, classes), "items": [
+        {"path": "x.png", "true": "species00", "pred": "species01", "prob": 0.9}]}
+    assert views.confusion_picture(report) is None
+    assert "<td>species00</td><td>species01</td>" in text.confusion_html(report) and "<th>species02" not in \
+        text.confusion_html(report)
+    listing = text.top_confusions_markdown(report)
+    assert "| species00 | species01 | 1 | 50.0% |" in listing and "30 classes" in listing
+    assert listing in text.errors_caption(report)
+    small = {"classes": ["a", "b"], "confusion": [[1, 1], [0, 2]]}
+    assert views.confusion_picture(small) is not None and "<table" in text.confusion_html(small)

@@ -47,7 +47,7 @@ def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] 
 
 def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     gr.Markdown("### 1 · Dataset")
-    ui["data_dir"] = gr.Textbox(label="Dataset folder on this machine (one sub-folder per class)",
+    ui["data_dir"] = gr.Textbox(label="Dataset folder on this machine (one sub-folder per class), or hf://datasets/NAMESPACE/NAME",
                                 value=app.data_dir, placeholder="data/pokemon")
     ui["scan"] = gr.Button("Scan folder", size="sm")
     ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")

@@ -34,19 +34,24 @@ def prefilled_data_dir() -> str:
 
 
 def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
-    """Scan ``folder`` and describe it; a friendly line instead of an exception for anything wrong."""
-    from pokedemo.data import DatasetError, scan_dataset, split_dataset
+    """Scan ``folder`` (or a ``hf://datasets/...`` address) and describe it; a friendly line instead of an
+    exception for anything wrong."""
+    from pokedemo.data import DatasetError, scan_dataset
+    from pokedemo.hub import HubError
+    from pokedemo.hub_data import open_data
 
     if not folder or not str(folder).strip():
         return text.NO_DATASET
     defaults = TrainConfig()
     try:
+        source = open_data(str(folder).strip())
         # Scanning at the training size fills the tensor cache, so Train starts without decoding again.
-        dataset = scan_dataset(str(folder).strip(), image_size=int(img_size) if img_size else None)
-        split = split_dataset(dataset, defaults.ratios, int(seed or 0))
-    except (DatasetError, ValueError, OSError) as exc:
+        dataset = scan_dataset(source.root, image_size=int(img_size) if img_size else None)
+        split = source.split(dataset, defaults.ratios, int(seed or 0))
+    except (DatasetError, ValueError, OSError, HubError) as exc:
         return f"⚠️ {exc}"
-    return text.dataset_summary_markdown(dataset, split)
+    summary = text.dataset_summary_markdown(dataset, split)
+    return f"{summary}\n\nℹ️ {source.note}" if source.note else summary
 
 
 def doctor_panel(folder: str | None) -> tuple[str, list]:
@@ -54,15 +59,18 @@ def doctor_panel(folder: str | None) -> tuple[str, list]:
     from pokedemo.app.views import conflict_thumbnails
     from pokedemo.data import DatasetError
     from pokedemo.doctor import diagnose
+    from pokedemo.hub import HubError
+    from pokedemo.hub_data import open_data
 
     folder = (folder or "").strip()
     if not folder:
         return text.DOCTOR_EMPTY, []
     try:
-        report = diagnose(folder)
-    except (DatasetError, ValueError, OSError) as exc:
+        root = open_data(folder).root  # a Hub dataset comes from the local Hub cache once downloaded
+        report = diagnose(root)
+    except (DatasetError, ValueError, OSError, HubError) as exc:
         return f"⚠️ {exc}", []
-    return text.doctor_panel_markdown(report), conflict_thumbnails(report, folder)
+    return text.doctor_panel_markdown(report), conflict_thumbnails(report, root)
 
 
 def test_split_examples(run_dir: str | os.PathLike | None, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
@@ -235,12 +243,15 @@ def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
 
 def data_root_for(predictor: Any, folder: str | None) -> str | None:
     """The folder the checkpoint was trained on (also the bundled data in another clone), else the Train tab's
-    folder (e.g. a checkpoint from the Hub trained elsewhere)."""
+    folder (e.g. a checkpoint from the Hub trained elsewhere); None for a run on a Hub dataset no longer here
+    (``evaluate_split`` fetches its recorded commit again)."""
     from pokedemo.checkpoint import recorded_data_root
 
     recorded = recorded_data_root(predictor.checkpoint.config)
     if recorded is not None:
         return str(recorded)
+    if ((predictor.checkpoint.config.get("dataset") or {}).get("source") or {}).get("spec"):
+        return None
     return (folder or "").strip() or None
 
 

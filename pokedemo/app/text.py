@@ -24,8 +24,8 @@ INTRO = """# Pokédemo — teach a network to recognise Pokémon
 watch it learn. ② **Predict**: show it any picture. ③ **Compare**: the same network starting from ImageNet
 weights vs. from random weights."""
 
-NO_DATASET = ("No dataset yet: type the path of a folder with one sub-folder per class (e.g. data/pokemon), "
-              "or upload a .zip of such folders.")
+NO_DATASET = ("No dataset yet: type the path of a folder with one sub-folder per class (e.g. data/pokemon) or a "
+              "Hub dataset (hf://datasets/namespace/name), or upload a .zip of such folders.")
 NO_CHECKPOINT = "No trained model yet: train one in the **Train** tab (a 2-epoch run takes about a minute)."
 MODEL_PICKER_INFO = ("The bundled starter model and your trained runs, newest first, with their test accuracy "
                      "(↻ re-reads the list).")
@@ -92,9 +92,37 @@ def per_class_frame(report: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
+def many_classes(report: dict[str, Any] | None) -> bool:
+    """Too many classes for a readable confusion matrix (picture or table): show the top confusions instead."""
+    from pokedemo.metrics import MATRIX_MAX_CLASSES
+
+    return bool(report) and len(report["classes"]) > MATRIX_MAX_CLASSES
+
+
+def top_confusions_markdown(report: dict[str, Any], limit: int = 15) -> str:
+    """The most frequent mistakes as a Markdown table, for reports with too many classes for a matrix."""
+    from pokedemo.metrics import top_confusions
+
+    items = top_confusions(report, limit)
+    head = f"**Most frequent mistakes** ({len(report['classes'])} classes are too many for a confusion matrix)"
+    if not items:
+        return f"{head}: none, every test image was classified correctly."
+    rows = [f"| {_md_cell(i['true'])} | {_md_cell(i['predicted'])} | {i['count']} | {percent(i['share'])} |"
+            for i in items]
+    return "\n".join([head, "", "| true class | predicted as | images | share of the class |",
+                      "|---|---|---:|---:|", *rows])
+
+
+def _md_cell(value: str) -> str:
+    return str(value).replace("|", "\\|")
+
+
 def confusion_html(report: dict[str, Any], title: str = "") -> str:
     """The confusion matrix as a small HTML table: rows = true class, columns = predicted; correct answers
-    green, mistakes red, the stronger the larger their share of the row."""
+    green, mistakes red, the stronger the larger their share of the row. Above MATRIX_MAX_CLASSES classes:
+    the most frequent mistakes as a list instead."""
+    if many_classes(report):
+        return _top_confusions_html(report, title)
     classes, matrix = report["classes"], report["confusion"]
     head = "".join(f'<th style="padding:4px 8px">{html.escape(c)}</th>' for c in classes)
     rows = []
@@ -109,6 +137,18 @@ def confusion_html(report: dict[str, Any], title: str = "") -> str:
         '<tr><th style="padding:4px 8px;text-align:right">true ↓ · predicted →</th>' + head + "</tr>"
         + "".join(rows) + "</table></div>"
     )
+
+
+def _top_confusions_html(report: dict[str, Any], title: str, limit: int = 15) -> str:
+    from pokedemo.metrics import top_confusions
+
+    caption = f"<div style='font-weight:600;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
+    rows = "".join(f"<tr><td>{html.escape(i['true'])}</td><td>{html.escape(i['predicted'])}</td>"
+                   f"<td style='text-align:right'>{i['count']}</td><td style='text-align:right'>{percent(i['share'])}"
+                   "</td></tr>" for i in top_confusions(report, limit))
+    return (f'<div class="pd-confusion">{caption}<div>Most frequent mistakes ({len(report["classes"])} classes)'
+            "</div><table><tr><th>true class</th><th>predicted as</th><th>images</th><th>share</th></tr>"
+            f"{rows}</table></div>")
 
 
 def _confusion_cell(count: int, share: float, correct: bool) -> str:
@@ -130,7 +170,8 @@ def results_markdown(final: Event | None) -> str:
                 f"on {final.test_metrics.get('n', '?')} held-out test images the model never saw while training · "
                 f"best epoch {final.best_epoch} (validation {percent(final.best_val_acc)}) · "
                 f"took {format_duration(final.seconds)}\n\n"
-                f"Saved as `{name}` — now selected in the **Predict** tab.")
+                f"Saved as `{name}` — now selected in the **Predict** tab."
+                + (f"\n\n{top_confusions_markdown(final.test_metrics)}" if many_classes(final.test_metrics) else ""))
     if isinstance(final, Cancelled):
         extra = " It is selected in the **Predict** tab." if final.run_dir else ""
         return f"### Stopped\n{final.message}{extra}"
@@ -147,8 +188,9 @@ def errors_caption(report: dict[str, Any]) -> str:
     wrong = sum(1 for item in report["items"] if item["true"] != item["pred"])
     if not wrong:
         return NO_ERRORS
-    return (f"**{wrong} of {report['n']} test images misclassified**, the most confident mistakes first. "
-            "Caption: true class → predicted class (how sure the model was of its wrong answer).")
+    caption = (f"**{wrong} of {report['n']} test images misclassified**, the most confident mistakes first. "
+               "Caption: true class → predicted class (how sure the model was of its wrong answer).")
+    return f"{caption}\n\n{top_confusions_markdown(report)}" if many_classes(report) else caption
 
 
 # ------------------------------------------------------------------------------------------ comparisons

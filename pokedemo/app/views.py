@@ -231,8 +231,11 @@ def report_on_items(items: list[dict[str, Any]], classes: list[str], keep: set[s
 
 
 def confusion_picture(report: dict[str, Any] | None):
-    """The confusion matrix as a PIL image (class names on both axes, counts, colour), None without a report."""
-    if not report:
+    """The confusion matrix as a PIL image (class names on both axes, counts, colour), None without a report
+    and above MATRIX_MAX_CLASSES classes (unreadable; the captions list the top confusions instead)."""
+    from pokedemo.app.text import many_classes
+
+    if not report or many_classes(report):
         return None
     from pokedemo.report import confusion_image
 
