@@ -288,12 +288,15 @@ def write_parquet_images(files: list[Path], snapshot: Path, target: Path, label:
         by_part.setdefault(_parquet_part(path, snapshot), []).append(path)
     for part, paths in by_part.items():
         for file_no, path in enumerate(paths):
-            table = pq.read_table(path)
-            image_col, label_col = _parquet_columns(table, names, label)
-            names = names or _names_from_schema(table.schema, label_col)
-            rows = zip(table.column(image_col).to_pylist(), table.column(label_col).to_pylist())
-            for row_no, (image, value) in enumerate(rows):
-                _write_row(image, value, names, target, part, f"{file_no:03d}-{row_no:06d}", label)
+            parquet = pq.ParquetFile(path)
+            schema = parquet.schema_arrow
+            image_col, label_col = _parquet_columns(schema, label)
+            names = names or _names_from_schema(schema, label_col)
+            row_no = 0
+            for batch in parquet.iter_batches(batch_size=256, columns=[image_col, label_col]):  # bounded memory
+                for image, value in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                    _write_row(image, value, names, target, part, f"{file_no:03d}-{row_no:06d}", label)
+                    row_no += 1
     if len(by_part) > 1:
         (target / ".pokedemo-own-splits").write_text("", encoding="utf-8")
     else:  # one split only: an image folder pokedemo splits itself
@@ -341,14 +344,14 @@ def _names_from_schema(schema, label_col: str) -> dict[int, str] | None:
         return None
 
 
-def _parquet_columns(table, names: dict[int, str] | None, label: str) -> tuple[str, str]:
+def _parquet_columns(schema, label: str) -> tuple[str, str]:
     import pyarrow as pa
 
-    images = [f.name for f in table.schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0]
-    labels = [f.name for f in table.schema if pa.types.is_integer(f.type)]
+    images = [f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0]
+    labels = [f.name for f in schema if pa.types.is_integer(f.type)]
     preferred = [n for n in labels if n.lower() in ("label", "labels")]
     if not images or not labels:
-        found = ", ".join(f"{f.name} ({f.type})" for f in table.schema)
+        found = ", ".join(f"{f.name} ({f.type})" for f in schema)
         raise DatasetError(f"{label} has Parquet files without an image column of {{bytes}} and an integer label "
                            f"column (columns: {found}); {EXPECTED}")
     return images[0], (preferred or labels)[0]
