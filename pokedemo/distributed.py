@@ -64,7 +64,7 @@ class Parallel:
 
         device = resolve_device(preference)
         if self.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
+            device = torch.device(device.type, self.local_rank)  # one GPU per process on this node
             torch.cuda.set_device(device)
         return device
 
