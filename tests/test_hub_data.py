@@ -293,3 +293,14 @@ def test_app_dataset_box_takes_a_hub_dataset(hub_env, splits_data):
     assert "27" in report and strips == []
     assert sources.summarise_dataset("hf://datasets/alice/missing", 0, 32).startswith(
         "⚠️ dataset repo alice/missing not found")
+
+
+def test_evaluate_on_a_hub_dataset_with_its_own_split_uses_its_test_part(hub_env, splits_data, tiny_checkpoint):
+    from pokedemo.predict import Predictor, evaluate_folder
+
+    files = {}
+    for part, root in splits_data.items():
+        files.update(folder_files(root, f"{part}/"))
+    hub_env.create_repo("alice/eval-split", repo_type="dataset", files=files)
+    report = evaluate_folder(Predictor.load(tiny_checkpoint), "hf://datasets/alice/eval-split")
+    assert report["n"] == 9 and all("/test/" in item["path"] for item in report["items"])
