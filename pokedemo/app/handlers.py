@@ -201,7 +201,7 @@ class DemoApp:
             progress_html(view.fraction, view.status), loss, accuracy, "\n".join(view.log),
             text.results_markdown(view.final) if done else "",
             text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
-            confusion_output(report),
+            views.confusion_picture(report),
             *(self._errors_of(report) if report else ("", [])),
             *(self._select_checkpoints(view.run_dir) if done else (gr.skip(),) * 3),
         )
@@ -310,7 +310,7 @@ class DemoApp:
 
     def inspect(self, checkpoint: str | None, folder: str | None):
         """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
-        empty = (confusion_output(None), empty_frame(PER_CLASS_COLUMNS), [])
+        empty = (None, empty_frame(PER_CLASS_COLUMNS), [])
         if not checkpoint:
             return (NO_CHECKPOINT, *empty)
         try:
@@ -318,7 +318,7 @@ class DemoApp:
             report = sources.test_report(predictor, folder)
         except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
             return (f"⚠️ {friendly_error(exc)}", *empty)
-        return (text.errors_caption(report), confusion_output(report), text.per_class_frame(report),
+        return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
                 views.errors_items(report))
 
     def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
@@ -427,8 +427,3 @@ def _notify(final: Event | None) -> None:
         _info(final.message)
     elif isinstance(final, Finished):
         _info(text.finished_toast(final))
-
-
-def confusion_output(report: dict[str, Any] | None):
-    """The confusion picture, hidden above MATRIX_MAX_CLASSES classes (the caption lists the top confusions)."""
-    return gr.Image(value=views.confusion_picture(report), visible=not text.many_classes(report))
