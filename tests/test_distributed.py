@@ -109,16 +109,15 @@ def test_without_torchrun_there_is_no_process_group(monkeypatch, tiny_checkpoint
     assert from_env() is None
     assert not torch.distributed.is_initialized()  # tiny_checkpoint trained in this process
     assert "parallel" not in load_checkpoint(tiny_checkpoint).config
-    order = torch.arange(5)
-    assert SINGLE.pad_order(order) is order and SINGLE.shard(order) is order
+    batches = list(torch.arange(5).split(2))
+    assert SINGLE.even_batches(batches) is batches and SINGLE.shard(batches[0]) is batches[0]
 
 
 def test_shards_cover_each_global_batch_once():
     ranks = [Parallel(rank=r, world_size=2, backend="gloo") for r in range(2)]
-    order = ranks[0].pad_order(torch.tensor([4, 0, 3, 1, 2]))
-    assert order.tolist() == [4, 0, 3, 1, 2, 4]  # wrapped to a multiple of the world size
-    for start in range(0, len(order), 4):
-        batch = order[start:start + 4]
+    batches = ranks[0].even_batches(list(torch.tensor([4, 0, 3, 1, 2]).split(4)))
+    assert [b.tolist() for b in batches] == [[4, 0, 3, 1], [2, 4]]  # the last one wrapped to a multiple of 2
+    for batch in batches:
         shards = [r.shard(batch) for r in ranks]
         assert len(shards[0]) == len(shards[1])
         assert sorted(torch.cat(shards).tolist()) == sorted(batch.tolist())
