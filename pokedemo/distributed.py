@@ -23,8 +23,9 @@ import datetime as _dt
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 # A rank that dies leaves the others blocked in a collective: gloo notices a closed connection at once, but a
 # hung peer is only noticed when a collective times out. Ten minutes covers the slowest single step we run
@@ -56,7 +57,7 @@ class Parallel:
 
     # ---------------------------------------------------------------- device and batch
 
-    def device(self, preference: str) -> "Any":
+    def device(self, preference: str) -> Any:
         """The device of this rank: cuda:LOCAL_RANK on CUDA (set as the current device), else as resolved."""
         import torch
 
@@ -92,11 +93,11 @@ class Parallel:
         wrapped = order.repeat(-(-extra // len(order)))[:extra]
         return [*batches[:-1], torch.cat([batches[-1], wrapped])]
 
-    def shard(self, batch_indices: "Any") -> "Any":
+    def shard(self, batch_indices: Any) -> Any:
         """This rank's slice of one global batch (strided, so each rank gets every class mix)."""
         return batch_indices[self.rank::self.world_size] if self.enabled else batch_indices
 
-    def wrap(self, module: "Any", device: Any) -> "Any":
+    def wrap(self, module: Any, device: Any) -> Any:
         """DistributedDataParallel around the trained module (broadcasts rank 0's weights once)."""
         if not self.enabled:
             return module
@@ -124,7 +125,7 @@ class Parallel:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
-    def sum_(self, tensor: "Any") -> "Any":
+    def sum_(self, tensor: Any) -> Any:
         if self.enabled:
             import torch
 
@@ -132,7 +133,7 @@ class Parallel:
                 torch.distributed.all_reduce(tensor)
         return tensor
 
-    def sum_epoch(self, loss_sum: "Any", correct: "Any", seen: int) -> tuple["Any", "Any", int]:
+    def sum_epoch(self, loss_sum: Any, correct: Any, seen: int) -> tuple[Any, Any, int]:
         """(loss sum, correct, images seen) of one epoch over all ranks."""
         if not self.enabled:
             return loss_sum, correct, seen

@@ -24,10 +24,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pokedemo.data import IMAGE_EXTENSIONS, DatasetError
 from pokedemo.hub import HubError, RepoRef, parse_repo_ref

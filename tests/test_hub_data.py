@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tiny_dataset
+
 from pokedemo.data import DatasetError, scan_dataset, split_dataset
 from pokedemo.hub import HubError
 from pokedemo.hub_data import DataSource, open_data, part_of, push_dataset

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tiny_dataset
 
 CLASSES = [f"species{k:03d}" for k in range(150)]
