@@ -286,7 +286,7 @@ def test_app_dataset_box_takes_a_hub_dataset(hub_env, splits_data):
     from pokedemo.app import sources
 
     files = {**folder_files(splits_data["train"], "train/"), **folder_files(splits_data["test"], "test/")}
-    hub_env.create_repo("alice/app-box", repo_type="dataset", files=files)
+    hub_env.create_repo("alice/app-box", kind="dataset", files=files)
     summary = sources.summarise_dataset("hf://datasets/alice/app-box", 0, 32)
     assert "brings its own split (test, train)" in summary and "⚠️" not in summary.split("ℹ️")[0]
     report, strips = sources.doctor_panel("hf://datasets/alice/app-box")
@@ -301,6 +301,6 @@ def test_evaluate_on_a_hub_dataset_with_its_own_split_uses_its_test_part(hub_env
     files = {}
     for part, root in splits_data.items():
         files.update(folder_files(root, f"{part}/"))
-    hub_env.create_repo("alice/eval-split", repo_type="dataset", files=files)
+    hub_env.create_repo("alice/eval-split", kind="dataset", files=files)
     report = evaluate_folder(Predictor.load(tiny_checkpoint), "hf://datasets/alice/eval-split")
     assert report["n"] == 9 and all("/test/" in item["path"] for item in report["items"])
