@@ -16,8 +16,6 @@ STRATEGIES = ("finetune", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-PRETRAINED_EVAL_SCALE = 1.375  # 128 px training -> 176 px evaluation (see TrainConfig.resolved_eval_scale)
-IMAGENET_SIZE = 224
 
 # Fields added after checkpoints were already saved: the value that reproduces an older run without them.
 _ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0}
@@ -98,11 +96,11 @@ class TrainConfig:
     img_size: int | None = _opt(
         None, f"Square training resolution in pixels {_per_device('img_size', ' px')}."
     )
-    eval_scale: float | None = _opt(
-        None,
+    eval_scale: float = _opt(
+        1.0,
         "Validation, test and prediction run at img_size x eval_scale pixels. Random-crop training shows "
-        "objects larger than a centre crop does, so a somewhat larger evaluation size matches them (FixRes). "
-        "None: 1.375 (up to 224 px) when fine-tuning keeps ImageNet BatchNorm statistics (pretrained), else 1.0.",
+        "objects larger than a centre crop does, so a somewhat larger evaluation size can match them (FixRes, "
+        "e.g. 1.375 for pretrained runs); 1.0 until the accuracy benchmark shows a gain (BENCHMARKS.md).",
     )
     seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.")
     label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.")
@@ -134,7 +132,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "img_size": self.img_size is None or 16 <= self.img_size <= 1024,
-            "eval_scale": (self.eval_scale is None or 0.5 <= self.eval_scale <= 2)
+            "eval_scale": 0.5 <= self.eval_scale <= 2
             and (self.img_size is None or 16 <= self.eval_size <= 1024),
             "val_ratio/test_ratio": 0 < self.val_ratio < 1 and 0 < self.test_ratio < 1
             and self.val_ratio + self.test_ratio < 1,
@@ -162,21 +160,7 @@ class TrainConfig:
         A checkpoint records it as its top-level ``image_size``; checkpoints from before ``eval_scale`` existed
         have img_size there, which is what they were evaluated at.
         """
-        return int(round(self.img_size * self.resolved_eval_scale))
-
-    @property
-    def resolved_eval_scale(self) -> float:
-        """eval_scale, or for None the measured choice (BENCHMARKS.md, issue 13): with ImageNet BatchNorm
-        statistics kept (pretrained, frozen BN or linear) a 176 px evaluation of a 128 px training scored
-        higher on every seed tried; a scratch resnet18's own BatchNorm statistics, learnt at the training
-        size, scored lower at 176 px, so from scratch it stays at img_size."""
-        if self.eval_scale is not None:
-            return float(self.eval_scale)
-        keeps_imagenet_bn = self.pretrained and (self.freeze_bn or self.strategy == "linear")
-        if not keeps_imagenet_bn:
-            return 1.0
-        # Not beyond ImageNet's 224 px, whose statistics these are (a 224 px GPU default stays at 224: unmeasured).
-        return min(PRETRAINED_EVAL_SCALE, max(1.0, IMAGENET_SIZE / self.img_size)) if self.img_size else 1.0
+        return int(round(self.img_size * self.eval_scale))
 
     @property
     def ratios(self) -> tuple[float, float, float]:

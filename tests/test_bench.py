@@ -71,18 +71,19 @@ def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_da
     from pokedemo.bench import main
 
     code = main(["--accuracy", "--data", str(tiny_data_dir), "--out", str(tmp_path), "--seeds", "0", "1",
-                 "--recipes", "before-13", "default", "--backbone", "resnet18", "--scratch", "--epochs", "1",
+                 "--recipes", "default", "fixres", "--backbone", "resnet18", "--scratch", "--epochs", "1",
                  "--img-size", "32", "--batch-size", "8", "--json", str(tmp_path / "acc.json")])
     assert code == 0
     table = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("before-13", "default"))}
-    assert set(rows) == {"before-13", "default"}, table
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("default", "fixres"))}
+    assert set(rows) == {"default", "fixres"}, table
     assert all("failed" not in row and "0:" in row and "1:" in row for row in rows.values()), table
-    assert "1.00x" in rows["before-13"]  # ratios are relative to the first recipe
+    assert "1.00x" in rows["default"]  # ratios are relative to the first recipe
     report = json.loads((tmp_path / "acc.json").read_text())
     assert sorted((r["recipe"], r["seed"]) for r in report["runs"]) == [
-        ("before-13", 0), ("before-13", 1), ("default", 0), ("default", 1)]
-    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "before-13"} == {32}
+        ("default", 0), ("default", 1), ("fixres", 0), ("fixres", 1)]
+    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "default"} == {32}
+    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "fixres"} == {44}
 
 
 def test_accuracy_summary_reports_mean_spread_and_failures():

@@ -111,9 +111,7 @@ def test_a_saved_config_without_eval_scale_evaluates_at_its_training_size():
     old = TrainConfig.from_dict({"img_size": 96, "epochs": 3})
     assert old.eval_scale == 1.0 and old.eval_size == 96
     assert TrainConfig(img_size=128, eval_scale=1.25).eval_size == 160
-    assert TrainConfig(img_size=128, pretrained=True).eval_size == 176  # default: measured choice per kind
-    assert TrainConfig(img_size=128, pretrained=False).eval_size == 128
-    assert TrainConfig(img_size=128, pretrained=True, freeze_bn=False).eval_size == 128
-    assert TrainConfig(img_size=224, pretrained=True).eval_size == 224  # not beyond ImageNet's size
+    assert TrainConfig(img_size=128, pretrained=True).eval_size == 128  # default: evaluate at the training size
+    assert TrainConfig(img_size=128, pretrained=True, eval_scale=1.375).eval_size == 176
     with pytest.raises(ValueError, match="eval_scale"):
         TrainConfig(eval_scale=5.0).validate()
