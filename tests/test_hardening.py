@@ -500,7 +500,7 @@ def test_hub_token_never_reaches_logs_messages_or_files_via_the_app_path(hub_env
     app = DemoApp(tmp_path, str(tmp_path))
     messages = [push_run(str(run), repo, True, wrong), push_run(str(run), repo, True, tokens.alice)]
     assert messages[0].startswith("❌") and messages[1].startswith("✅"), messages
-    loaded, picker = app.load_from_hub(repo, tokens.alice)
+    loaded, picker, _ = app.load_from_hub(repo, token=tokens.alice)
     path = picker.value
     messages.append(loaded)
     messages.append(" ".join(map(str, app.predict(str(ROOT / "tests" / "missing.png"), str(path)))))

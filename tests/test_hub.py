@@ -392,11 +392,12 @@ def test_push_and_load_for_the_app(hub_env, tokens, tmp_path, monkeypatch):
     assert app.push(None, repo, False, None) == text.PUSH_NO_CHECKPOINT
     path = sources.fetch_hub_model(repo)
     assert (path / "config.json").is_file()
-    message, picker = app.load_from_hub(repo)
+    message, picker, loaded = app.load_from_hub(repo)
     assert message.startswith("✅") and picker.value == str(path)
+    assert [value for _, value in loaded] == [str(path)]  # this session's Hub models, for its gr.State
     with pytest.raises(sources.HubLoadError, match="not found"):
         sources.fetch_hub_model("alice/missing-model")
-    message, _ = app.load_from_hub("alice/missing-model")
+    message, *_ = app.load_from_hub("alice/missing-model")
     assert message.startswith("❌") and "not found" in message and "\n" not in message
     assert app.load_from_hub("  ")[0] == text.LOAD_NO_REPO
 

@@ -42,6 +42,11 @@ def client(served, tmp_path):
     return client_for(served[0], tmp_path)
 
 
+def values(picker: dict) -> list[str]:
+    """The values a checkpoint dropdown (as the API returns it) offers."""
+    return [value for _, value in picker["choices"]]
+
+
 def confidences(label: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in label["confidences"]}
 
@@ -429,6 +434,26 @@ def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub_en
     assert confidences(typed) == pytest.approx(confidences(local), abs=1e-5)
     message, _ = client.predict("bob/nope", api_name="/load_from_hub")
     assert message.startswith("❌") and "bob/nope" in message
+
+
+def test_a_hub_model_loaded_in_one_session_stays_out_of_other_sessions_pickers(served, hub_env, tmp_path):
+    _, _, _, checkpoint, _ = served
+    token = hub_env.add_user("dora")
+    loader, other = client_for(served[0], tmp_path / "loader"), client_for(served[0], tmp_path / "other")
+    assert loader.predict(str(checkpoint), "dora/private-pick", False, token,
+                          api_name="/push_to_hub").startswith("✅")
+    message, picker = loader.predict("dora/private-pick", api_name="/load_from_hub")
+    assert message.startswith("✅")
+    hub_value = picker["value"]
+    assert hub_value in values(picker)
+
+    def listed(client: Client) -> list[list[str]]:  # the values of all three pickers after ↻
+        return [values(p) for p in client.predict(None, None, None, api_name="/refresh_checkpoints")]
+
+    assert all(hub_value in choices for choices in listed(loader))  # its own session keeps listing it
+    assert all(hub_value not in choices and str(checkpoint) in choices for choices in listed(other))
+    fresh = client_for(served[0], tmp_path / "fresh")  # a session that starts after the load does not see it
+    assert all(hub_value not in choices for choices in listed(fresh))
 
 
 # ------------------------------------------------------------------------------------------ pure helpers

@@ -94,11 +94,12 @@ class DemoApp:
         self.data_dir = data_dir
         self.default_model = default_model  # the starter (or $POKEDEMO_MODEL): listed until newer runs exist
         self.jobs = JobRegistry()
-        self.hub_choices: list[tuple[str, str]] = []  # models loaded from the Hub, listed after local runs
         self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
 
-    def choices(self) -> list[tuple[str, str]]:
-        return sources.checkpoint_choices(self.checkpoint_root, self.default_model) + self.hub_choices
+    def choices(self, loaded: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+        """The pickers' entries: this app's runs (and the default model), then the Hub models ``loaded`` in this
+        browser session (a ``gr.State``: one user's Hub models never appear in another user's picker)."""
+        return sources.checkpoint_choices(self.checkpoint_root, self.default_model) + list(loaded or [])
 
     def recorded_compare(self) -> dict[str, Any] | None:
         """What the Compare tab shows before anyone runs it: the comparison recorded beside the starter."""
@@ -150,7 +151,8 @@ class DemoApp:
             _info("Nothing to stop: no training is running from this tab.")
 
     def train(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
-              batch_size: float, img_size: float, seed: float, request: gr.Request = None):
+              batch_size: float, img_size: float, seed: float, loaded: list | None = None,
+              request: gr.Request = None):
         """Stream one training run: progress, curves and log; results and the new checkpoint at the end."""
         from pokedemo.train import train
 
@@ -159,14 +161,15 @@ class DemoApp:
             events = self._start(data_dir, stop, train, backbone, pretrained, strategy, epochs, lr, batch_size,
                                  img_size, seed)
             for _ in _drive(events, view, stop):
-                yield self._train_outputs(view)
+                yield self._train_outputs(view, loaded)
         if isinstance(view.final, Finished):
             self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
-        yield self._train_outputs(view, done=True)
+        yield self._train_outputs(view, loaded, done=True)
 
     def compare(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
-                batch_size: float, img_size: float, seed: float, request: gr.Request = None):
+                batch_size: float, img_size: float, seed: float, loaded: list | None = None,
+                request: gr.Request = None):
         """Stream a pretrained-vs-scratch comparison; the table and both confusion matrices at the end."""
         from pokedemo.train import compare
 
@@ -175,11 +178,11 @@ class DemoApp:
             events = self._start(data_dir, stop, compare, backbone, True, strategy, epochs, lr, batch_size,
                                  img_size, seed)
             for _ in _drive(events, view, stop):
-                yield self._compare_outputs(view, int(epochs))
+                yield self._compare_outputs(view, int(epochs), loaded)
         message = view.message()
         if message:
             gr.Warning(message)
-        yield self._compare_outputs(view, int(epochs), done=True)
+        yield self._compare_outputs(view, int(epochs), loaded, done=True)
 
     def _start(self, data_dir, stop, engine, *options) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
@@ -194,7 +197,7 @@ class DemoApp:
             return iter([Failed(message=f"invalid training option: {exc}")])
         return engine(config, folder, self.checkpoint_root, stop=stop)
 
-    def _train_outputs(self, view: RunView, done: bool = False) -> tuple:
+    def _train_outputs(self, view: RunView, loaded: list | None, done: bool = False) -> tuple:
         loss, accuracy = map(views.plot_value, views.curve_frames(view.points))
         report = view.final.test_metrics if done and isinstance(view.final, Finished) else None
         return (
@@ -203,7 +206,7 @@ class DemoApp:
             text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
             views.confusion_picture(report),
             *(self._errors_of(report) if report else ("", [])),
-            *(self._select_checkpoints(view.run_dir) if done else (gr.skip(),) * 3),
+            *(self._select_checkpoints(loaded, view.run_dir) if done else (gr.skip(),) * 3),
         )
 
     def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
@@ -213,7 +216,7 @@ class DemoApp:
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
             return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
 
-    def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False) -> tuple:
+    def _compare_outputs(self, view: CompareView, epochs: int, loaded: list | None, done: bool = False) -> tuple:
         accuracy, loss = map(views.plot_value, views.compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in views.RUN_LABELS]
@@ -223,12 +226,12 @@ class DemoApp:
             progress_html(view.fraction, view.status), accuracy, loss, "\n".join(view.log), summary,
             text.compare_table(results, epochs) if results else empty_frame(COMPARE_COLUMNS),
             text.compare_confusions(results) if results else "",
-            *(self._select_checkpoints(*runs) if done else (gr.skip(),) * 3),
+            *(self._select_checkpoints(loaded, *runs) if done else (gr.skip(),) * 3),
         )
 
-    def _select_checkpoints(self, first: str | None, second: str | None = None) -> tuple:
+    def _select_checkpoints(self, loaded: list | None, first: str | None, second: str | None = None) -> tuple:
         """Dropdown updates after a run: the new run selected in Predict (and in Compare A/B)."""
-        choices = self.choices()
+        choices = self.choices(loaded)
         known = {value for _, value in choices}
 
         def dropdown(run: str | None) -> gr.Dropdown:
@@ -238,9 +241,10 @@ class DemoApp:
 
     # ---- checkpoints and prediction
 
-    def refresh(self, *current: str | None) -> tuple:
-        """Re-list checkpoints for each dropdown, keeping its selection when it still exists."""
-        choices = self.choices()
+    def refresh(self, loaded: list | None, *current: str | None) -> tuple:
+        """Re-list checkpoints (and this session's Hub models) for each dropdown, keeping its selection when it
+        still exists."""
+        choices = self.choices(loaded)
         known = [value for _, value in choices]
         return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
                      for value in current)
@@ -338,17 +342,18 @@ class DemoApp:
 
     # ---- the Hugging Face Hub
 
-    def load_from_hub(self, spec: str | None, token: str | None = None):
-        """Download a model by repo id and select it in the Predict picker; (message, picker)."""
+    def load_from_hub(self, spec: str | None, loaded: list | None = None, token: str | None = None):
+        """Download a model by repo id and select it in the Predict picker; (message, picker, this session's
+        Hub models: the ``gr.State`` the pickers list after the local runs)."""
         if not (spec or "").strip():
-            return text.LOAD_NO_REPO, gr.skip()
+            return text.LOAD_NO_REPO, gr.skip(), gr.skip()
         try:
             path = sources.fetch_hub_model(spec, token)
         except sources.HubLoadError as err:
-            return f"❌ {err}", gr.skip()
+            return f"❌ {err}", gr.skip(), gr.skip()
         choice = sources.hub_choice(spec, path)
-        self.hub_choices = [c for c in self.hub_choices if c[1] != choice[1]] + [choice]
-        return text.hub_loaded(spec), gr.Dropdown(choices=self.choices(), value=choice[1])
+        loaded = [c for c in (loaded or []) if c[1] != choice[1]] + [choice]
+        return text.hub_loaded(spec), gr.Dropdown(choices=self.choices(loaded), value=choice[1]), loaded
 
     def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None):
         """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
@@ -376,7 +381,7 @@ class DemoApp:
     def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:
         """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
         summary = sources.summarise_dataset(folder, seed, img_size) if (folder or "").strip() else NO_DATASET
-        return (summary, *self.refresh(*current))
+        return (summary, *self.refresh(None, *current))  # a new page is a new session: no Hub models yet
 
 
 def backbone_dropdown(current: str | None) -> gr.Dropdown:

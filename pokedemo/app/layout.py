@@ -163,6 +163,8 @@ def _hub_panel(ui: dict[str, Any]) -> None:
                                         scale=4)
             ui["hub_load"] = gr.Button("Load from Hub", size="sm", scale=1)
         ui["hub_load_msg"] = gr.Markdown(elem_id="hub-load-msg")
+        # Per browser session (Gradio gives each its own copy): one user's Hub models stay out of others' pickers.
+        ui["hub_loaded"] = gr.State([])
         gr.Markdown("**Push the selected model** (a run trained here) to a model repo with a generated model card.")
         with gr.Row(equal_height=True):
             ui["push_repo"] = gr.Textbox(label="Repo id", placeholder="your-name/pokemon-classifier", scale=3)
@@ -243,8 +245,8 @@ def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
     ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
                         _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
                         api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
-    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub, [ui["hub_repo"]],
-          [ui["hub_load_msg"], ui["checkpoint"]], api_name="load_from_hub", concurrency_limit=2,
+    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub, [ui["hub_repo"], ui["hub_loaded"]],
+          [ui["hub_load_msg"], ui["checkpoint"], ui["hub_loaded"]], api_name="load_from_hub", concurrency_limit=2,
           concurrency_id="hub")
     ui["push"].click(app.push, _pick(ui, ("checkpoint", "push_repo", "push_private", "push_token")), ui["push_msg"],
                      api_name="push_to_hub", concurrency_limit=1, concurrency_id="hub")
@@ -252,7 +254,8 @@ def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
 
 def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
     """Train and Compare share one concurrency slot: one training at a time, others queue."""
-    options = _pick(ui, TRAINING_OPTIONS)
+    # The State last: the pickers updated after a run also list this session's Hub models.
+    options = _pick(ui, TRAINING_OPTIONS) + [ui["hub_loaded"]]
     pickers = _pick(ui, CHECKPOINT_PICKERS)
     for button, stop, fn, outputs, name in (
         ("train", "stop", app.train, TRAIN_OUTPUTS, "train"),
@@ -272,7 +275,8 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
 
 def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
     pickers = _pick(ui, CHECKPOINT_PICKERS)
-    ui["refresh"].click(app.refresh, pickers, pickers, api_name="refresh_checkpoints", concurrency_limit=None)
+    ui["refresh"].click(app.refresh, [ui["hub_loaded"], *pickers], pickers, api_name="refresh_checkpoints",
+                        concurrency_limit=None)
     # preprocess=False: gr.Image would open every upload with PIL first, so an empty or non-image file or a
     # decompression bomb would fail inside Gradio with a generic error; the handler gets the raw upload and the
     # one image loader answers with a clear message instead.
