@@ -37,7 +37,6 @@ CARD_FILE = "README.md"
 TIMM_WEIGHTS_FILE = "timm_model.safetensors"
 POKEDEMO_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, CARD_FILE)  # what a pull downloads
 _TRUE = {"1", "true", "yes", "on"}
-_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 class HubError(Exception):
@@ -122,17 +121,40 @@ def _host(endpoint: str) -> str:
 
 
 def parse_repo_ref(spec: str, *, allow_revision: bool = True) -> RepoRef:
-    """``NAMESPACE/NAME`` or ``NAMESPACE/NAME@REVISION`` → RepoRef; HubError for anything else."""
+    """``NAMESPACE/NAME`` or ``NAMESPACE/NAME@REVISION`` → RepoRef; HubError for anything else.
+
+    THE repo-id parser (models, the app's picker, ``hf://datasets/`` addresses). The name rules are
+    huggingface_hub's own (``validate_repo_id``); the namespace is required here because a bare ``NAME`` is
+    indistinguishable from a local run folder's name.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     text = str(spec).strip()
     name, _, revision = text.partition("@")
-    parts = name.split("/")
-    valid = len(parts) == 2 and all(_REPO_PART.match(p) and ".." not in p for p in parts)
+    try:
+        validate_repo_id(name)
+        valid = name.count("/") == 1
+    except HFValidationError:
+        valid = False
     if not valid or ("@" in text and not revision.strip()):
         expected = "NAMESPACE/NAME or NAMESPACE/NAME@REVISION" if allow_revision else "NAMESPACE/NAME"
         raise HubError(f"invalid Hub repo id {one_line(text)!r}: expected {expected}")
     if revision and not allow_revision:
         raise HubError(f"pushing goes to the main branch of a repo: give {name} without '@{revision}'")
     return RepoRef(name, revision.strip() or None)
+
+
+def looks_like_repo_id(spec: str | os.PathLike | None) -> bool:
+    """True when ``spec`` reads as ``NAMESPACE/NAME[@REVISION]`` and is no local path (existing, or written as
+    one: ``./``, ``/``, ``~``, backslashes)."""
+    text = str(spec or "").strip()
+    if not text or os.path.exists(text) or text.startswith((".", "/", "~")) or "\\" in text:
+        return False
+    try:
+        parse_repo_ref(text)
+    except HubError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------- errors

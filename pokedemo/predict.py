@@ -34,18 +34,11 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
         path = path.parent
     if path.is_dir():
         return path
-    text = str(spec)
-    if _looks_like_repo_id(text) and not path.exists():
-        from pokedemo.hub import download_checkpoint  # imported lazily: only Hub users pay for it
+    from pokedemo.hub import download_checkpoint, looks_like_repo_id  # lazily: local runs skip huggingface_hub
 
-        return download_checkpoint(text)
+    if looks_like_repo_id(spec):
+        return download_checkpoint(str(spec))
     raise CheckpointError(f"checkpoint not found: {spec} (give a run directory or a Hub repo id NAMESPACE/NAME)")
-
-
-def _looks_like_repo_id(text: str) -> bool:
-    name = text.split("@", 1)[0]
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and "\\" not in text
 
 
 class Predictor:

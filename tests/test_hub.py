@@ -335,9 +335,25 @@ def test_download_errors(hub_env, tokens, tmp_path):
     hub_error(lambda: hub.download_checkpoint("alice/no-weights"), "not a complete pokedemo model")
 
 
-@pytest.mark.parametrize("spec", ["not-a-repo", "a/b/c", "alice/name@", "../x", "alice/na me"])
+@pytest.mark.parametrize("spec", ["not-a-repo", "a/b/c", "alice/name@", "../x", "alice/na me", "alice/a--b",
+                                  "alice/x.git", "alice/-x", "alice/" + "x" * 97])
 def test_invalid_repo_ids(hub_env, spec):
     hub_error(lambda: hub.download_checkpoint(spec), "invalid Hub repo id")
+
+
+def test_one_repo_id_parser_for_the_cli_the_app_and_predict(tmp_path, monkeypatch):
+    from pokedemo.app.sources import hub_spec
+    from pokedemo.predict import resolve_checkpoint
+
+    assert hub.parse_repo_ref(" alice/my_model.v2@v1 ") == hub.RepoRef("alice/my_model.v2", "v1")
+    for spec in ("alice/model", "alice/model@main"):
+        assert hub.looks_like_repo_id(spec) and hub_spec(spec)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "model").mkdir(parents=True)
+    for spec in ("runs/model", "./alice/model", "~/alice", "alice\\model", "alice/a--b", "alice", "", None):
+        assert not hub.looks_like_repo_id(spec) and not hub_spec(spec)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        resolve_checkpoint("alice/a--b")  # not a repo id: never sent to the Hub
 
 
 def test_push_to_a_revision_is_refused(hub_env, tokens, tmp_path):

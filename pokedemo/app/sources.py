@@ -268,16 +268,9 @@ def test_report(predictor: Any, folder: str | None) -> dict[str, Any]:
 
 def hub_spec(value: str | None) -> bool:
     """True when ``value`` reads as a Hub repo id (NAMESPACE/NAME[@REVISION]) and is no local path."""
-    from pokedemo.hub import HubError, parse_repo_ref
+    from pokedemo.hub import looks_like_repo_id
 
-    value = (value or "").strip()
-    if not value or os.path.exists(value) or value.startswith((".", "/", "~")):
-        return False
-    try:
-        parse_repo_ref(value)
-    except HubError:
-        return False
-    return True
+    return looks_like_repo_id(value)
 
 
 def hub_choice(spec: str, path: Path) -> tuple[str, str]:
