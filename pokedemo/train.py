@@ -382,18 +382,21 @@ def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to zero, stepped every batch."""
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up then cosine decay to zero, stepped every batch.
+
+    Step s of the warm-up trains at (s + 1) / (warmup + 1) of each group's lr (never at 0), then a half cosine
+    over the remaining steps reaches 0 after the last batch.
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
     total = max(1, steps_per_epoch * cfg.epochs)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    cosine = CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=0.0)
+    if warmup == 0:
+        return cosine
+    ramp = LinearLR(optimizer, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 
 def fit_head_on_features(model: Classifier, data: SplitTensors, cfg: TrainConfig, plan: ExecutionPlan,

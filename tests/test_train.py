@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import threading
 
 import pytest
@@ -173,6 +174,31 @@ def test_scheduler_warms_up_then_decays_to_zero():
         scheduler.step()
     assert lrs[0] < lrs[5] < lrs[10] and max(lrs) == pytest.approx(1.0, abs=0.1)
     assert lrs[-1] < 0.01
+
+
+def _warmup_cosine_reference(step: int, warmup: int, total: int) -> float:
+    """The recipe's lr factor per step, as the hand-written LambdaLR computed it before the torch schedulers."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(1, total - warmup), 1.0)))
+
+
+@pytest.mark.parametrize("epochs, warmup_epochs, steps_per_epoch", [
+    (4, 1, 10), (2, 0.5, 3), (3, 0, 7), (1, 0.5, 1), (2, 50, 5), (30, 0.5, 24), (1, 0.1, 1),
+])
+def test_scheduler_follows_the_warmup_cosine_curve_per_step(epochs, warmup_epochs, steps_per_epoch):
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    base = (1e-4, 3e-3)  # two groups (backbone, head) with their own lr
+    optimizer = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, base)])
+    config = dataclasses.replace(TINY, epochs=epochs, warmup_epochs=warmup_epochs)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    total = steps_per_epoch * epochs
+    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    for step in range(total + 1):  # the lr each batch trains with, and after the last one
+        expected = [lr * _warmup_cosine_reference(step, warmup, total) for lr in base]
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected, rel=1e-9, abs=1e-15), step
+        optimizer.step()
+        scheduler.step()
 
 
 def test_epochs_to_reach():
