@@ -87,6 +87,8 @@ class Predictor:
         return dict(self.predict(source, top_k=len(self.classes)))
 
 
+# Not functools.lru_cache: it lets requests that miss together each load the model (seconds and memory apiece);
+# the lock per checkpoint version below makes them wait for one load.
 _predictors: "OrderedDict[tuple[str, float], Predictor]" = OrderedDict()
 _predictors_lock = threading.Lock()
 _loading: dict[tuple[str, float], threading.Lock] = {}  # per checkpoint version while it is being loaded
