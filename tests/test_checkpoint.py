@@ -148,4 +148,9 @@ def test_listing_hides_runs_with_truncated_or_foreign_weights(tmp_path):
     foreign, _ = make_checkpoint(tmp_path, name="foreign")
     (foreign / "model.safetensors").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     assert ckpt.weights_look_complete(good / "model.safetensors")
+    assert not ckpt.weights_look_complete(foreign / "model.safetensors")
+    assert not ckpt.weights_look_complete(tmp_path / "missing.safetensors")
+    for broken in (b"", data + b"\0" * 8):  # empty, or bytes beyond the tensors the header lists
+        (truncated / "model.safetensors").write_bytes(broken)
+        assert not ckpt.weights_look_complete(truncated / "model.safetensors")
     assert [info.name for info in ckpt.list_checkpoints(tmp_path)] == ["good"]
