@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -47,7 +47,10 @@ class ImageLoadError(ValueError):
 
 # ----------------------------------------------------------------------------------------------- image loading
 
-_ORIENTATION = {  # EXIF orientation -> transpose, the same table as PIL.ImageOps.exif_transpose
+# EXIF orientation -> transpose: Pillow's table, not ImageOps.exif_transpose itself. That one re-serialises the
+# whole EXIF block to drop the tag and raises on corrupt tags the orientation read survives (a fuzzed-EXIF test in
+# tests/test_data.py), and it would turn the full-size image where this turns the reduced one.
+_ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -73,7 +76,8 @@ def load_image(source: Any, max_side: int | None = DEFAULT_MAX_SIDE) -> Image.Im
     """Return `source` (path, bytes, binary file object or PIL image) as an upright RGB image.
 
     EXIF orientation applied, transparency composited onto white, first frame of animations, longer side
-    reduced to <= max_side (cheaply: JPEG draft, reduce). Raises ImageLoadError for anything unreadable.
+    reduced to <= max_side (cheaply: JPEG draft, then Image.thumbnail's reduce + resize). Raises ImageLoadError
+    for anything unreadable.
     """
     return load_image_with_original(source, max_side)[0]
 
@@ -151,6 +155,7 @@ def _decode_formats() -> list[str]:
 
 
 def _normalise(im: Image.Image, max_side: int | None, name: str) -> Image.Image:
+    given = im  # may be the caller's image: never changed in place (Image.thumbnail works in place)
     w, h = im.size
     if w < 1 or h < 1:
         raise _load_error(name, f"image has no pixels ({w}x{h})")
@@ -166,25 +171,22 @@ def _normalise(im: Image.Image, max_side: int | None, name: str) -> Image.Image:
     orientation = _exif_orientation(im)
     im = _to_8bit(im)
     if im.mode == "P" and max_side and max(im.size) > 2 * max_side:
-        # Palette images cannot be reduce()d and converting 35 Mpx to RGB costs ~100 MB and a second; a nearest
-        # pre-shrink to twice the target keeps the palette (and its transparency) and costs milliseconds.
-        im = im.resize(_fit(im.size, 2 * max_side), Image.Resampling.NEAREST)
+        # Palette images cannot be reduce()d and converting a huge one to RGB first costs memory and time; a
+        # nearest pre-shrink to twice the target keeps the palette (and its transparency) and is cheap.
+        im = im.copy() if im is given else im
+        im.thumbnail((2 * max_side, 2 * max_side), Image.Resampling.NEAREST, reducing_gap=None)
     im = im.convert("RGBA") if _has_alpha(im) else im.convert("RGB") if im.mode not in ("RGB", "L") else im
     if max_side and max(im.size) > max_side:
         # reducing_gap: integer box reduce() first, then a short antialiased resize; RGBA is premultiplied.
-        im = im.resize(_fit(im.size, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        im = im.copy() if im is given else im
+        im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
     im = _flatten(im)
     method = _ORIENTATION.get(orientation)
     return im.transpose(method) if method is not None else im
 
 
-def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
-    w, h = size
-    k = side / max(w, h)
-    return max(1, round(w * k)), max(1, round(h * k))
-
-
 def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation, 1 (as stored) when absent or unreadable."""
     try:
         value = im.getexif().get(0x0112, 1)
         return int(value) if isinstance(value, int) else 1
@@ -237,9 +239,6 @@ def image_to_tensor(img: Image.Image, size: int) -> "torch.Tensor":
 
     if img.mode != "RGB":
         img = load_image(img, max_side=None)
-    w, h = img.size
-    short = min(w, h)
-    left, top = (w - short) / 2, (h - short) / 2  # centre square of the source = centre crop after resize
-    box = (left, top, left + short, top + short)
-    img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    # The centre square of the source resized in one step (ImageOps.fit passes the crop as the resize box).
+    img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()

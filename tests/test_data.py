@@ -125,6 +125,33 @@ def test_exif_orientation_synthetic():
     assert bottom[2] > 200 and bottom[0] < 60
 
 
+def test_corrupt_exif_tags_do_not_stop_the_orientation():
+    # One corrupt tag (Make's type byte turned into RATIONAL) beside a readable orientation: Pillow's
+    # exif_transpose raises while re-writing the EXIF block; the loader reads the orientation and turns the picture.
+    img = Image.new("RGB", (20, 30), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x0110], exif[0x0131] = 6, "Maker", "Model X", "soft"
+    exif[0x8769] = {0x9003: "2020:01:01 00:00:00", 0x920A: 4.5}
+    raw = bytearray(exif.tobytes())
+    raw[31] = 5
+    data = _encode(img, "JPEG", exif=bytes(raw), quality=95)
+    with Image.open(io.BytesIO(data)) as opened, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns about the corrupt tag
+        assert opened.getexif().get(0x0112) == 6
+        with pytest.raises(Exception):
+            ImageOps.exif_transpose(opened)
+        assert images.load_image(data).size == (30, 20)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"])
+def test_reducing_a_callers_image_leaves_it_as_it_was(mode):
+    given = Image.new("RGB", (3000, 1000), (10, 200, 30)).convert(mode)
+    before = given.tobytes()
+    out = images.load_image(given, max_side=500)
+    assert out.size == (500, 167) and out.mode == "RGB"
+    assert given.size == (3000, 1000) and given.mode == mode and given.tobytes() == before
+
+
 def _palette_with_transparency() -> Image.Image:
     img = Image.new("P", (8, 8), 1)
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
