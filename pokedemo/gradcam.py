@@ -109,7 +109,10 @@ def class_activation(predictor: Any, tensor, target: int | str | None = None):
 
 
 def _crop_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """The centre square that image_to_tensor feeds the model, in display pixels."""
+    """The centre square that image_to_tensor feeds the model, in display pixels.
+
+    Whole pixels, because it indexes the heatmap array; image_to_tensor's ImageOps.fit crops the same centre
+    square with a fractional box, which PIL does not hand out."""
     short = min(width, height)
     left, top = (width - short) // 2, (height - short) // 2
     return left, top, left + short, top + short
@@ -187,6 +190,10 @@ def grad_cam(predictor: Any, source: Any, target: int | str | None = None) -> Ca
 
 
 def _display_copy(image: Image.Image) -> Image.Image:
+    """The image scaled so its longer side is within [DISPLAY_MIN_SIDE, DISPLAY_MAX_SIDE] (up or down).
+
+    Not ImageOps.contain: it rounds the short side of a thin image (1024x1 to 512 px) to 0 and fails;
+    Image.thumbnail only ever shrinks."""
     longer = max(image.size)
     side = min(max(longer, DISPLAY_MIN_SIDE), DISPLAY_MAX_SIDE)
     if side == longer:
