@@ -28,8 +28,11 @@ def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo
         _card_usage(config, repo_id, timm_architecture),
         _card_files(timm_architecture),
     ]
+    from huggingface_hub import ModelCard
+
     body = "\n\n".join(section for section in sections if section)
-    return f"---\n{_card_yaml(config, repo_id, timm_architecture)}---\n\n{body}\n"
+    metadata = _card_data(config, repo_id, timm_architecture).to_yaml()
+    return str(ModelCard(f"---\n{metadata}\n---\n\n{body}\n"))  # parsed once: the metadata must read back
 
 
 def _test_metrics(config: dict[str, Any]) -> dict[str, Any]:
@@ -37,31 +40,33 @@ def _test_metrics(config: dict[str, Any]) -> dict[str, Any]:
     return test if isinstance(test, dict) else {}
 
 
-def _card_yaml(config: dict[str, Any], repo_id: str, timm_architecture: str | None) -> str:
-    import yaml
+def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | None):
+    """The card's metadata as huggingface_hub's ModelCardData; the test accuracy (and macro F1) become the
+    model-index through EvalResult, which is how the Hub shows them on the model page."""
+    from huggingface_hub import EvalResult, ModelCardData
 
     backbone = config["backbone"]
-    meta: dict[str, Any] = {
-        "library_name": "timm" if timm_architecture else "pokedemo",
-        "pipeline_tag": "image-classification",
-        "tags": ["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
-        + (["timm"] if timm_architecture else []),
-        "metrics": ["accuracy"],
-    }
-    if config.get("pretrained") and backbone in BASE_MODELS:
-        meta["base_model"] = BASE_MODELS[backbone]
     test = _test_metrics(config)
+    results = None
     if "accuracy" in test:
         dataset = str((config.get("dataset") or {}).get("root") or "image folder")
-        metrics = [{"type": "accuracy", "value": round(float(test["accuracy"]), 4), "name": "Test accuracy"}]
+        common = {"task_type": "image-classification", "task_name": "Image Classification",
+                  "dataset_type": "imagefolder", "dataset_name": dataset, "dataset_split": "test"}
+        results = [EvalResult(**common, metric_type="accuracy", metric_value=round(float(test["accuracy"]), 4),
+                              metric_name="Test accuracy")]
         if "macro_f1" in test:
-            metrics.append({"type": "f1", "value": round(float(test["macro_f1"]), 4), "name": "Test macro F1"})
-        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [{
-            "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": {"type": "imagefolder", "name": dataset, "split": "test"},
-            "metrics": metrics,
-        }]}]
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+            results.append(EvalResult(**common, metric_type="f1", metric_value=round(float(test["macro_f1"]), 4),
+                                      metric_name="Test macro F1"))
+    return ModelCardData(
+        library_name="timm" if timm_architecture else "pokedemo",
+        pipeline_tag="image-classification",
+        tags=["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
+        + (["timm"] if timm_architecture else []),
+        metrics=["accuracy"],
+        base_model=BASE_MODELS.get(backbone) if config.get("pretrained") else None,
+        model_name=repo_id.split("/")[-1] if results else None,
+        eval_results=results,
+    )
 
 
 def _md(text: Any) -> str:
