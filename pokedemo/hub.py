@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pokedemo.checkpoint import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE, CheckpointError
-from pokedemo.hub_env import hub_cache_dir, hub_endpoint, offline_mode  # noqa: F401 - re-exported for Hub callers
+from pokedemo.hub_env import hub_cache_dir, hub_endpoint, offline_mode  # also what Hub callers import from here
 
 CARD_FILE = "README.md"
 TIMM_WEIGHTS_FILE = "timm_model.safetensors"

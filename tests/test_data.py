@@ -138,7 +138,7 @@ def test_corrupt_exif_tags_do_not_stop_the_orientation():
     with Image.open(io.BytesIO(data)) as opened, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about the corrupt tag
         assert opened.getexif().get(0x0112) == 6
-        with pytest.raises(Exception):
+        with pytest.raises(AttributeError):  # Pillow 12: an IFDRational has no .encode
             ImageOps.exif_transpose(opened)
         assert images.load_image(data).size == (30, 20)
 
