@@ -8,7 +8,7 @@ import os as _os
 __version__ = "0.1.0"
 
 # OpenMP threads that spin while waiting are disastrous when the cores are shared (the app serves predictions
-# while it trains; a Space shares its 2 vCPUs): measured 6-8x slower training steps with 2 spinning threads
-# under load, and no loss when idle with passive waiting. Only effective if set before torch is imported,
-# which is why it lives here; an explicit user setting wins.
+# while it trains; a Space shares its few vCPUs): training steps get several times slower under load, and
+# passive waiting costs nothing when idle (figures in BENCHMARKS.md). Only effective if set before torch is
+# imported, which is why it lives here; an explicit user setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

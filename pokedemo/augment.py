@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-# Per-sample torchvision v2 transforms cost ~27 ms (128 px) / ~51 ms (224 px) per batch of 32 on 2 idle CPU cores
-# (~40 / ~110 ms with hue). The batched version below does crop + flip + rotation as ONE per-sample affine warp
-# (affine_grid + grid_sample over the whole batch) and the colour jitter as one per-sample 3x3 colour matrix:
-# ~8 ms (128 px) / ~25 ms (224 px) on the same idle cores, and still ahead when other processes load them.
+# Not per-sample torchvision v2 transforms: a Python loop over the batch is several times slower on a small CPU
+# (figures in BENCHMARKS.md). The batched version below does crop + flip + rotation as ONE per-sample affine warp
+# (affine_grid + grid_sample over the whole batch) and the colour jitter as one per-sample 3x3 colour matrix.
 AUGMENT_CROP_SCALE = 0.55      # RandomResizedCrop scale lower bound at strength 1 (area fraction)
 AUGMENT_RATIO = 4 / 3          # RandomResizedCrop aspect ratio range (1/r, r) at strength 1
 AUGMENT_DEGREES = 12.0         # RandomRotation range (+-) at strength 1

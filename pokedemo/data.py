@@ -28,11 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 # dhash bits that may differ for two pictures to count as near-duplicates, chosen by looking at pairs of the
-# shared pokemon data side by side: re-encodes, recolours, crops and watermarked copies of one picture sit at
-# 0-8 bits (mostly true copies up to 7, about half at 8). From 9 bits on, different pictures with the same
-# composition (a figure centred on white or on a dark wallpaper, plush photos) are as common as copies,
-# cross-class pairs jump (1 pair at 8, 7 at 9, 15 at 10) and groups start to chain (largest group: 7 images
-# at 8 bits, 11 at 10, 39 at 12). A false merge only costs split granularity; a missed copy leaks into test.
+# shared pokemon data side by side (counts in BENCHMARKS.md): re-encodes, recolours, crops and watermarked copies
+# of one picture sit at 0-8 bits. From 9 bits on, different pictures with the same composition (a figure centred
+# on white or on a dark wallpaper, plush photos) are as common as copies, cross-class pairs jump and groups start
+# to chain. A false merge only costs split granularity; a missed copy leaks into test.
 NEAR_DUPLICATE_BITS: int = 8
 
 IGNORED_DIR_NAMES = frozenset({"__MACOSX"})
@@ -494,8 +493,8 @@ def cached_tensors(dataset: Dataset, indices: Sequence[int], size: int) -> "torc
                 _TENSORS.put(key, tensor)
     if not keys:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
-    # np.stack, not torch.stack: same copy, but torch's multi-threaded version stalled for seconds on the
-    # 2-vCPU machine this was written on, numpy takes ~20 ms for 933 x 224 px.
+    # np.stack, not torch.stack: the same copy, but torch's multi-threaded one can stall for seconds on a
+    # small shared CPU (BENCHMARKS.md).
     return torch.from_numpy(np.stack([found[k].numpy() for k in keys]))
 
 

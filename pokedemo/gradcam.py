@@ -6,10 +6,8 @@ global pooling turns into the features the linear head reads:
 - resnet18: ``features.layer4`` (512 channels, stride 32; 4x4 cells at 128 px).
 - efficientnet_lite0 (timm): ``features.bn2``: ``conv_head`` followed by its BatchNorm + ReLU6. That is the
   map that gets pooled, so with a pooled linear head Grad-CAM is exactly the class activation map, and it is
-  non-negative like resnet's post-ReLU ``layer4``. On the coloured-patch data of tests/test_gradcam.py a
-  fine-tuned efficientnet gives broad maps whichever last-stage layer is hooked (patch centre hot in 30/30
-  for all); ``bn2`` is the most concentrated of them (hot area 43 % of the image, patch 2.0x the mean heat;
-  raw ``conv_head`` and ``blocks[-1]``: 49 %, 1.9x). resnet18 from scratch is sharper (hot area 22 %).
+  non-negative like resnet's post-ReLU ``layer4``. A fine-tuned efficientnet gives broad maps whichever
+  last-stage layer is hooked; ``bn2`` is the most concentrated of them (comparison in BENCHMARKS.md).
 
 The image goes through exactly the prediction path (``load_image`` → ``image_to_tensor`` → [0, 1]); the
 Classifier normalises internally. Feature cells are placed where the convolutions centre them (see
@@ -134,8 +132,8 @@ def _interp_matrix(cells: int, out: int, model_side: int) -> np.ndarray:
     align_corners=False resizing puts it: half a cell, 16 px at 128 px, off towards the bottom right).
     Beyond the outermost cells the value is held.
     How: cubic rather than bilinear, because bilinear can only peak exactly on a cell; a cubic through a 4x4
-    map peaks between two hot cells when the object straddles them (patch test: 28/30 peaks inside the
-    patch against 20/30 for bilinear, same layer4 map).
+    map peaks between two hot cells when the object straddles them (more peaks inside the object, see
+    BENCHMARKS.md).
     """
     stride = model_side / cells
     pixel_centres = (np.arange(out) + 0.5) * (model_side / out)  # display pixel -> model-input coordinate

@@ -11,7 +11,7 @@ its inputs are normalised (read from the backbone's own config, never hard-coded
   (works offline; its tensors map one-to-one, in order, onto timm's), else from a Hub download.
 
 Importing this module imports torch only: torchvision, timm, safetensors and huggingface_hub are imported
-inside the functions that need them (together they add ~2 s), and ``BACKBONES`` is filled on first access
+inside the functions that need them (together they take seconds), and ``BACKBONES`` is filled on first access
 because reading the configs needs those libraries.
 """
 
