@@ -3,6 +3,9 @@
 Images are read by ``pokedemo.images`` (the one loader and preprocessing); training augmentation lives in
 ``pokedemo.augment``. See docs/ARCHITECTURE.md ("data.py contract"). torch is imported lazily so that scanning
 a folder does not pay torch's import time (the app and the CLI's `doctor` only need PIL + numpy for that).
+
+Over 500 lines on purpose: scan, duplicate groups, split and tensor cache all work on one ``ImageRecord`` list
+and one pass over the files; split into modules they would pass that state back and forth.
 """
 
 from __future__ import annotations
