@@ -161,11 +161,11 @@ class DemoApp:
             events = self._start(data_dir, stop, train, backbone, pretrained, strategy, epochs, lr, batch_size,
                                  img_size, seed)
             for _ in _drive(events, view, stop):
-                yield self._train_outputs(view, loaded)
+                yield self._train_outputs(view, loaded=loaded)
         if isinstance(view.final, Finished):
             self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
-        yield self._train_outputs(view, loaded, done=True)
+        yield self._train_outputs(view, done=True, loaded=loaded)
 
     def compare(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
                 batch_size: float, img_size: float, seed: float, loaded: list | None = None,
@@ -178,11 +178,11 @@ class DemoApp:
             events = self._start(data_dir, stop, compare, backbone, True, strategy, epochs, lr, batch_size,
                                  img_size, seed)
             for _ in _drive(events, view, stop):
-                yield self._compare_outputs(view, int(epochs), loaded)
+                yield self._compare_outputs(view, int(epochs), loaded=loaded)
         message = view.message()
         if message:
             gr.Warning(message)
-        yield self._compare_outputs(view, int(epochs), loaded, done=True)
+        yield self._compare_outputs(view, int(epochs), done=True, loaded=loaded)
 
     def _start(self, data_dir, stop, engine, *options) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
@@ -197,7 +197,7 @@ class DemoApp:
             return iter([Failed(message=f"invalid training option: {exc}")])
         return engine(config, folder, self.checkpoint_root, stop=stop)
 
-    def _train_outputs(self, view: RunView, loaded: list | None, done: bool = False) -> tuple:
+    def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None) -> tuple:
         loss, accuracy = map(views.plot_value, views.curve_frames(view.points))
         report = view.final.test_metrics if done and isinstance(view.final, Finished) else None
         return (
@@ -216,7 +216,7 @@ class DemoApp:
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
             return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
 
-    def _compare_outputs(self, view: CompareView, epochs: int, loaded: list | None, done: bool = False) -> tuple:
+    def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False, loaded: list | None = None) -> tuple:
         accuracy, loss = map(views.plot_value, views.compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in views.RUN_LABELS]
