@@ -216,7 +216,8 @@ class DemoApp:
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
             return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
 
-    def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False, loaded: list | None = None) -> tuple:
+    def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False,
+                         loaded: list | None = None) -> tuple:
         accuracy, loss = map(views.plot_value, views.compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in views.RUN_LABELS]
