@@ -396,7 +396,7 @@ def _flatten_single_part(target: Path) -> None:
 
 
 def _prepared_dir(repo_id: str, revision: str) -> Path:
-    from pokedemo.hub import hub_cache_dir
+    from pokedemo.hub_env import hub_cache_dir
 
     return Path(hub_cache_dir()) / "pokedemo-prepared" / f"datasets--{repo_id.replace('/', '--')}" / revision
 
