@@ -1,5 +1,8 @@
 """Datasets from the Hugging Face Hub: ``--data hf://datasets/NAMESPACE/NAME[@REVISION]`` → a local folder.
 
+Over 500 lines on purpose: fetching, recognising the three layouts and turning each into class folders are one
+question ("what folder does this spec mean?"); the layouts share the detection and error wording.
+
 ``open_data(spec)`` is the one place a data spec becomes a folder of class folders. A local path comes back
 as it is (training from a folder behaves exactly as before). A Hub dataset is fetched with
 ``snapshot_download(repo_type="dataset")`` into the normal Hub cache (``HF_ENDPOINT``, ``HF_TOKEN``,
