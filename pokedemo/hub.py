@@ -317,12 +317,7 @@ def push_checkpoint_details(checkpoint: str | os.PathLike, repo_id: str, *, priv
 
     ref = parse_repo_ref(repo_id, allow_revision=False)
     loaded = load_checkpoint(_local_run_dir(checkpoint))
-    if offline_mode():
-        raise HubError(_offline_message(_context("push", ref, None)))
-    token = _effective_token(token)
-    if not token:
-        raise HubError(_no_token_message())
-    ctx = _context("push", ref, token)
+    ctx = write_context("push", ref, token)
     with _hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-push-") as staging:
         api = _api(ctx)
         _check_can_write(api, ctx)
@@ -472,3 +467,14 @@ def timm_weights(loaded: Any, path: Path) -> TimmLayout | None:
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path),
               metadata={"format": "pt", "producer": "pokedemo"})
     return layout
+
+
+def write_context(action: str, ref, token: str | None):
+    """The context of a write to the Hub (push, dataset push, Space deploy): refused at once, with one line,
+    when offline or without a token, before anything is sent."""
+    if offline_mode():
+        raise HubError(_offline_message(_context(action, ref, None)))
+    token = _effective_token(token)
+    if not token:
+        raise HubError(_no_token_message())
+    return _context(action, ref, token)

@@ -461,12 +461,7 @@ def push_dataset(data_dir: str | os.PathLike, repo_id: str, *, private: bool = F
     ref = parse_repo_ref(repo_id, allow_revision=False)
     dataset = scan_dataset(data_dir, require_splittable=False)
     report = diagnose(dataset.root)
-    if hub.offline_mode():
-        raise HubError(hub._offline_message(hub._context("push", ref, None)))
-    token = hub._effective_token(token)
-    if not token:
-        raise HubError(hub._no_token_message())
-    ctx = hub._context("push", ref, token)
+    ctx = hub.write_context("push", ref, token)
     operations = [CommitOperationAdd(path_in_repo=r.rel_path, path_or_fileobj=str(r.path)) for r in dataset.records]
     card = dataset_card(report, ref.repo_id)
     operations.append(CommitOperationAdd(path_in_repo=hub.CARD_FILE, path_or_fileobj=card.encode("utf-8")))

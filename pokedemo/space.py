@@ -24,13 +24,9 @@ from pokedemo.hub import (
     HubError,
     _api,
     _check_can_write,
-    _context,
-    _effective_token,
     _hub_errors,
-    _no_token_message,
-    _offline_message,
-    offline_mode,
     parse_repo_ref,
+    write_context,
 )
 
 SPACE_FILES = ("app.py", "requirements.txt")
@@ -119,12 +115,7 @@ def deploy_space(repo_id: str, *, private: bool = False, hardware: str | None = 
     Raises HubError with one line for anything the user can fix (token, rights, network, visibility).
     """
     ref = parse_repo_ref(repo_id, allow_revision=False)
-    if offline_mode():
-        raise HubError(_offline_message(_context("push", ref, None)))
-    token = _effective_token(token)
-    if not token:
-        raise HubError(_no_token_message())
-    ctx = _context("deploy the Space", ref, token)
+    ctx = write_context("deploy the Space", ref, token)
     with _hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-space-") as staging:
         api = _api(ctx)
         _check_can_write(api, ctx)
