@@ -242,24 +242,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from pokedemo.distributed import from_env
-    from pokedemo.events import CompareFinished, Tagged
+def compare_with_progress(config: TrainConfig, data_dir, out, printer: "ProgressPrinter"):
+    """pokedemo's compare with each run's progress on the terminal (Ctrl-C stops after the batch); returns the
+    last event (CompareFinished, or what ended the comparison)."""
+    from pokedemo.events import Tagged
     from pokedemo.train import compare
 
-    if from_env() is not None:
-        raise UserError("compare runs in one process; under torchrun use `train` (once with --scratch)")
-    config = config_from_args(args)
-    printer = ProgressPrinter(config.unset_device_defaults())
-    final = None
-    stop = threading.Event()
+    final, stop = None, threading.Event()
     with stop_on_ctrl_c(stop):
-        for event in compare(config, data_dir_from(args), args.out, stop=stop):
+        for event in compare(config, data_dir, out, stop=stop):
             final = event
             if isinstance(event, Tagged):
                 printer.prefix = f"[{event.run}] "
                 printer.handle(event.event)
     printer.close()
+    return final
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pokedemo.distributed import from_env
+    from pokedemo.events import CompareFinished, Tagged
+
+    if from_env() is not None:
+        raise UserError("compare runs in one process; under torchrun use `train` (once with --scratch)")
+    config = config_from_args(args)
+    printer = ProgressPrinter(config.unset_device_defaults())
+    final = compare_with_progress(config, data_dir_from(args), args.out, printer)
     if not isinstance(final, CompareFinished):
         return _exit_for(final.event if isinstance(final, Tagged) else final)
     print(format_compare_table(final.table))

@@ -26,7 +26,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +58,10 @@ def starter_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_comparison(config: TrainConfig, data: Path, out_root: Path) -> Any:
     """pokedemo's compare with the CLI's progress printing; returns CompareFinished or exits."""
-    from pokedemo.cli import ProgressPrinter, format_compare_table, stop_on_ctrl_c
+    from pokedemo.cli import ProgressPrinter, compare_with_progress, format_compare_table
     from pokedemo.events import CompareFinished, Tagged
-    from pokedemo.train import compare
 
-    printer, final, stop = ProgressPrinter(), None, threading.Event()
-    with stop_on_ctrl_c(stop):
-        for event in compare(config, data, out_root, stop=stop):
-            final = event
-            if isinstance(event, Tagged):
-                printer.prefix = f"[{event.run}] "
-                printer.handle(event.event)
-    printer.close()
+    final = compare_with_progress(config, data, out_root, ProgressPrinter())
     if not isinstance(final, CompareFinished):
         inner = final.event if isinstance(final, Tagged) else final
         sys.exit(f"error: the comparison did not finish: {getattr(inner, 'message', inner)}")
