@@ -22,6 +22,8 @@ from pokedemo.train import train
 PATCH_COLOURS = {"blue": (40, 80, 230), "green": (40, 190, 60), "red": (220, 40, 40)}
 NO_COLOUR = (128, 128, 128)
 SIDE, PATCH = 128, 32
+# The tests that read the fine-tuned patch model run in one pytest-xdist worker, so it is trained once per run.
+PATCH_MODEL_WORKER = pytest.mark.xdist_group("gradcam-patch-model")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,10 +62,10 @@ def make_patch_dataset(root: Path, per_class: int = 40, seed: int = 0) -> Path:
 
 def train_patch_model(data: Path, runs: Path, seed: int = 0, backbone: str = "resnet18") -> tuple[Predictor, Finished]:
     if backbone == "resnet18":
-        config = TrainConfig(backbone="resnet18", pretrained=False, epochs=6, img_size=SIDE, batch_size=16,
+        config = TrainConfig(backbone="resnet18", pretrained=False, epochs=4, img_size=SIDE, batch_size=16,
                              lr=3e-3, seed=seed, device="cpu")
-    else:  # ImageNet efficientnet_lite0 fine-tunes to 100 % in 4 epochs
-        config = TrainConfig(backbone=backbone, pretrained=True, epochs=4, img_size=SIDE, batch_size=16,
+    else:  # ImageNet efficientnet_lite0 fine-tunes to 97-100 % test accuracy in 2 epochs (data/train seeds 0-2)
+        config = TrainConfig(backbone=backbone, pretrained=True, epochs=2, img_size=SIDE, batch_size=16,
                              seed=seed, device="cpu")
     final = list(train(config, data, runs))[-1]
     assert isinstance(final, Finished), final
@@ -92,14 +94,17 @@ def patch_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def patch_predictor(patch_data, tmp_path_factory) -> Predictor:
-    """resnet18 from scratch, 4 classes × 40 pictures, 128 px, 6 epochs: ~20-35 s on one loaded core
-    (test accuracy 1.0). Scratch resnet18 learns colour-blob detectors and trains reliably here."""
+    """resnet18 from scratch, 4 classes × 40 pictures, 128 px, 4 epochs (test accuracy 1.0). Scratch resnet18
+    learns colour-blob detectors and trains reliably here: over data and training seeds 0-4, 4 epochs gave
+    23-29/30 peaks in the patch and 29-30/30 correct, as good as 6 epochs (21-30, 30); 3 epochs once fell to
+    24/30 correct."""
     t0 = time.perf_counter()
     predictor, final = train_patch_model(patch_data, tmp_path_factory.mktemp("runs"))
     print(f"patch model: {time.perf_counter() - t0:.1f}s, test acc {final.test_acc:.2f}")
     return predictor
 
 
+@PATCH_MODEL_WORKER
 def test_heatmap_peak_falls_inside_the_patch(patch_predictor):
     trials = 30
     hits, correct = patch_hits(patch_predictor, trials)
@@ -125,11 +130,12 @@ def test_efficientnet_maps_cover_the_patch(patch_data, tmp_path):
         concentration.append(result.heatmap[y0:y1, x0:x1].mean() / result.heatmap.mean())
     print(f"efficientnet: {time.perf_counter() - t0:.1f}s, test acc {final.test_acc:.2f}, patch centre hot "
           f"{centre_hot}/30, patch heat / mean heat {np.median(concentration):.2f}")
-    assert correct >= 27
-    assert centre_hot >= 24  # measured 30/30
-    assert np.median(concentration) > 1.5  # 1.0 for a map that ignores the patch; measured ~2.0
+    assert correct >= 27  # measured 30/30 (data and training seeds 0, 1, 2)
+    assert centre_hot >= 24  # measured 29-30/30
+    assert np.median(concentration) > 1.5  # 1.0 for a map that ignores the patch; measured 1.9-2.1
 
 
+@PATCH_MODEL_WORKER
 def test_target_class_and_probabilities(patch_predictor):
     img, _ = patch_image(np.random.default_rng(7), PATCH_COLOURS["green"])
     expected = dict(patch_predictor.predict(img, top_k=4))
@@ -177,6 +183,7 @@ def test_efficientnet_non_square_image_and_no_side_effects(effnet_predictor):
     assert not effnet_predictor.model.training
 
 
+@PATCH_MODEL_WORKER
 def test_cam_layers_are_the_last_stages(patch_predictor, effnet_predictor):
     assert gradcam.cam_layer(patch_predictor.model) is patch_predictor.model.features.layer4
     assert gradcam.cam_layer(effnet_predictor.model) is effnet_predictor.model.features.bn2
