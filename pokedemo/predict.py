@@ -68,6 +68,10 @@ class Predictor:
             logits = infer_logits(self.model, images, self.device, plan=self.plan)
         return torch.softmax(logits.float(), dim=1).cpu()
 
+    def warm_up(self) -> None:
+        """Classify one blank image, so that torch's one-time set-up for this input size happens now."""
+        self.probabilities(torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8))
+
     def predict(self, source: Any, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k (label, probability) for one image (path, bytes, file object or PIL image).
 

@@ -189,6 +189,26 @@ def test_predict_without_checkpoint_uses_the_starter(tmp_path, starter):
     assert {t["label"] for t in top} == set(json.loads((starter / "config.json").read_text())["class_names"])
 
 
+def test_the_app_warm_up_loads_the_starter_and_runs_it_once_before_any_request(starter, monkeypatch):
+    """The warm-up leaves the default model cached and already run once (torch's first-call set-up done), so the
+    first user's prediction reuses it; the blank-image pass changes nothing a prediction returns."""
+    from pokedemo import predict
+    from pokedemo.app import sources
+
+    monkeypatch.setattr(predict, "_predictors", predict.OrderedDict())  # nothing cached from other tests
+    warmed: list[int] = []
+    original = predict.Predictor.warm_up
+    monkeypatch.setattr(predict.Predictor, "warm_up", lambda self: (warmed.append(id(self)), original(self)))
+    sources.warm_up(starter)
+    cached = predict.get_predictor(starter)
+    assert warmed == [id(cached)]
+    image = sorted((Path(cfg.default_data_dir()) / "pikachu").iterdir())[0]
+    fresh = predict.Predictor.load(starter, device=cached.device).predict(image)
+    warm = cached.predict(image)
+    assert [label for label, _ in warm] == [label for label, _ in fresh]
+    assert [p for _, p in warm] == pytest.approx([p for _, p in fresh], abs=1e-6)
+
+
 def test_pokedemo_model_overrides_the_default_model(monkeypatch, tmp_path):
     monkeypatch.delenv("POKEDEMO_MODEL", raising=False)
     assert cfg.default_model() == str(cfg.starter_checkpoint())

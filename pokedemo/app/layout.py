@@ -296,6 +296,9 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
     False leaves the starter (or ``$POKEDEMO_MODEL``) out of the model pickers."""
     app = DemoApp(checkpoint_root or default_checkpoint_root(), prefilled_data_dir() if data_dir is None else data_dir,
                   load_default_model() if default_model else None)
+    # The engine imports and the default model loads in the background while the page is built and served.
+    default_path = app.default_model.path if app.default_model else None
+    threading.Thread(target=warm_up, args=(default_path,), name="pokedemo-warm-up", daemon=True).start()
     ui: dict[str, Any] = {}
     with gr.Blocks(title="Pokédemo — transfer learning") as demo:
         gr.Markdown(INTRO)
@@ -320,8 +323,6 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
             api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(
             **doctor, api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE)
-    default_path = app.default_model.path if app.default_model else None
-    threading.Thread(target=warm_up, args=(default_path,), name="pokedemo-warm-up", daemon=True).start()
     demo.pokedemo = app  # for tests and later panels: the handlers and their job registry
     return demo
 

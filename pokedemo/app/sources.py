@@ -140,15 +140,19 @@ def training_defaults() -> tuple[int, int, str]:
 
 
 def warm_up(model: str | os.PathLike | None = None) -> None:
-    """Import the engine (torch, torchvision, timm) and load ``model`` (the default model) in the background, so
-    the server answers at once and neither the first prediction nor the first page load or training waits for
+    """Import the engine (torch, torchvision, timm) and get ``model`` (the default model) ready in the background,
+    so the server answers at once and neither the first prediction nor the first page load or training waits for
     these imports."""
     try:
         import pokedemo.predict
-        import pokedemo.train  # the engine, imported now rather than at the first training
 
         if model is not None:
-            pokedemo.predict.get_predictor(model)  # cached: the first prediction reuses it
+            predictor = pokedemo.predict.get_predictor(model)  # cached: the first prediction reuses it
+            # One forward pass on a blank image: torch prepares its kernels for this input size on the first
+            # call, which would otherwise be the first user's wait.
+            predictor.warm_up()
+        import pokedemo.train  # the engine, imported now rather than at the first training
+
         backbone_choices()
     except Exception:  # noqa: BLE001 - a broken install shows up, with its message, where it is used
         pass
