@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from pokedemo.config import TrainConfig
+from pokedemo.config import EPOCH_SELECTIONS, TrainConfig
 
 EXIT_USER_ERROR = 2
 
@@ -36,6 +36,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, default=TrainConfig.img_size, help=h("img_size"))
     parser.add_argument("--eval-scale", type=float, default=TrainConfig.eval_scale, help=h("eval_scale"))
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
+    parser.add_argument("--select-epoch-by", choices=EPOCH_SELECTIONS, default=TrainConfig.select_epoch_by,
+                        help=h("select_epoch_by"))
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help=h("lr"))
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help=h("seed"))
     parser.add_argument("--augment", type=float, default=TrainConfig.augment, help=h("augment"))
@@ -118,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
-        img_size=args.img_size, eval_scale=args.eval_scale, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        img_size=args.img_size, eval_scale=args.eval_scale, select_epoch_by=args.select_epoch_by,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         weights_file=args.weights, device=args.device, augment=args.augment,
     )
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 STRATEGIES = ("finetune", "linear")
+EPOCH_SELECTIONS = ("val_loss", "val_acc")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 
 # Fields added after checkpoints were already saved: the value that reproduces an older run without them.
-_ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0}
+_ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0, "select_epoch_by": "val_acc"}
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -102,6 +103,13 @@ class TrainConfig:
         "objects larger than a centre crop does, so a somewhat larger evaluation size can match them (FixRes, "
         "e.g. 1.375 for pretrained runs); 1.0 until the accuracy benchmark shows a gain (BENCHMARKS.md).",
     )
+    select_epoch_by: str = _opt(
+        "val_loss",
+        "Which epoch's weights a run keeps: val_loss = the lowest validation loss; val_acc = the highest "
+        "validation accuracy (ties: lower loss). Accuracy on a few hundred validation images moves in steps of "
+        "one image, so it often picks an earlier epoch by chance; the loss does not (BENCHMARKS.md).",
+        choices=EPOCH_SELECTIONS,
+    )
     seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.")
     label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.")
     augment: float = _opt(1.0, "Augmentation strength: 0 = none, 1 = default crop/flip/rotate/colour jitter.")
@@ -123,6 +131,9 @@ class TrainConfig:
         """Raise ValueError with one clear line for values no run could use."""
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.select_epoch_by not in EPOCH_SELECTIONS:
+            raise ValueError(f"unknown select_epoch_by {self.select_epoch_by!r}; "
+                             f"choose one of {', '.join(EPOCH_SELECTIONS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.strategy == "linear" and not self.pretrained:

@@ -153,7 +153,7 @@ class _Run:
         self.t0 = time.perf_counter()
         self.run_dir: Path | None = None
         self.best_epoch = 0
-        self.best_val = (-1.0, math.inf)  # (accuracy, loss): higher accuracy, then lower loss, wins
+        self.best_val = (-1.0, math.inf)  # (accuracy, loss) of the kept epoch; ``improves`` says which wins
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
@@ -235,7 +235,7 @@ class _Run:
             }
             self.history.append(record)
             yield EpochEnd(epochs=cfg.epochs, **record)
-            if (val_acc, -val_loss) > (self.best_val[0], -self.best_val[1]):
+            if self.improves(val_acc, val_loss):
                 self.save_best(model, epoch, val_acc, val_loss)
                 yield NewBest(epoch=epoch, val_acc=val_acc, run_dir=str(self.run_dir))
 
@@ -301,6 +301,13 @@ class _Run:
             epoch=self.epoch, epochs=cfg.epochs, step=done, total_steps=total, loss=round(loss, 5),
             images_per_sec=round(images_per_sec, 2), eta_seconds=round((total - done) / rate, 1),
         )
+
+    def improves(self, val_acc: float, val_loss: float) -> bool:
+        """Whether this epoch's weights replace the kept ones (``select_epoch_by``)."""
+        best_acc, best_loss = self.best_val
+        if self.cfg.select_epoch_by == "val_acc":
+            return (val_acc, -val_loss) > (best_acc, -best_loss)
+        return (-val_loss, val_acc) > (-best_loss, best_acc)
 
     def save_best(self, model: Classifier, epoch: int, val_acc: float, val_loss: float) -> None:
         self.best_epoch, self.best_val = epoch, (val_acc, val_loss)

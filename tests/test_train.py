@@ -337,7 +337,9 @@ def test_label_smoothing_reaches_every_loss(tiny_dataset, tmp_path, monkeypatch,
 
 # (val_acc, val_loss) of epochs 1..5: epoch 3 ties epoch 2's accuracy with a lower loss (wins); epoch 4 has the
 # lowest loss but a lower accuracy; epoch 5 equals epoch 3 exactly (an equal result does not replace the best).
-SCRIPTED_VAL = [(0.5, 1.0), (0.8, 0.9), (0.8, 0.7), (0.6, 0.2), (0.8, 0.7)]
+SCRIPTED_VAL = [(0.5, 1.0), (0.8, 0.9), (0.8, 0.7), (0.6, 0.2), (0.8, 0.7)]  # (val acc, val loss) per epoch
+# select_epoch_by -> (kept epoch, epochs that were a new best) for SCRIPTED_VAL
+KEPT_EPOCH = {"val_acc": (3, [1, 2, 3]), "val_loss": (4, [1, 2, 3, 4])}
 BEST_EPOCH = 3
 
 
@@ -367,30 +369,47 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_best_epoch_is_highest_val_acc_then_lowest_loss_and_its_weights_are_saved(tiny_dataset, tmp_path,
-                                                                                 monkeypatch):
+@pytest.mark.parametrize("rule", sorted(KEPT_EPOCH))
+def test_the_kept_epoch_follows_select_epoch_by_and_its_weights_are_saved(rule, tiny_dataset, tmp_path, monkeypatch):
+    """val_acc: highest accuracy, ties to the lower loss; val_loss: lowest loss (the default)."""
     snapshots = scripted_validation(monkeypatch, SCRIPTED_VAL)
-    events = run(dataclasses.replace(TINY, epochs=len(SCRIPTED_VAL)), tiny_dataset(tmp_path / "d"), tmp_path / "r")
+    config = dataclasses.replace(TINY, epochs=len(SCRIPTED_VAL), select_epoch_by=rule)
+    events = run(config, tiny_dataset(tmp_path / "d"), tmp_path / "r")
     final = events[-1]
     assert isinstance(final, ev.Finished), final
-    assert [e.epoch for e in events if isinstance(e, ev.NewBest)] == [1, 2, 3]
-    assert (final.best_epoch, final.best_val_acc) == (BEST_EPOCH, 0.8)
+    kept, new_bests = KEPT_EPOCH[rule]
+    acc, loss = SCRIPTED_VAL[kept - 1]
+    assert [e.epoch for e in events if isinstance(e, ev.NewBest)] == new_bests
+    assert (final.best_epoch, final.best_val_acc) == (kept, acc)
     metrics = read_config(final.run_dir)["metrics"]
-    assert (metrics["best_epoch"], metrics["best_val_acc"], metrics["best_val_loss"]) == (BEST_EPOCH, 0.8, 0.7)
+    assert (metrics["best_epoch"], metrics["best_val_acc"], metrics["best_val_loss"]) == (kept, acc, loss)
     saved = _saved_weights(final.run_dir)
-    assert not _same(snapshots[BEST_EPOCH - 1], snapshots[-1])  # premise: later epochs changed the weights
-    assert _same(saved, snapshots[BEST_EPOCH - 1])
-    # finish() restored the best weights before testing: the recorded test result is the saved model's
+    assert not _same(snapshots[kept - 1], snapshots[-1])  # premise: later epochs changed the weights
+    assert _same(saved, snapshots[kept - 1])
+    # finish() restored the kept weights before testing: the recorded test result is the saved model's
     from pokedemo.predict import Predictor, evaluate_split
 
     report = evaluate_split(Predictor.load(final.run_dir, device=resolve_device("auto")))
     assert [i["pred"] for i in report["items"]] == [i["pred"] for i in final.test_metrics["items"]]
 
 
-def test_a_stopped_run_saves_the_best_epoch_not_the_last(tiny_dataset, tmp_path, monkeypatch):
-    snapshots = scripted_validation(monkeypatch, SCRIPTED_VAL)
+def test_runs_keep_the_lowest_validation_loss_by_default_and_older_checkpoints_read_as_accuracy():
+    assert TrainConfig().select_epoch_by == "val_loss"
+    assert TrainConfig.from_dict({"backbone": "resnet18"}).select_epoch_by == "val_acc"  # saved before the field
+    with pytest.raises(ValueError, match="select_epoch_by"):
+        TrainConfig(select_epoch_by="val_f1").validate()
+
+
+# Epoch 3 is the best so far after epoch 4 under either rule: epoch 4 has the best accuracy but a higher loss in
+# the second script.
+STOP_SCRIPTS = {"val_acc": SCRIPTED_VAL, "val_loss": [(0.5, 1.0), (0.8, 0.9), (0.8, 0.7), (0.9, 0.8), (0.8, 0.7)]}
+
+
+@pytest.mark.parametrize("rule", sorted(STOP_SCRIPTS))
+def test_a_stopped_run_saves_the_best_epoch_not_the_last(rule, tiny_dataset, tmp_path, monkeypatch):
+    snapshots = scripted_validation(monkeypatch, STOP_SCRIPTS[rule])
     stop = threading.Event()
-    config = dataclasses.replace(TINY, epochs=len(SCRIPTED_VAL))
+    config = dataclasses.replace(TINY, epochs=len(SCRIPTED_VAL), select_epoch_by=rule)
     events = []
     for event in train(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
         events.append(event)

@@ -40,7 +40,7 @@ TOP_CLASS = "top class"  # the Grad-CAM class picker's default entry: explain wh
 
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "test images"]
 CHECKPOINT_TABLE_COLUMNS = ["", "checkpoint", "test accuracy", "macro F1", "test images"]
-COMPARE_COLUMNS = ["run", "test accuracy", "best val accuracy", "wall time", "epochs to 90% val"]
+COMPARE_COLUMNS = ["run", "test accuracy", "val accuracy (kept epoch)", "wall time", "epochs to 90% val"]
 
 
 # ------------------------------------------------------------------------------------------- numbers
@@ -168,7 +168,7 @@ def results_markdown(final: Event | None) -> str:
         name = Path(final.run_dir).name
         return (f"### Test accuracy: {percent(final.test_acc)}\n"
                 f"on {final.test_metrics.get('n', '?')} held-out test images the model never saw while training · "
-                f"best epoch {final.best_epoch} (validation {percent(final.best_val_acc)}) · "
+                f"kept epoch {final.best_epoch} (validation {percent(final.best_val_acc)}) · "
                 f"took {format_duration(final.seconds)}\n\n"
                 f"Saved as `{name}` — now selected in the **Predict** tab."
                 + (f"\n\n{top_confusions_markdown(final.test_metrics)}" if many_classes(final.test_metrics) else ""))
@@ -206,11 +206,11 @@ def compare_table(results: dict[str, dict[str, Any]], epochs: int | None = None)
     rows = []
     for run, summary in results.items():
         if summary.get("status") != "finished":
-            rows.append({"run": run, "test accuracy": summary.get("status", "—"), "best val accuracy": "—",
+            rows.append({"run": run, "test accuracy": summary.get("status", "—"), "val accuracy (kept epoch)": "—",
                          "wall time": "—", "epochs to 90% val": "—"})
             continue
         rows.append({"run": run, "test accuracy": percent(summary["test_acc"]),
-                     "best val accuracy": percent(summary["best_val_acc"]),
+                     "val accuracy (kept epoch)": percent(summary["best_val_acc"]),
                      "wall time": format_duration(summary["seconds"]),
                      "epochs to 90% val": epochs_to_90_text(summary.get("epochs_to_90"), epochs)})
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
