@@ -43,10 +43,10 @@ GPU_DEFAULT_ROWS = ["reference-gpu-efficientnet_lite0-pretrained", "pokedemo-eff
 # accuracy run measures a candidate against the current default side by side.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "select-by-acc": {"select_epoch_by": "val_acc"},  # the epoch choice before issue 13
-    "fixres": {"eval_scale": 1.375},  # 128 px training, 176 px evaluation
-    "eval-1.25": {"eval_scale": 1.25},  # 160 px evaluation
-    "eval-1.5": {"eval_scale": 1.5},
+    "before-13": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0},  # the default before issue 13
+    "select-by-loss": {"last_epoch_scale": 1.0},  # issue 13's first change alone
+    "fixres": {"last_epoch_scale": 1.0, "eval_scale": 1.375},  # 128 px training, 176 px evaluation
+    "eval-1.25": {"last_epoch_scale": 1.0, "eval_scale": 1.25},  # 128 px training, 160 px evaluation
 }
 
 
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="Instead of the rows above: train each recipe with each seed (each seed also "
                                "re-draws the split) and report test accuracy and wall time, mean and spread.")
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    accuracy.add_argument("--recipes", nargs="+", default=["select-by-acc", "default"], choices=list(RECIPES),
+    accuracy.add_argument("--recipes", nargs="+", default=["before-13", "default"], choices=list(RECIPES),
                           help="Recipes to compare; time ratios are relative to the first.")
     accuracy.add_argument("--backbone", default="efficientnet_lite0")
     accuracy.add_argument("--scratch", action="store_true", help="Train from random initialisation.")

@@ -34,6 +34,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=["finetune", "linear"], default=TrainConfig.strategy, help=h("strategy"))
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=h("epochs"))
     parser.add_argument("--img-size", type=int, default=TrainConfig.img_size, help=h("img_size"))
+    parser.add_argument("--last-epoch-scale", type=float, default=TrainConfig.last_epoch_scale,
+                        help=h("last_epoch_scale"))
     parser.add_argument("--eval-scale", type=float, default=TrainConfig.eval_scale, help=h("eval_scale"))
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
     parser.add_argument("--select-epoch-by", choices=EPOCH_SELECTIONS, default=TrainConfig.select_epoch_by,
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
-        img_size=args.img_size, eval_scale=args.eval_scale, select_epoch_by=args.select_epoch_by,
+        img_size=args.img_size, last_epoch_scale=args.last_epoch_scale, eval_scale=args.eval_scale,
+        select_epoch_by=args.select_epoch_by,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         weights_file=args.weights, device=args.device, augment=args.augment,
     )

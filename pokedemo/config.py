@@ -19,7 +19,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 # Fields added after checkpoints were already saved: the value that reproduces an older run without them.
-_ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0, "select_epoch_by": "val_acc"}
+_ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0, "select_epoch_by": "val_acc", "last_epoch_scale": 1.0}
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -33,13 +33,15 @@ class DeviceDefaults:
     img_size: int
     epochs: int
     why: str
+    # The last epoch trains at img_size x last_epoch_scale, and evaluation runs at that size (see TrainConfig).
+    last_epoch_scale: float = 1.0
 
 
 # Fields a TrainConfig leaves as None ("device default") until ``TrainConfig.resolved`` sees the device.
 DEVICE_DEFAULT_FIELDS = ("img_size", "epochs")
 DEVICE_DEFAULTS = {
     "cpu": DeviceDefaults(128, 4, "the fastest setting that still reaches high accuracy on a small CPU "
-                                  "(see BENCHMARKS.md)"),
+                                  "(see BENCHMARKS.md)", last_epoch_scale=1.25),
     # Issue 12, H200: 224 px and 10 epochs gave clearly better accuracy on unseen images than 128 px and
     # 4 epochs; on a GPU the difference costs seconds. Apple MPS is unmeasured and keeps the CPU defaults.
     "cuda": DeviceDefaults(224, 10, "a GPU trains at the backbones' native 224 px for 10 epochs in seconds, "
@@ -62,7 +64,10 @@ def defaults_note(device: Any, fields: tuple[str, ...] = DEVICE_DEFAULT_FIELDS) 
     """One line for the CLI and the app: which device defaults apply (of ``fields``) and why."""
     kind = _device_type(device)
     defaults = device_defaults(kind)
-    shown = {"img_size": f"{defaults.img_size} px", "epochs": f"{defaults.epochs} epochs"}
+    size = f"{defaults.img_size} px"
+    if defaults.last_epoch_scale != 1.0:
+        size += f" (the last epoch and evaluation at {round(defaults.img_size * defaults.last_epoch_scale)} px)"
+    shown = {"img_size": size, "epochs": f"{defaults.epochs} epochs"}
     chosen = " and ".join(shown[f] for f in DEVICE_DEFAULT_FIELDS if f in fields)
     if not chosen:
         return ""
@@ -97,11 +102,17 @@ class TrainConfig:
     img_size: int | None = _opt(
         None, f"Square training resolution in pixels {_per_device('img_size', ' px')}."
     )
+    last_epoch_scale: float | None = _opt(
+        None,
+        "The last epoch trains at img_size x last_epoch_scale pixels and validation, test and prediction run at "
+        "that size: the earlier epochs learn fast at the small size, the last one adapts the net to the larger "
+        "images it is evaluated on (FixRes) (default: 1.25 on a CPU, 1.0 on a CUDA GPU; BENCHMARKS.md).",
+    )
     eval_scale: float = _opt(
         1.0,
-        "Validation, test and prediction run at img_size x eval_scale pixels. Random-crop training shows "
-        "objects larger than a centre crop does, so a somewhat larger evaluation size can match them (FixRes, "
-        "e.g. 1.375 for pretrained runs); 1.0 until the accuracy benchmark shows a gain (BENCHMARKS.md).",
+        "Validation, test and prediction run at eval_scale times the last epoch's training size. Random-crop "
+        "training shows objects larger than a centre crop does, so a somewhat larger evaluation size can match "
+        "them (FixRes); 1.0 because the accuracy benchmark showed no gain beyond that (BENCHMARKS.md).",
     )
     select_epoch_by: str = _opt(
         "val_loss",
@@ -145,6 +156,7 @@ class TrainConfig:
             "img_size": self.img_size is None or 16 <= self.img_size <= 1024,
             "eval_scale": 0.5 <= self.eval_scale <= 2
             and (self.img_size is None or 16 <= self.eval_size <= 1024),
+            "last_epoch_scale": self.last_epoch_scale is None or 1 <= self.last_epoch_scale <= 2,
             "val_ratio/test_ratio": 0 < self.val_ratio < 1 and 0 < self.test_ratio < 1
             and self.val_ratio + self.test_ratio < 1,
             "augment": 0 <= self.augment <= 2,
@@ -157,12 +169,18 @@ class TrainConfig:
     def resolved(self, device: Any) -> TrainConfig:
         """This config with every unset device-default field filled in for ``device`` (torch.device or type)."""
         defaults = device_defaults(device)
-        unset = {name: getattr(defaults, name) for name in DEVICE_DEFAULT_FIELDS if getattr(self, name) is None}
+        names = (*DEVICE_DEFAULT_FIELDS, "last_epoch_scale")
+        unset = {name: getattr(defaults, name) for name in names if getattr(self, name) is None}
         return dataclasses.replace(self, **unset) if unset else self
 
     def unset_device_defaults(self) -> tuple[str, ...]:
         """Names of the fields left to the device's defaults."""
         return tuple(name for name in DEVICE_DEFAULT_FIELDS if getattr(self, name) is None)
+
+    @property
+    def last_epoch_size(self) -> int:
+        """The training size of the last epoch (img_size for every other epoch)."""
+        return int(round(self.img_size * (self.last_epoch_scale or 1.0)))
 
     @property
     def eval_size(self) -> int:
@@ -171,7 +189,11 @@ class TrainConfig:
         A checkpoint records it as its top-level ``image_size``; checkpoints from before ``eval_scale`` existed
         have img_size there, which is what they were evaluated at.
         """
-        return int(round(self.img_size * self.eval_scale))
+        return int(round(self.last_epoch_size * self.eval_scale))
+
+    def epoch_size(self, epoch: int) -> int:
+        """Training size of ``epoch`` (1-based): img_size, and last_epoch_size for the last one."""
+        return self.last_epoch_size if epoch == self.epochs else self.img_size
 
     @property
     def ratios(self) -> tuple[float, float, float]:

@@ -188,11 +188,9 @@ class _Run:
             raise DatasetError("the dataset is too small to hold out validation images; add more images")
         model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
         self.check_stop()
-        sizes = f"{cfg.img_size}px"
-        if cfg.eval_size != cfg.img_size:
-            sizes += f" (validation/test at {cfg.eval_size}px)"
-        yield Stage("cache", f"Decoding {len(dataset.records)} images at {sizes}")
-        data = SplitTensors.build(dataset, split, cfg.img_size, cfg.eval_size, device)
+        yield Stage("cache", f"Decoding {len(dataset.records)} images at {_sizes_text(cfg)}")
+        # The training images are kept at the last epoch's (largest) size; earlier epochs crop them smaller.
+        data = SplitTensors.build(dataset, split, cfg.last_epoch_size, cfg.eval_size, device)
         self.plan = execution_plan(device, model, cfg.batch_size, len(split.train))
         self.plan.place_model(model)
         root = out_root or default_checkpoint_root()
@@ -216,13 +214,14 @@ class _Run:
         optimizer = make_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
         scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
-        augment = make_train_augment(cfg.img_size, cfg.augment)
+        augments = {size: make_train_augment(size, cfg.augment) for size in {cfg.img_size, cfg.last_epoch_size}}
         generator = torch.Generator().manual_seed(cfg.seed)
         # What the optimiser trains, wrapped in DistributedDataParallel under torchrun (the model itself otherwise).
         net = self.par.wrap(model.head if cfg.strategy == "linear" else model, device)
         self.par.vary_augmentation(cfg.seed)
         for epoch in range(1, cfg.epochs + 1):
             self.epoch = epoch
+            augment = augments[cfg.epoch_size(epoch)]
             stats = yield from self.train_epoch(
                 model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net
             )
@@ -362,6 +361,15 @@ class _Run:
             self.run_dir = None
 
 
+def _sizes_text(cfg: TrainConfig) -> str:
+    text = f"{cfg.img_size}px"
+    if cfg.last_epoch_size != cfg.img_size:
+        text += f", the last epoch at {cfg.last_epoch_size}px"
+    if cfg.eval_size != cfg.img_size:
+        text += f", validation/test at {cfg.eval_size}px"
+    return text
+
+
 def start_building_features(cfg: TrainConfig, device: torch.device) -> Future:
     """Build the backbone in a background thread while the images are read, hashed and decoded.
 
@@ -467,7 +475,7 @@ def open_dataset(data_root, cfg: TrainConfig) -> Iterator[Event]:
         yield Stage("download", f"Fetching {data_root} from the Hugging Face Hub")
     source = open_data(data_root)
     yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
-    dataset = scan_dataset(source.root, image_size=cfg.img_size)
+    dataset = scan_dataset(source.root, image_size=cfg.last_epoch_size)  # fills the cache training reads
     if source.note:
         yield Stage("split", f"Note: {source.note}")
     return dataset, source.split(dataset, cfg.ratios, cfg.seed), source

@@ -82,7 +82,9 @@ def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_da
     report = json.loads((tmp_path / "acc.json").read_text())
     assert sorted((r["recipe"], r["seed"]) for r in report["runs"]) == [
         ("default", 0), ("default", 1), ("fixres", 0), ("fixres", 1)]
-    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "default"} == {32}
+    # On the CPU the default's last epoch and evaluation run at 1.25x the training size; fixres trains at 32 px
+    # throughout and evaluates at 1.375x.
+    assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "default"} == {40}
     assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "fixres"} == {44}
 
 

@@ -166,12 +166,16 @@ def test_predictor_chooses_its_device_once_and_follows_its_plan(tiny_checkpoint,
 def test_a_run_records_the_resolved_device_defaults(tiny_dataset, tmp_path):
     from pokedemo.config import device_defaults, resolve_device
 
-    size = device_defaults(resolve_device("auto")).img_size  # 128 on a CPU, 224 on a CUDA GPU
+    defaults = device_defaults(resolve_device("auto"))
+    size = defaults.img_size  # 128 on a CPU, 224 on a CUDA GPU
+    last = round(size * defaults.last_epoch_scale)  # 160 on a CPU (its last epoch and evaluation), 224 on CUDA
     config = TrainConfig(backbone="resnet18", pretrained=False, batch_size=8, epochs=1)  # img_size: device's
     events = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     recorded = read_config(events[-1].run_dir)
-    assert recorded["train_config"]["img_size"] == recorded["image_size"] == size  # resolved, not None
+    assert recorded["train_config"]["img_size"] == size  # resolved, not None
+    assert recorded["train_config"]["last_epoch_scale"] == defaults.last_epoch_scale
+    assert recorded["image_size"] == last
     assert recorded["train_config"]["epochs"] == 1
     assert next(e for e in events if isinstance(e, ev.RunStarted)).config["img_size"] == size
 
@@ -186,7 +190,7 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
     from pokedemo.config import defaults_note, resolve_device
 
     note = defaults_note(resolve_device("auto"), ("img_size",))  # epochs were given: only the size is the device's
-    assert note in out and " px, because" in note
+    assert note in out and " px" in note and "because" in note
     assert main(args + ["--img-size", "32"]) == 0
     assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note
 

@@ -39,7 +39,7 @@ def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, 
     assert sum(i["true"] == i["pred"] for i in items) / len(items) == pytest.approx(finished.test_acc)
     config = read_config(finished.run_dir)
     assert config["status"] == "complete" and config["class_names"] == ["a", "b", "c"]
-    assert config["image_size"] == TINY.eval_size and len(config["mean"]) == 3
+    assert config["image_size"] == TINY.resolved(resolve_device("auto")).eval_size and len(config["mean"]) == 3
     assert config["train_config"]["epochs"] == 2 and config["metrics"]["test"]["n"] == started.split_sizes["test"]
     assert "root" not in config["metrics"]["test"] and len(config["metrics"]["test"]["items"]) == config["metrics"]["test"]["n"]
     assert {r["split"] for r in config["split"]} == {"train", "val", "test"}
@@ -51,7 +51,8 @@ def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, 
 
 def test_pretrained_efficientnet_learns_tiny_colours(tiny_dataset, tmp_path):
     """Transfer learning works end to end with the offline weights: colour classes are easy."""
-    config = dataclasses.replace(TINY, backbone="efficientnet_lite0", pretrained=True, epochs=1, img_size=64)
+    config = dataclasses.replace(TINY, backbone="efficientnet_lite0", pretrained=True, epochs=1, img_size=64,
+                                 last_epoch_scale=1.0)  # one epoch at 64 px, as this test was sized
     events = run(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs")
     assert any(isinstance(e, ev.Stage) and e.name == "head" for e in events)
     finished = events[-1]
@@ -490,13 +491,40 @@ def test_training_batches_run_under_the_autocast_dtype_of_the_device(tiny_datase
         (expected is not None, expected or torch.float32)}
 
 
+@pytest.mark.parametrize("scale, sizes", [(1.5, {1: 32, 2: 32, 3: 48}), (1.0, {1: 32, 2: 32, 3: 32})])
+def test_the_last_epoch_trains_at_last_epoch_scale_and_evaluation_runs_at_that_size(scale, sizes, tiny_dataset,
+                                                                                      tmp_path, monkeypatch):
+    import pokedemo.train as engine
+
+    epoch, seen = {"now": 0}, set()
+    monkeypatch.setattr(engine, "before_batch", lambda e, step: epoch.__setitem__("now", e))
+    real = engine.make_train_augment
+
+    def recording(size, *args, **kwargs):
+        augment = real(size, *args, **kwargs)
+
+        def run_and_record(batch):
+            out = augment(batch)
+            seen.add((epoch["now"], out.shape[-1]))
+            return out
+        return run_and_record
+
+    monkeypatch.setattr(engine, "make_train_augment", recording)
+    config = dataclasses.replace(TINY, epochs=3, last_epoch_scale=scale)
+    finished = run(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs")[-1]
+    assert isinstance(finished, ev.Finished), finished
+    assert dict(seen) == sizes and len(seen) == 3  # one training size per epoch
+    recorded = read_config(finished.run_dir)
+    assert recorded["image_size"] == sizes[3] and recorded["train_config"]["img_size"] == 32
+
+
 def test_evaluation_size_is_one_path_recorded_in_the_checkpoint(tiny_dataset, tmp_path):
     """Training-time test, evaluate, predict and Grad-CAM all run at img_size x eval_scale, as recorded."""
     from pokedemo.gradcam import grad_cam
     from pokedemo.predict import Predictor, evaluate_split
 
     data = tiny_dataset(tmp_path / "data")
-    finished = run(dataclasses.replace(TINY, eval_scale=1.5), data, tmp_path / "runs")[-1]
+    finished = run(dataclasses.replace(TINY, last_epoch_scale=1.0, eval_scale=1.5), data, tmp_path / "runs")[-1]
     assert isinstance(finished, ev.Finished), finished
     config = read_config(finished.run_dir)
     assert config["image_size"] == 48 and config["train_config"]["img_size"] == 32

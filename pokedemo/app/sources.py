@@ -45,13 +45,22 @@ def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | Non
     defaults = TrainConfig()
     try:
         source = open_data(str(folder).strip())
-        # Scanning at the training size fills the tensor cache, so Train starts without decoding again.
-        dataset = scan_dataset(source.root, image_size=int(img_size) if img_size else None)
+        # Scanning at the size training decodes at fills the tensor cache, so Train starts without decoding again.
+        dataset = scan_dataset(source.root, image_size=_decode_size(img_size))
         split = source.split(dataset, defaults.ratios, int(seed or 0))
     except (DatasetError, ValueError, OSError, HubError) as exc:
         return f"⚠️ {exc}"
     summary = text.dataset_summary_markdown(dataset, split)
     return f"{summary}\n\nℹ️ {source.note}" if source.note else summary
+
+
+def _decode_size(img_size: float | None) -> int | None:
+    """The size a training run at ``img_size`` keeps its images at on this machine (its last epoch's)."""
+    if not img_size:
+        return None
+    from pokedemo.config import resolve_device
+
+    return TrainConfig(img_size=int(img_size)).resolved(resolve_device("auto")).last_epoch_size
 
 
 def doctor_panel(folder: str | None) -> tuple[str, list]:
