@@ -233,9 +233,12 @@ def recorded_compare_markdown(record: dict[str, Any]) -> str:
     config = record.get("train_config") or {}
     epochs = int(record.get("epochs") or config.get("epochs") or 0)
     made = str(record.get("created_at", ""))[:10]
+    size = f"{config.get('img_size', '?')}px"
+    if config.get("last_epoch_scale") not in (None, 1.0) and config.get("img_size"):
+        size += f" (the last at {round(config['img_size'] * config['last_epoch_scale'])}px)"
     return (f"{compare_takeaway(record['results'], epochs, recorded=True)}\n\n"
             f"_Recorded, not run now_: {config.get('backbone', 'the default backbone')}, {epochs} epochs at "
-            f"{config.get('img_size', '?')}px on the bundled Pokémon images, made on {made} with "
+            f"{size} on the bundled Pokémon images, made on {made} with "
             f"`{record.get('command', 'scripts/make_starter.py')}` ({record.get('machine', 'machine not recorded')}; "
             "wall times are that machine's). Press **▶ Train both and compare** to run it live with the options "
             "of the **Train** tab.")
