@@ -664,7 +664,7 @@ def test_train_tab_offers_the_devices_defaults_and_says_why(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     epochs, img_size, note = sources.training_defaults()
-    assert (epochs, img_size) == (4, 128) and "Defaults on the CPU: 128 px and 4 epochs, because" in note
+    assert (epochs, img_size) == (4, 128) and "Defaults on the CPU: 128 px (the last epoch and evaluation at 160 px) and 4 epochs, because" in note
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolving the device starts no GPU
     epochs, img_size, note = sources.training_defaults()
     assert (epochs, img_size) == (10, 224) and "CUDA GPU: 224 px and 10 epochs" in note
