@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from pokedemo.config import defaults_note
+from pokedemo.config import TrainConfig, defaults_note
 from pokedemo.events import Cancelled, Event, Failed, Finished
 
 _log = logging.getLogger(__name__)
@@ -234,8 +234,9 @@ def recorded_compare_markdown(record: dict[str, Any]) -> str:
     epochs = int(record.get("epochs") or config.get("epochs") or 0)
     made = str(record.get("created_at", ""))[:10]
     size = f"{config.get('img_size', '?')}px"
-    if config.get("last_epoch_scale") not in (None, 1.0) and config.get("img_size"):
-        size += f" (the last at {round(config['img_size'] * config['last_epoch_scale'])}px)"
+    if config.get("img_size"):
+        last = TrainConfig.from_dict(config).last_epoch_size  # recorded before the field existed: img_size
+        size += f" (the last at {last}px)" if last != config["img_size"] else ""
     return (f"{compare_takeaway(record['results'], epochs, recorded=True)}\n\n"
             f"_Recorded, not run now_: {config.get('backbone', 'the default backbone')}, {epochs} epochs at "
             f"{size} on the bundled Pokémon images, made on {made} with "
