@@ -237,22 +237,40 @@ def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out:
             "eval_size": config.resolved(resolve_device(config.device)).eval_size}
 
 
+def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """(row name, recipe, checkout) per row: the ``--baseline`` checkout's default recipe first, then ``--recipes``
+    with this checkout."""
+    rows = [(recipe, recipe, None) for recipe in args.recipes]
+    if args.baseline:
+        rows.insert(0, (baseline_name(args.baseline), "default", str(Path(args.baseline).resolve())))
+    return rows
+
+
+def baseline_name(checkout: str) -> str:
+    """``base@<short commit>`` of another checkout (``base@<folder>`` when it is not a git work tree)."""
+    found = subprocess.run(["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    return f"base@{found.stdout.strip() if found.returncode == 0 else Path(checkout).name}"
+
+
 def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every (seed, recipe) in its own subprocess (no decode cache or warm-up carried over), recipes
-    interleaved per seed so that load from other processes hits all recipes alike."""
+    interleaved per seed so that load from other processes hits all recipes alike. A baseline row runs the
+    other checkout's code (its own ``pokedemo`` package, started in that folder) on the same data."""
     results = []
+    data, out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
     for seed in args.seeds:
-        for recipe in args.recipes:
-            print(f"training {recipe} seed {seed} …", file=sys.stderr, flush=True)
-            cmd = [sys.executable, "-m", "pokedemo.bench", "--data", args.data, "--out", args.out,
+        for name, recipe, checkout in accuracy_rows(args):
+            print(f"training {name} seed {seed} …", file=sys.stderr, flush=True)
+            cmd = [sys.executable, "-m", "pokedemo.bench", "--data", data, "--out", out,
                    "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args))]
-            result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            result = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
             lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
             if result.returncode != 0 or not lines:
                 row = {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
             else:
                 row = json.loads(lines[-1])
-            results.append({"recipe": recipe, "seed": seed, **row})
+            results.append({"recipe": name, "seed": seed, **row})
     return results
 
 
@@ -393,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     accuracy.add_argument("--recipes", nargs="+", default=["before-13", "default"], choices=list(RECIPES),
                           help="Recipes to compare; time ratios are relative to the first.")
+    accuracy.add_argument("--baseline", metavar="CHECKOUT", default=None,
+                          help="Another checkout of pokedemo (e.g. a git worktree of an older commit): its default "
+                               "recipe runs first for each seed, with its own code; time ratios are relative to it.")
     accuracy.add_argument("--backbone", default="efficientnet_lite0")
     accuracy.add_argument("--scratch", action="store_true", help="Train from random initialisation.")
     accuracy.add_argument("--epochs", type=int, default=None, help="Override the default epochs (all recipes).")
@@ -406,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.accuracy:
         results = run_accuracy(args)
-        summary = summarise_accuracy(results, args.recipes)
+        summary = summarise_accuracy(results, [name for name, _, _ in accuracy_rows(args)])
         print(f"machine: {machine_description()}")
         print(f"command: python -m pokedemo.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
         print(f"budget: {json.dumps(budget_from_args(args))}, seeds {' '.join(map(str, args.seeds))}")

@@ -17,9 +17,12 @@ none, did not pay it in channels_last + bf16; the tutorial loop, fp32 NCHW, did 
   ``epoch_batches``), head fitting and evaluation pad their last batch up to the training batch size. Each new
   shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for every layer.
 
-The CPU plan is exactly what pokedemo did before plans existed: channels_last (faster oneDNN convolutions),
-fp32, natural batch sizes with a partial last batch, 128-image evaluation batches. CPU numbers do not move.
-Whether the CUDA plan removes the one-time cost is still to be timed on a GPU (scripts/gpu_check.sh).
+The CPU plan: channels_last (faster oneDNN convolutions), fp32, natural batch sizes with a partial last
+batch, and small passes (issue 13): evaluation and head fitting in 16-image batches, and a training batch run as
+16-image forward/backward passes whose gradients add up to the batch's when no layer mixes the images of a
+batch (BatchNorm frozen). On a 2-core CPU the activations of 128 images at 160 px do not fit the caches; 16 at a
+time ran 2-2.5x more images per second, 16 of 32 in training 1.15-1.3x (BENCHMARKS.md). Whether the CUDA plan
+removes the one-time cost is still to be timed on a GPU (scripts/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from torch import nn
 
 from pokedemo.config import amp_dtype
 
-CPU_EVAL_BATCH = 128  # evaluation batch on the CPU: big enough to amortise per-call overhead, small in memory
+CPU_EVAL_BATCH = 16  # images per evaluation/head-fitting pass on the CPU: their activations stay in the caches
+CPU_MICRO_BATCH = 16  # images per forward/backward pass of a CPU training step (when a step may be split)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class ExecutionPlan:
     batch_size: int        # training batch size (the config's, capped at the training split's size)
     fixed_shapes: bool     # True: every forward pass sees exactly ``batch_size`` images (CUDA)
     eval_batch: int        # images per evaluation/head-fitting forward pass
+    micro_batch: int       # images per forward/backward pass of a training step that may be split
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -127,7 +132,7 @@ def execution_plan(device: torch.device, model: nn.Module, batch_size: int,
     batch = max(1, min(batch_size, n_train)) if n_train else max(1, batch_size)
     if device.type != "cuda":
         return ExecutionPlan(device, channels_last=True, autocast_dtype=amp_dtype(device), batch_size=batch,
-                             fixed_shapes=False, eval_batch=CPU_EVAL_BATCH)
+                             fixed_shapes=False, eval_batch=CPU_EVAL_BATCH, micro_batch=min(batch, CPU_MICRO_BATCH))
     depthwise = has_depthwise_convs(model)
     return ExecutionPlan(
         device,
@@ -136,4 +141,5 @@ def execution_plan(device: torch.device, model: nn.Module, batch_size: int,
         batch_size=batch,
         fixed_shapes=True,
         eval_batch=batch,
+        micro_batch=batch,  # a GPU runs the whole batch in one pass: one shape, and it is not cache-bound
     )

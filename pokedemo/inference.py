@@ -1,16 +1,20 @@
-"""Inference on uint8 image tensors, shared by the training engine (validation, test) and ``pokedemo.predict``:
-batched logits following the execution plan (``pokedemo.device_plan``: input conversion, layout, autocast,
-batch shapes).
+"""Inference on uint8 image tensors, shared by the training engine (head fitting, validation, test) and
+``pokedemo.predict``: batched logits following the execution plan (``pokedemo.device_plan``: input conversion,
+layout, autocast, batch shapes), and the model copy inference runs (``folded_for_inference``).
 
 Kept out of ``pokedemo.train`` so that prediction does not import the training engine.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pokedemo.device_plan import CPU_EVAL_BATCH, ExecutionPlan, execution_plan
 
@@ -44,3 +48,25 @@ def infer_logits(
         return logits
 
     return plan.forward_in_batches(logits_of, images)
+
+
+def folded_for_inference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each BatchNorm folded into the convolution before it.
+
+    In eval mode a BatchNorm is a fixed per-channel scale and shift, so folding it into the convolution's
+    weights gives the same outputs (up to float rounding) without a separate pass over every activation map
+    (figures in BENCHMARKS.md). The rule: among a module's children, a ``Conv2d`` registered directly before a
+    ``BatchNorm2d`` feeds it; that holds for every backbone in ``pokedemo.models`` (tests compare the logits
+    of each folded backbone with the original's). timm's ``BatchNormAct2d`` keeps its dropout/activation.
+    The original model is not touched: training continues on it, Grad-CAM hooks its layers.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent in list(folded.modules()):
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.running_mean is None:
+                continue
+            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+            after_norm = list(bn.children())  # BatchNormAct2d: drop, act (applied in this order)
+            setattr(parent, bn_name, nn.Sequential(*after_norm) if after_norm else nn.Identity())
+    return folded

@@ -21,7 +21,7 @@ from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.data import DatasetError
 from pokedemo.device_plan import execution_plan
 from pokedemo.images import ImageLoadError, image_to_tensor, load_image
-from pokedemo.inference import infer_logits
+from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.metrics import report_with_items
 
 _CACHE_SIZE = 4
@@ -53,7 +53,8 @@ class Predictor:
         self.device = device or resolve_device("auto")
         batch_size = (checkpoint.config.get("train_config") or {}).get("batch_size") or TrainConfig.batch_size
         self.plan = execution_plan(self.device, checkpoint.model, int(batch_size))
-        self.model = self.plan.place_model(checkpoint.model).eval()
+        self.model = self.plan.place_model(checkpoint.model).eval()  # as saved: Grad-CAM hooks its layers
+        self.inference_model = folded_for_inference(self.model)  # what classifies: BatchNorm folded away
         self.classes = checkpoint.classes
         self.image_size = checkpoint.image_size
         self._lock = threading.Lock()  # torch modules are not safe for concurrent forward passes with hooks
@@ -65,7 +66,7 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities [N, C] (CPU, float32) for uint8 images [N, 3, S, S]."""
         with self._lock, torch.inference_mode():
-            logits = infer_logits(self.model, images, self.device, plan=self.plan)
+            logits = infer_logits(self.inference_model, images, self.device, plan=self.plan)
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def warm_up(self) -> None:

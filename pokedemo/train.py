@@ -34,7 +34,7 @@ from pokedemo.device_plan import ExecutionPlan, execution_plan
 from pokedemo.distributed import SINGLE, Parallel, PeerLost, is_peer_failure, lost_message
 from pokedemo.hub import HubError
 from pokedemo.hub_data import DataSource, is_hub_dataset, open_data
-from pokedemo.inference import infer_logits
+from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
@@ -96,8 +96,8 @@ def evaluate_tensors(
     model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, label_smoothing: float = 0.0,
     plan: ExecutionPlan | None = None,
 ) -> tuple[float, float, torch.Tensor]:
-    """(loss, accuracy, predictions) of ``model`` on a split."""
-    logits = infer_logits(model, images, device, plan=plan)
+    """(loss, accuracy, predictions) of ``model`` on a split (run on a folded copy; ``model`` is untouched)."""
+    logits = infer_logits(folded_for_inference(model), images, device, plan=plan)
     if len(labels) == 0:
         return 0.0, 0.0, torch.zeros(0, dtype=torch.int64)
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item()
@@ -249,6 +249,9 @@ class _Run:
             for module in model.features.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
+        # Split a step into the plan's smaller passes only where that gives the same gradient: no layer may mix
+        # the images of a batch (frozen BatchNorm), and not under torchrun, whose all-reduce runs per backward.
+        split = (linear or (cfg.pretrained and cfg.freeze_bn)) and not self.par.enabled
         plan = self.plan
         batches, self.carried = plan.epoch_batches(len(data.train_y), generator, self.carried)
         batches = self.par.even_batches(batches)  # torchrun: every batch splits evenly over the ranks
@@ -262,16 +265,8 @@ class _Run:
             idx = self.par.shard(idx)  # torchrun: this rank's share of the global batch
             x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]
-            with plan.autocast():
-                if linear:
-                    with torch.no_grad():
-                        feats = model.forward_features(x)
-                    logits = net(feats.float())
-                else:
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss, logits = self.backward(model, net, x, y, scaler, split)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -290,6 +285,30 @@ class _Run:
             "train_acc": round(correct.item() / max(seen, 1), 5),
             "images_per_sec": round(seen / seconds, 2),
         }
+
+    def backward(self, model, net, x: torch.Tensor, y: torch.Tensor, scaler, split: bool):
+        """Forward and backward of one training batch; returns its mean loss and logits (both detached).
+
+        With ``split``, the batch runs as the plan's micro-batches, each loss weighted by its share of the batch,
+        so the gradients add up to those of the whole batch's mean loss.
+        """
+        cfg, linear = self.cfg, self.cfg.strategy == "linear"
+        step = self.plan.micro_batch if split else len(y)
+        losses, all_logits = [], []
+        for start in range(0, len(y), step):
+            part_x, part_y = x[start:start + step], y[start:start + step]
+            with self.plan.autocast():
+                if linear:
+                    with torch.no_grad():
+                        feats = model.forward_features(part_x)
+                    logits = net(feats.float())
+                else:
+                    logits = net(part_x)
+                loss = F.cross_entropy(logits.float(), part_y, label_smoothing=cfg.label_smoothing)
+            scaler.scale(loss * (len(part_y) / len(y))).backward()
+            losses.append(loss.detach() * len(part_y))
+            all_logits.append(logits.detach())
+        return torch.stack(losses).sum() / len(y), torch.cat(all_logits)
 
     def progress(self, step: int, steps_per_epoch: int, loss: float, images_per_sec: float) -> BatchProgress:
         cfg = self.cfg
@@ -326,7 +345,8 @@ class _Run:
 
     def finish(self, model: Classifier, data: SplitTensors, device, dataset: Dataset, split: Split) -> Finished:
         model.load_state_dict(self.best_state)
-        probs = torch.softmax(infer_logits(model, data.test_x, device, plan=self.plan), dim=1).cpu().numpy()
+        logits = infer_logits(folded_for_inference(model), data.test_x, device, plan=self.plan)
+        probs = torch.softmax(logits, dim=1).cpu().numpy()
         paths = [dataset.records[i].rel_path for i in split.test]
         # With per-image items, the app's errors gallery needs no second evaluation of the test split.
         report = report_with_items(probs, data.test_y.cpu().tolist(), dataset.classes, paths, str(dataset.root))
@@ -440,7 +460,7 @@ def head_features(
     model: Classifier, data: SplitTensors, plan: ExecutionPlan, check_stop
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen features (float32) of the training images and of their mirror images, with matching labels."""
-    model.eval()
+    model = folded_for_inference(model)  # the backbone is frozen here: eval-mode BatchNorm folds away
     flip = lambda x: torch.flip(x, dims=[3])
 
     def features_of(view):
@@ -466,6 +486,7 @@ def plan_record(plan: ExecutionPlan) -> dict[str, Any]:
         "device": str(plan.device), "channels_last": plan.channels_last,
         "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
         "fixed_batch_shapes": plan.fixed_shapes, "train_batch": plan.batch_size, "eval_batch": plan.eval_batch,
+        "micro_batch": plan.micro_batch,
     }
 
 

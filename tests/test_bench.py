@@ -101,3 +101,36 @@ def test_accuracy_summary_reports_mean_spread_and_failures():
     assert b["cpu_ratio"] == pytest.approx(1.05)
     table = format_accuracy_table([a, b])
     assert "92.00% ±" in table and "90.0%–94.0%" in table and "1 failed: out of memory" in table
+
+
+FAKE_OLD_BENCH = '''
+import json, os, sys
+args = sys.argv[1:]
+recipe, seed, budget = args[args.index("--one-accuracy") + 1:][:3]
+data = args[args.index("--data") + 1]
+with open(os.path.join(os.path.dirname(__file__), "calls.jsonl"), "a") as calls:
+    calls.write(json.dumps({"recipe": recipe, "seed": seed, "data": data, "cwd": os.getcwd()}) + "\\n")
+print(json.dumps({"test_acc": 0.5, "best_val_acc": 0.5, "best_epoch": 1, "seconds": 1.0, "cpu_seconds": 1.0,
+                  "eval_size": 32}))
+'''
+
+
+def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, tmp_path, capsys, monkeypatch):
+    from pokedemo.bench import main
+
+    old = tmp_path / "old-checkout"  # stands in for a worktree of an older commit: its own pokedemo package
+    (old / "pokedemo").mkdir(parents=True)
+    (old / "pokedemo" / "__init__.py").write_text("")
+    (old / "pokedemo" / "bench.py").write_text(FAKE_OLD_BENCH)
+    monkeypatch.chdir(tiny_data_dir.parent)  # a relative --data must reach the other checkout as the same folder
+    code = main(["--accuracy", "--data", tiny_data_dir.name, "--out", str(tmp_path / "out"), "--seeds", "0", "1",
+                 "--recipes", "default", "--baseline", str(old), "--backbone", "resnet18", "--scratch",
+                 "--epochs", "1", "--img-size", "32", "--batch-size", "8"])
+    assert code == 0
+    table = capsys.readouterr().out
+    lines = [line for line in table.splitlines() if line.startswith(("base@old-checkout", "default"))]
+    assert [line.split()[0] for line in lines] == ["base@old-checkout", "default"], table
+    assert "1.00x" in lines[0] and "50.00%" in lines[0]  # ratios are relative to the baseline
+    calls = [json.loads(line) for line in (old / "calls.jsonl").read_text().splitlines()]
+    assert [(c["recipe"], c["seed"]) for c in calls] == [("default", "0"), ("default", "1")]
+    assert all(c["cwd"] == str(old) and c["data"] == str(tiny_data_dir.resolve()) for c in calls)

@@ -11,7 +11,7 @@ import pokedemo.train as engine
 from pokedemo import events as ev
 from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
-from pokedemo.device_plan import CPU_EVAL_BATCH, execution_plan, has_depthwise_convs
+from pokedemo.device_plan import CPU_EVAL_BATCH, CPU_MICRO_BATCH, execution_plan, has_depthwise_convs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # constructing a device object needs no GPU
 
@@ -32,18 +32,19 @@ def test_depthwise_detection_on_the_real_backbones():
 
 
 @pytest.mark.parametrize("net", [depthwise_net, dense_net])
-def test_cpu_plan_is_what_pokedemo_always_did(net):
+def test_cpu_plan_keeps_natural_batches_in_small_passes(net):
     plan = execution_plan(CPU, net(), 32, n_train=559)
     assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (True, None, False)
-    assert plan.batch_size == 32 and plan.eval_batch == CPU_EVAL_BATCH == 128
+    assert plan.batch_size == 32 and plan.eval_batch == CPU_EVAL_BATCH == 16 and plan.micro_batch == CPU_MICRO_BATCH == 16
     assert plan.steps_per_epoch(559) == 18  # the partial last batch is trained on
+    assert execution_plan(CPU, net(), 8).micro_batch == 8  # never more than the batch
 
 
 def test_cuda_plan_depthwise_nets_run_nchw_fp32_with_one_batch_shape(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     plan = execution_plan(CUDA, depthwise_net(), 32, n_train=559)
     assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (False, None, True)
-    assert plan.eval_batch == plan.batch_size == 32 and plan.steps_per_epoch(559) == 17
+    assert plan.eval_batch == plan.batch_size == plan.micro_batch == 32 and plan.steps_per_epoch(559) == 17
     assert plan.memory_format == torch.contiguous_format
 
 
@@ -133,16 +134,22 @@ def test_a_simulated_cuda_run_shows_the_model_one_batch_shape_in_nchw(tiny_datas
     assert execution["fixed_batch_shapes"] and not execution["channels_last"] and execution["eval_batch"] == 8
 
 
+def passes(n: int, size: int) -> list[int]:
+    return [min(size, n - start) for start in range(0, n, size)]
+
+
 def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp_path, monkeypatch):
     seen = spy_runs(monkeypatch, simulate_cuda=False)
     config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32,
                          device="cpu")
-    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
+    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=12), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     sizes = next(e for e in events if isinstance(e, ev.RunStarted)).split_sizes
     train, val, test = sizes["train"], sizes["val"], sizes["test"]
-    expected = {2 * train, 8, val, test} | ({train % 8} if train % 8 else set())
-    assert {s for s, _, _ in seen} == expected
+    assert max(train, val, test) > CPU_EVAL_BATCH  # so the evaluation passes are split
+    head = [2 * n for n in passes(train, CPU_EVAL_BATCH)]  # each pass with its mirror images
+    expected = head + passes(train, 8) + passes(val, CPU_EVAL_BATCH) + passes(test, CPU_EVAL_BATCH)
+    assert sorted(s for s, _, _ in seen) == sorted(expected)
     assert all(channels_last for _, channels_last, _ in seen) and {d for _, _, d in seen} == {torch.float32}
     assert not read_config(events[-1].run_dir)["execution"]["fixed_batch_shapes"]
 
@@ -230,3 +237,64 @@ def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path
     final = list(engine.train(TrainConfig(backbone="resnet18", img_size=32),
                               tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Failed) and final.message == "no weights here"
+
+
+def training_passes(monkeypatch, tmp_path, data, **config) -> list[int]:
+    """Batch sizes the backbone sees in training passes (grad enabled) of a one-epoch CPU run."""
+    seen = []
+    real_build = engine.classifier_with
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.features.register_forward_pre_hook(
+            lambda module, inputs: seen.append(inputs[0].shape[0]) if torch.is_grad_enabled() else None)
+        return model
+
+    monkeypatch.setattr(engine, "classifier_with", build)
+    config = TrainConfig(backbone="efficientnet_lite0", epochs=1, batch_size=32, img_size=32, device="cpu", **config)
+    final = list(engine.train(config, data, tmp_path / "runs"))[-1]
+    assert isinstance(final, ev.Finished), final
+    return seen
+
+
+def test_cpu_training_steps_run_in_micro_batches_only_where_batchnorm_is_frozen(tiny_dataset, tmp_path, monkeypatch):
+    data = tiny_dataset(tmp_path / "data", per_class=20)
+    frozen = training_passes(monkeypatch, tmp_path, data, pretrained=True)  # freeze_bn: BatchNorm in eval mode
+    assert frozen and max(frozen) == CPU_MICRO_BATCH < 32
+    # Batch statistics in training mode depend on the whole batch: a split step would be a different step.
+    assert 32 in training_passes(monkeypatch, tmp_path, data, pretrained=False)
+    assert 32 in training_passes(monkeypatch, tmp_path, data, pretrained=True, freeze_bn=False)
+
+
+def test_a_split_step_computes_the_whole_batchs_gradient():
+    from pokedemo.distributed import SINGLE
+    from pokedemo.models import build_classifier
+
+    torch.manual_seed(0)
+    config = TrainConfig(backbone="efficientnet_lite0", pretrained=False, batch_size=12, device="cpu", label_smoothing=0.1)
+    model = build_classifier("efficientnet_lite0", 3, pretrained=False)
+    model.train()
+    for module in model.modules():  # frozen BatchNorm, as a pretrained run trains
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    run = engine._Run(config, threading_event(), SINGLE)
+    run.plan = dataclasses.replace(execution_plan(CPU, model, 12), micro_batch=5)  # passes of 5, 5 and 2
+    x, y = torch.rand(12, 3, 32, 32), torch.tensor([0, 1, 2] * 4)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    def gradients(split: bool):
+        model.zero_grad(set_to_none=True)
+        loss, logits = run.backward(model, model, x, y, scaler, split)
+        return loss, logits, [p.grad.clone() for p in model.parameters()]
+
+    whole, split = gradients(False), gradients(True)
+    torch.testing.assert_close(split[0], whole[0])
+    torch.testing.assert_close(split[1], whole[1])
+    for a, b in zip(split[2], whole[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def threading_event():
+    import threading
+
+    return threading.Event()

@@ -447,3 +447,25 @@ def test_unreadable_weights_files(tmp_path, name, content, match):
     with pytest.raises(WeightsFileError, match=match) as caught:
         build_classifier("resnet18", 3, pretrained=True, weights_file=path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("backbone", models.BACKBONE_NAMES)
+def test_folding_batchnorm_for_inference_keeps_every_backbones_logits(backbone):
+    from pokedemo.inference import folded_for_inference
+
+    torch.manual_seed(0)
+    model = models.build_classifier(backbone, 5, pretrained=False)
+    for module in model.modules():  # statistics and affine parameters far from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-1, 1)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = folded_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-4, atol=1e-4)
