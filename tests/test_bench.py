@@ -131,6 +131,6 @@ def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, 
     lines = [line for line in table.splitlines() if line.startswith(("base@old-checkout", "default"))]
     assert [line.split()[0] for line in lines] == ["base@old-checkout", "default"], table
     assert "1.00x" in lines[0] and "50.00%" in lines[0]  # ratios are relative to the baseline
-    calls = [json.loads(line) for line in (old / "calls.jsonl").read_text().splitlines()]
+    calls = [json.loads(line) for line in (old / "pokedemo" / "calls.jsonl").read_text().splitlines()]
     assert [(c["recipe"], c["seed"]) for c in calls] == [("default", "0"), ("default", "1")]
     assert all(c["cwd"] == str(old) and c["data"] == str(tiny_data_dir.resolve()) for c in calls)
