@@ -2,7 +2,9 @@
 
 ``train()`` is the only training loop in pokedemo; the CLI, the app and the benchmarks all drive it. Speed on a
 2-core CPU comes from decoding each image once into a uint8 tensor cache, batched augmentation from that cache,
-fitting the new head on frozen features before fine-tuning, and a small default resolution (see BENCHMARKS.md).
+fitting the new head on frozen features before fine-tuning, a small default resolution, and on a CPU small
+forward passes and BatchNorm folded for inference (``pokedemo.device_plan``, ``pokedemo.inference``; figures in
+BENCHMARKS.md).
 
 Over 500 lines on purpose: the run's decisions (split, head warm-up, optimizer groups, schedule, best epoch,
 what is saved when) and the distributed and execution-plan hooks are all steps of the one loop; spread over
