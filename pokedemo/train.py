@@ -253,7 +253,7 @@ class _Run:
                     module.eval()
         # Split a step into the plan's smaller passes only where that gives the same gradient: no layer may mix
         # the images of a batch (frozen BatchNorm), and not under torchrun, whose all-reduce runs per backward.
-        split = (linear or (cfg.pretrained and cfg.freeze_bn)) and not self.par.enabled
+        in_passes = (linear or (cfg.pretrained and cfg.freeze_bn)) and not self.par.enabled
         plan = self.plan
         batches, self.carried = plan.epoch_batches(len(data.train_y), generator, self.carried)
         batches = self.par.even_batches(batches)  # torchrun: every batch splits evenly over the ranks
@@ -268,7 +268,7 @@ class _Run:
             x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]
             optimizer.zero_grad(set_to_none=True)
-            loss, logits = self.backward(model, net, x, y, scaler, split)
+            loss, logits = self.backward(model, net, x, y, scaler, in_passes)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -288,14 +288,14 @@ class _Run:
             "images_per_sec": round(seen / seconds, 2),
         }
 
-    def backward(self, model, net, x: torch.Tensor, y: torch.Tensor, scaler, split: bool):
+    def backward(self, model, net, x: torch.Tensor, y: torch.Tensor, scaler, in_passes: bool):
         """Forward and backward of one training batch; returns its mean loss and logits (both detached).
 
-        With ``split``, the batch runs as the plan's micro-batches, each loss weighted by its share of the batch,
-        so the gradients add up to those of the whole batch's mean loss.
+        With ``in_passes``, the batch runs as the plan's micro-batches, each loss weighted by its share of the
+        batch, so the gradients add up to those of the whole batch's mean loss.
         """
         cfg, linear = self.cfg, self.cfg.strategy == "linear"
-        step = self.plan.micro_batch if split else len(y)
+        step = self.plan.micro_batch if in_passes else len(y)
         losses, all_logits = [], []
         for start in range(0, len(y), step):
             part_x, part_y = x[start:start + step], y[start:start + step]

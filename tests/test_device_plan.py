@@ -282,9 +282,9 @@ def test_a_split_step_computes_the_whole_batchs_gradient():
     x, y = torch.rand(12, 3, 32, 32), torch.tensor([0, 1, 2] * 4)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
 
-    def gradients(split: bool):
+    def gradients(in_passes: bool):
         model.zero_grad(set_to_none=True)
-        loss, logits = run.backward(model, model, x, y, scaler, split)
+        loss, logits = run.backward(model, model, x, y, scaler, in_passes)
         return loss, logits, [p.grad.clone() for p in model.parameters()]
 
     whole, split = gradients(False), gradients(True)
