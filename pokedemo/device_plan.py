@@ -40,6 +40,7 @@ from pokedemo.config import amp_dtype
 
 CPU_EVAL_BATCH = 16  # images per evaluation/head-fitting pass on the CPU: their activations stay in the caches
 CPU_MICRO_BATCH = 16  # images per forward/backward pass of a CPU training step (when a step may be split)
+WHOLE_EVAL_BATCH = 128  # evaluation passes on devices other than CPUs and CUDA GPUs (what every device had before)
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,11 @@ def execution_plan(device: torch.device, model: nn.Module, batch_size: int,
     """
     batch = max(1, min(batch_size, n_train)) if n_train else max(1, batch_size)
     if device.type != "cuda":
+        # Small passes were measured on CPUs only; other devices (Apple's MPS) keep whole batches as before.
+        cpu = device.type == "cpu"
         return ExecutionPlan(device, channels_last=True, autocast_dtype=amp_dtype(device), batch_size=batch,
-                             fixed_shapes=False, eval_batch=CPU_EVAL_BATCH, micro_batch=min(batch, CPU_MICRO_BATCH))
+                             fixed_shapes=False, eval_batch=CPU_EVAL_BATCH if cpu else WHOLE_EVAL_BATCH,
+                             micro_batch=min(batch, CPU_MICRO_BATCH) if cpu else batch)
     depthwise = has_depthwise_convs(model)
     return ExecutionPlan(
         device,

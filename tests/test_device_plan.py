@@ -38,6 +38,8 @@ def test_cpu_plan_keeps_natural_batches_in_small_passes(net):
     assert plan.batch_size == 32 and plan.eval_batch == CPU_EVAL_BATCH == 16 and plan.micro_batch == CPU_MICRO_BATCH == 16
     assert plan.steps_per_epoch(559) == 18  # the partial last batch is trained on
     assert execution_plan(CPU, net(), 8).micro_batch == 8  # never more than the batch
+    other = execution_plan(torch.device("mps"), net(), 32)  # Apple GPUs: not measured, whole batches as before
+    assert (other.eval_batch, other.micro_batch, other.fixed_shapes) == (128, 32, False)
 
 
 def test_cuda_plan_depthwise_nets_run_nchw_fp32_with_one_batch_shape(monkeypatch):
