@@ -248,7 +248,8 @@ def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, str, str | None]]
 
 def baseline_name(checkout: str) -> str:
     """``base@<short commit>`` of another checkout (``base@<folder>`` when it is not a git work tree)."""
-    found = subprocess.run(["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    found = subprocess.run(["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
+                           check=False)  # not a git work tree: named by its folder
     return f"base@{found.stdout.strip() if found.returncode == 0 else Path(checkout).name}"
 
 

@@ -65,8 +65,9 @@ def defaults_note(device: Any, fields: tuple[str, ...] = DEVICE_DEFAULT_FIELDS) 
     kind = _device_type(device)
     defaults = device_defaults(kind)
     size = f"{defaults.img_size} px"
-    if defaults.last_epoch_scale != 1.0:
-        size += f" (the last epoch and evaluation at {round(defaults.img_size * defaults.last_epoch_scale)} px)"
+    last = TrainConfig(img_size=defaults.img_size, last_epoch_scale=defaults.last_epoch_scale).last_epoch_size
+    if last != defaults.img_size:
+        size += f" (the last epoch and evaluation at {last} px)"
     shown = {"img_size": size, "epochs": f"{defaults.epochs} epochs"}
     chosen = " and ".join(shown[f] for f in DEVICE_DEFAULT_FIELDS if f in fields)
     if not chosen:
@@ -180,7 +181,7 @@ class TrainConfig:
     @property
     def last_epoch_size(self) -> int:
         """The training size of the last epoch (img_size for every other epoch)."""
-        return int(round(self.img_size * (self.last_epoch_scale or 1.0)))
+        return round(self.img_size * (self.last_epoch_scale or 1.0))
 
     @property
     def eval_size(self) -> int:
@@ -189,7 +190,7 @@ class TrainConfig:
         A checkpoint records it as its top-level ``image_size``; checkpoints from before ``eval_scale`` existed
         have img_size there, which is what they were evaluated at.
         """
-        return int(round(self.last_epoch_size * self.eval_scale))
+        return round(self.last_epoch_size * self.eval_scale)
 
     def epoch_size(self, epoch: int) -> int:
         """Training size of ``epoch`` (1-based): img_size, and last_epoch_size for the last one."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING
 
 import torch
-
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -62,8 +62,7 @@ def folded_for_inference(model: nn.Module) -> nn.Module:
     """
     folded = copy.deepcopy(model).eval()
     for parent in list(folded.modules()):
-        children = list(parent.named_children())
-        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(list(parent.named_children())):
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.running_mean is None:
                 continue
             setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))

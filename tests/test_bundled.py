@@ -202,7 +202,7 @@ def test_the_app_warm_up_loads_the_starter_and_runs_it_once_before_any_request(s
     sources.warm_up(starter)
     cached = predict.get_predictor(starter)
     assert warmed == [id(cached)]
-    image = sorted((Path(cfg.default_data_dir()) / "pikachu").iterdir())[0]
+    image = min((Path(cfg.default_data_dir()) / "pikachu").iterdir())
     fresh = predict.Predictor.load(starter, device=cached.device).predict(image)
     warm = cached.predict(image)
     assert [label for label, _ in warm] == [label for label, _ in fresh]

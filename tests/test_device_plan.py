@@ -2,6 +2,7 @@
 a CUDA plan is simulated by building it for a CUDA device and running it on the CPU)."""
 
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -205,8 +206,6 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
 
 
 def test_the_backbone_is_built_while_the_images_are_read(tiny_dataset, tmp_path, monkeypatch):
-    import threading
-
     build_started, overlapped, build_threads = threading.Event(), [], []
     real_build, real_scan = engine.build_features, engine.scan_dataset
 
@@ -279,7 +278,7 @@ def test_a_split_step_computes_the_whole_batchs_gradient():
     for module in model.modules():  # frozen BatchNorm, as a pretrained run trains
         if isinstance(module, nn.BatchNorm2d):
             module.eval()
-    run = engine._Run(config, threading_event(), SINGLE)
+    run = engine._Run(config, threading.Event(), SINGLE)
     run.plan = dataclasses.replace(execution_plan(CPU, model, 12), micro_batch=5)  # passes of 5, 5 and 2
     x, y = torch.rand(12, 3, 32, 32), torch.tensor([0, 1, 2] * 4)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -294,9 +293,3 @@ def test_a_split_step_computes_the_whole_batchs_gradient():
     torch.testing.assert_close(split[1], whole[1])
     for a, b in zip(split[2], whole[2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def threading_event():
-    import threading
-
-    return threading.Event()
