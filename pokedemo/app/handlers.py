@@ -157,11 +157,8 @@ class DemoApp:
         from pokedemo.train import train
 
         view = RunView()
-        with self.jobs.running_job(session_of(request)) as stop:
-            events = self._start(data_dir, stop, train, backbone, pretrained, strategy, epochs, lr, batch_size,
-                                 img_size, seed)
-            for _ in _drive(events, view, stop):
-                yield self._train_outputs(view, loaded=loaded)
+        yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded),
+                                data_dir, train, backbone, pretrained, strategy, epochs, lr, batch_size, img_size, seed)
         if isinstance(view.final, Finished):
             self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
@@ -174,15 +171,18 @@ class DemoApp:
         from pokedemo.train import compare
 
         view = CompareView()
-        with self.jobs.running_job(session_of(request)) as stop:
-            events = self._start(data_dir, stop, compare, backbone, True, strategy, epochs, lr, batch_size,
-                                 img_size, seed)
-            for _ in _drive(events, view, stop):
-                yield self._compare_outputs(view, int(epochs), loaded=loaded)
+        yield from self._stream(view, request, lambda: self._compare_outputs(view, int(epochs), loaded=loaded),
+                                data_dir, compare, backbone, True, strategy, epochs, lr, batch_size, img_size, seed)
         message = view.message()
         if message:
             gr.Warning(message)
         yield self._compare_outputs(view, int(epochs), done=True, loaded=loaded)
+
+    def _stream(self, view: RunView | CompareView, request, outputs, data_dir, engine, *options) -> Iterator[tuple]:
+        """Run the engine as this session's one job, yielding ``outputs()`` as its events update ``view``."""
+        with self.jobs.running_job(session_of(request)) as stop:
+            for _ in _drive(self._start(data_dir, stop, engine, *options), view, stop):
+                yield outputs()
 
     def _start(self, data_dir, stop, engine, *options) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
