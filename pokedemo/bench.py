@@ -43,7 +43,9 @@ GPU_DEFAULT_ROWS = ["reference-gpu-efficientnet_lite0-pretrained", "pokedemo-eff
 # accuracy run measures a candidate against the current default side by side.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "before-13": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0},  # the default before issue 13
+    # the default before issue 13
+    "before-13": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0, "label_smoothing": 0.1, "calibrate": False},
+    "smoothing-0.1": {"label_smoothing": 0.1},  # today's default with the label smoothing it had before 0.3
     "select-by-loss": {"last_epoch_scale": 1.0},  # issue 13's first change alone
     "fixres": {"last_epoch_scale": 1.0, "eval_scale": 1.375},  # 128 px training, 176 px evaluation
     "eval-1.25": {"last_epoch_scale": 1.0, "eval_scale": 1.25},  # 128 px training, 160 px evaluation
@@ -232,9 +234,11 @@ def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out:
         return {"error": getattr(final, "message", "did not finish")}
     # CPU seconds (all threads of this process) change far less than wall seconds when other processes share
     # the cores, so they tell a recipe's cost apart from the machine's load.
+    items = final.test_metrics["items"]
     return {"test_acc": final.test_acc, "best_val_acc": final.best_val_acc, "best_epoch": final.best_epoch,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-            "eval_size": config.resolved(resolve_device(config.device)).eval_size}
+            "eval_size": config.resolved(resolve_device(config.device)).eval_size,
+            "confidence": sum(item["prob"] for item in items) / max(len(items), 1)}
 
 
 def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
@@ -285,8 +289,8 @@ def budget_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
-    """Per recipe: mean/std/min/max of test accuracy, wall and CPU seconds over the seeds that finished, and
-    the ratios of mean wall and CPU time to the first recipe's."""
+    """Per recipe: mean/std/min/max of test accuracy, mean top probability (where reported), wall and CPU seconds
+    over the seeds that finished, and the ratios of mean wall and CPU time to the first recipe's."""
     import statistics
 
     def spread(values: list[float]) -> dict[str, float]:
@@ -306,6 +310,9 @@ def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> lis
             row["seconds"] = spread([r["seconds"] for r in done])
             row["cpu_seconds"] = spread([r["cpu_seconds"] for r in done])
             row["eval_size"] = done[0]["eval_size"]
+            confident = [r["confidence"] for r in done if "confidence" in r]  # older checkouts do not report it
+            if confident:
+                row["confidence"] = spread(confident)
         summary.append(row)
     base = summary[0] if summary and "seconds" in summary[0] else None
     for row in summary:
@@ -317,7 +324,7 @@ def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> lis
 
 def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
     header = (f"{'recipe':<14}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}"
-              f"{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
+              f"{'mean conf':>10}{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
     lines = [header, "-" * len(header)]
     for r in summary:
         if "test_acc" not in r:
@@ -327,12 +334,14 @@ def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
         accuracy = f"{acc['mean']:.2%} ± {acc['std']:.2%}"
         acc_range = f"{acc['min']:.1%}–{acc['max']:.1%}"
         wall = f"{sec['mean']:.1f} ± {sec['std']:.1f}"
+        # The mean top probability next to the accuracy: calibrated probabilities put the two close together.
+        confidence = f"{r['confidence']['mean']:.1%}" if "confidence" in r else "–"
         ratio = f"{r['time_ratio']:.2f}x"
         cpu, cpu_ratio = f"{r['cpu_seconds']['mean']:.1f}", f"{r['cpu_ratio']:.2f}x"
         seeds = " ".join(f"{seed}:{value:.1%}" for seed, value in r["per_seed"].items())
         failed = f"  ({r['failed']} failed: {r['error'][:60]})" if r["failed"] else ""
         lines.append(f"{r['recipe']:<14}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
-                     f"{wall:>19}{ratio:>11}{cpu:>11}{cpu_ratio:>10}  {seeds}{failed}")
+                     f"{confidence:>10}{wall:>19}{ratio:>11}{cpu:>11}{cpu_ratio:>10}  {seeds}{failed}")
     return "\n".join(lines)
 
 

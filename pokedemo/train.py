@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.augment import make_train_augment
+from pokedemo.calibration import Calibration, calibrated_state, fit_temperature
 from pokedemo.config import TrainConfig, default_checkpoint_root, project_relative, resolve_device
 from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
 from pokedemo.device_plan import ExecutionPlan, execution_plan
@@ -98,13 +99,12 @@ def evaluate_tensors(
     model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, label_smoothing: float = 0.0,
     plan: ExecutionPlan | None = None,
 ) -> tuple[float, float, torch.Tensor]:
-    """(loss, accuracy, predictions) of ``model`` on a split (run on a folded copy; ``model`` is untouched)."""
+    """(loss, accuracy, logits) of ``model`` on a split (run on a folded copy; ``model`` is untouched)."""
     logits = infer_logits(folded_for_inference(model), images, device, plan=plan)
     if len(labels) == 0:
-        return 0.0, 0.0, torch.zeros(0, dtype=torch.int64)
+        return 0.0, 0.0, logits
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item()
-    predictions = logits.argmax(1)
-    return loss, (predictions == labels).float().mean().item(), predictions.cpu()
+    return loss, (logits.argmax(1) == labels).float().mean().item(), logits
 
 
 def train(
@@ -157,6 +157,7 @@ class _Run:
         self.best_epoch = 0
         self.best_val = (-1.0, math.inf)  # (accuracy, loss) of the kept epoch; ``improves`` says which wins
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.calibration: Calibration | None = None  # the kept weights' temperature (cfg.calibrate)
         self.history: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
         self.epoch = 0
@@ -227,7 +228,7 @@ class _Run:
             stats = yield from self.train_epoch(
                 model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net
             )
-            val_loss, val_acc, _ = evaluate_tensors(
+            val_loss, val_acc, val_logits = evaluate_tensors(
                 model, data.val_x, data.val_y, device, cfg.label_smoothing, plan=self.plan
             )
             record = {
@@ -237,7 +238,7 @@ class _Run:
             self.history.append(record)
             yield EpochEnd(epochs=cfg.epochs, **record)
             if self.improves(val_acc, val_loss):
-                self.save_best(model, epoch, val_acc, val_loss)
+                self.save_best(model, epoch, val_acc, val_loss, val_logits, data.val_y)
                 yield NewBest(epoch=epoch, val_acc=val_acc, run_dir=str(self.run_dir))
 
     def train_epoch(self, model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net):
@@ -329,9 +330,15 @@ class _Run:
             return (val_acc, -val_loss) > (best_acc, -best_loss)
         return (-val_loss, val_acc) > (-best_loss, best_acc)
 
-    def save_best(self, model: Classifier, epoch: int, val_acc: float, val_loss: float) -> None:
+    def save_best(self, model: Classifier, epoch: int, val_acc: float, val_loss: float,
+                  val_logits: torch.Tensor, val_y: torch.Tensor) -> None:
+        """Keep this epoch's weights (with the head calibrated on its validation logits) and write them."""
         self.best_epoch, self.best_val = epoch, (val_acc, val_loss)
-        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.cfg.calibrate:
+            self.calibration = fit_temperature(val_logits, val_y)
+            state = calibrated_state(state, self.calibration.temperature)
+        self.best_state = state
         self.write_checkpoint("training", test=None)
 
     def write_checkpoint(self, status: str, test: dict[str, Any] | None) -> None:
@@ -340,6 +347,8 @@ class _Run:
         digest = ckpt.save_weights(self.run_dir, self.best_state)
         metrics = {"best_epoch": self.best_epoch, "best_val_acc": self.best_val[0],
                    "best_val_loss": self.best_val[1], "seconds": round(self.elapsed(), 3)}
+        if self.calibration is not None:
+            metrics["calibration"] = self.calibration.record()
         if test is not None:  # the data folder is recorded once, under "dataset" (and reduced when published)
             metrics["test"] = {k: v for k, v in test.items() if k != "root"}
         ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, "metrics": metrics})

@@ -90,8 +90,10 @@ def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_da
 
 def test_accuracy_summary_reports_mean_spread_and_failures():
     results = [
-        {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "cpu_seconds": 18.0, "eval_size": 128},
-        {"recipe": "a", "seed": 1, "test_acc": 0.94, "seconds": 14.0, "cpu_seconds": 22.0, "eval_size": 128},
+        {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "cpu_seconds": 18.0, "eval_size": 128,
+         "confidence": 0.80},
+        {"recipe": "a", "seed": 1, "test_acc": 0.94, "seconds": 14.0, "cpu_seconds": 22.0, "eval_size": 128,
+         "confidence": 0.90},
         {"recipe": "b", "seed": 0, "test_acc": 0.96, "seconds": 12.0, "cpu_seconds": 21.0, "eval_size": 160},
         {"recipe": "b", "seed": 1, "error": "out of memory"},
     ]
@@ -101,6 +103,8 @@ def test_accuracy_summary_reports_mean_spread_and_failures():
     assert b["cpu_ratio"] == pytest.approx(1.05)
     table = format_accuracy_table([a, b])
     assert "92.00% ±" in table and "90.0%–94.0%" in table and "1 failed: out of memory" in table
+    assert a["confidence"]["mean"] == pytest.approx(0.85) and "85.0%" in table.splitlines()[2]
+    assert "confidence" not in b and "–" in table.splitlines()[3]  # a checkout that does not report it
 
 
 FAKE_OLD_BENCH = '''
