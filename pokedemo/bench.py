@@ -45,7 +45,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     # the default before issue 13
     "before-13": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0, "label_smoothing": 0.1, "calibrate": False},
-    "smoothing-0.1": {"label_smoothing": 0.1},  # today's default with the label smoothing it had before 0.3
+    "smoothing-0.3": {"label_smoothing": 0.3},  # screened in issue 13, not adopted (BENCHMARKS.md)
     "select-by-loss": {"last_epoch_scale": 1.0},  # issue 13's first change alone
     "fixres": {"last_epoch_scale": 1.0, "eval_scale": 1.375},  # 128 px training, 176 px evaluation
     "eval-1.25": {"last_epoch_scale": 1.0, "eval_scale": 1.25},  # 128 px training, 160 px evaluation

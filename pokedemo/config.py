@@ -124,12 +124,7 @@ class TrainConfig:
         choices=EPOCH_SELECTIONS,
     )
     seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.")
-    label_smoothing: float = _opt(
-        0.3,
-        "Cross-entropy label smoothing: the target gives the true class 1 - label_smoothing (plus an equal share "
-        "of the rest). Some pictures show several Pokémon under one label; a softer target keeps them from "
-        "dominating the gradient (0.3: the accuracy benchmark in BENCHMARKS.md).",
-    )
+    label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.")
     augment: float = _opt(1.0, "Augmentation strength: 0 = none, 1 = default crop/flip/rotate/colour jitter.")
     warmup_epochs: float = _opt(0.5, "Linear learning-rate warm-up, in epochs.")
     head_warmup: bool = _opt(

@@ -47,11 +47,17 @@ def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | No
 
     backbone = config["backbone"]
     test = _test_metrics(config)
+    recorded = config.get("dataset") or {}
+    hub_source = (recorded.get("source") or {}).get("hub_dataset")  # trained on hf://datasets/...: link it
     results = None
     if "accuracy" in test:
-        dataset = str((config.get("dataset") or {}).get("root") or "image folder")
-        common = {"task_type": "image-classification", "task_name": "Image Classification",
-                  "dataset_type": "imagefolder", "dataset_name": dataset, "dataset_split": "test"}
+        if hub_source:
+            dataset = {"dataset_type": hub_source, "dataset_name": hub_source,
+                       "dataset_revision": recorded["source"].get("revision")}
+        else:
+            dataset = {"dataset_type": "imagefolder", "dataset_name": str(recorded.get("root") or "image folder")}
+        common = {"task_type": "image-classification", "task_name": "Image Classification", **dataset,
+                  "dataset_split": "test"}
         results = [EvalResult(**common, metric_type="accuracy", metric_value=round(float(test["accuracy"]), 4),
                               metric_name="Test accuracy")]
         if "macro_f1" in test:
@@ -63,6 +69,7 @@ def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | No
         tags=["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
         + (["timm"] if timm_architecture else []),
         metrics=["accuracy"],
+        datasets=[hub_source] if hub_source else None,
         base_model=BASE_MODELS.get(backbone) if config.get("pretrained") else None,
         model_name=repo_id.split("/")[-1] if results else None,
         eval_results=results,
@@ -111,6 +118,10 @@ def _card_metrics(config: dict[str, Any]) -> str:
     if metrics.get("best_val_acc") is not None:
         best = f"epoch {metrics.get('best_epoch')}"
         rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", best])
+    calibration = metrics.get("calibration")
+    if calibration:
+        rows.append(["probability temperature", f"{calibration['temperature']:.3f}",
+                     "fitted on the validation split, folded into the head: the probabilities are calibrated"])
     if metrics.get("seconds") is not None:
         rows.append(["training time", f"{metrics['seconds']:.1f} s", ""])
     if not rows:

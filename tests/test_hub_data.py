@@ -10,11 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from conftest import make_tiny_dataset
 
 from pokedemo.data import DatasetError, scan_dataset, split_dataset
 from pokedemo.hub import HubError
 from pokedemo.hub_data import DataSource, open_data, part_of, push_dataset
+from pokedemo.model_card import build_model_card
 
 
 def folder_files(root: Path, prefix: str = "") -> dict[str, bytes]:
@@ -258,6 +260,11 @@ def test_push_train_evaluate_round_trip(hub_env, tiny_data_dir, tmp_path, monkey
     assert config["split"] == split_dataset(local).to_record(local)
     source = config["dataset"]["source"]
     assert source["hub_dataset"] == "dora/tiny" and source["revision"] == hub_env.head("dora/tiny", kind="dataset")
+    # Its model card links the dataset (metadata `datasets:` and the model-index result), as the Hub expects.
+    card = ModelCard(build_model_card(config, [], "dora/tiny-model", None))
+    assert card.data.datasets == ["dora/tiny"]
+    result = card.data.eval_results[0]
+    assert (result.dataset_type, result.dataset_revision) == ("dora/tiny", source["revision"])
 
     shutil.rmtree(tmp_path / "hf-home" / "hub")  # the recorded folder is gone: evaluate fetches it again
     before = len(hub_env.requests)
