@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 # Bounds on T. A validation split with no mistakes pushes the fitted T towards 0 (ever sharper probabilities
-# keep lowering its loss); the lower bound stops that at a sharpening a few hundred right answers can justify.
+# keep lowering its loss); the lower bound caps that sharpening at 10x the logits.
 MIN_TEMPERATURE = 0.1
 MAX_TEMPERATURE = 10.0
 HEAD_KEYS = ("head.weight", "head.bias")
