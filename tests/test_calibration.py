@@ -12,7 +12,6 @@ from pokedemo.calibration import MIN_TEMPERATURE, calibrated_state, fit_temperat
 from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
 from pokedemo.data import cached_tensors, scan_dataset, split_from_record
-from pokedemo.inference import infer_logits
 from pokedemo.models import build_classifier
 from pokedemo.predict import Predictor
 from pokedemo.train import train
@@ -64,8 +63,8 @@ def _val_nll_of_saved_model(run_dir, data_dir) -> float:
     val = split_from_record(dataset, config["split"]).val
     images = cached_tensors(dataset, val, config["image_size"])
     labels = torch.tensor([dataset.records[i].label for i in val])
-    predictor = Predictor.load(run_dir)
-    return F.cross_entropy(infer_logits(predictor.inference_model, images, torch.device("cpu")), labels).item()
+    probabilities = Predictor.load(run_dir).probabilities(images)  # what predict, the app and evaluate show
+    return F.nll_loss(probabilities.double().log(), labels).item()
 
 
 def test_a_run_saves_the_calibrated_head_and_records_its_temperature(tiny_dataset, tmp_path):
