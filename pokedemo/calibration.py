@@ -20,6 +20,9 @@ import torch.nn.functional as F
 # keep lowering its loss); the lower bound caps that sharpening at 10x the logits.
 MIN_TEMPERATURE = 0.1
 MAX_TEMPERATURE = 10.0
+# Fewer validation images than this leave T at 1: fitted on five images, T made the probabilities on unseen
+# images worse in most runs, while from ten images on it mostly improved them (BENCHMARKS.md, issue 13).
+MIN_CALIBRATION_IMAGES = 10
 HEAD_KEYS = ("head.weight", "head.bias")
 
 
@@ -28,18 +31,23 @@ class Calibration:
     temperature: float
     val_nll_before: float  # on the validation split, without label smoothing
     val_nll_after: float
+    skipped: str | None = None  # why T was left at 1 (too little validation data); None when it was fitted
 
     def record(self) -> dict[str, float | str]:
-        return {"temperature": round(self.temperature, 5), "fitted_on": "val",
-                "val_nll_before": round(self.val_nll_before, 5), "val_nll_after": round(self.val_nll_after, 5)}
+        record = {"temperature": round(self.temperature, 5), "fitted_on": "val",
+                  "val_nll_before": round(self.val_nll_before, 5), "val_nll_after": round(self.val_nll_after, 5)}
+        return {**record, "skipped": self.skipped} if self.skipped else record
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
-    """The T in [MIN_TEMPERATURE, MAX_TEMPERATURE] minimising NLL(softmax(logits / T), labels); T = 1 for none."""
+    """The T in [MIN_TEMPERATURE, MAX_TEMPERATURE] minimising NLL(softmax(logits / T), labels); T = 1 (with the
+    reason in ``skipped``) for fewer than MIN_CALIBRATION_IMAGES labelled logits."""
     logits, labels = logits.detach().double().cpu(), labels.detach().cpu()
     nll = lambda t: F.cross_entropy(logits / t, labels)
-    if len(labels) == 0:
-        return Calibration(1.0, 0.0, 0.0)
+    if len(labels) < MIN_CALIBRATION_IMAGES:
+        before = nll(1.0).item() if len(labels) else 0.0
+        why = f"only {len(labels)} validation images (fewer than {MIN_CALIBRATION_IMAGES})"
+        return Calibration(1.0, before, before, skipped=why)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 

@@ -119,7 +119,9 @@ def _card_metrics(config: dict[str, Any]) -> str:
         best = f"epoch {metrics.get('best_epoch')}"
         rows.append(["best validation accuracy", f"{metrics['best_val_acc']:.4f}", best])
     calibration = metrics.get("calibration")
-    if calibration:
+    if calibration and calibration.get("skipped"):
+        rows.append(["probability temperature", "1 (not fitted)", f"{calibration['skipped']}: uncalibrated"])
+    elif calibration:
         rows.append(["probability temperature", f"{calibration['temperature']:.3f}",
                      "fitted on the validation split, folded into the head: the probabilities are calibrated"])
     if metrics.get("seconds") is not None:

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from pokedemo import events as ev
-from pokedemo.calibration import MIN_TEMPERATURE, calibrated_state, fit_temperature
+from pokedemo.calibration import MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE, calibrated_state, fit_temperature
 from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
 from pokedemo.data import cached_tensors, scan_dataset, split_from_record
+from pokedemo.model_card import build_model_card
 from pokedemo.models import build_classifier
 from pokedemo.predict import Predictor
 from pokedemo.train import train
@@ -35,6 +36,15 @@ def test_fit_recovers_the_temperature_that_was_applied(temperature):
 
 def test_fit_without_evidence_keeps_or_bounds_the_temperature():
     assert fit_temperature(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64)).temperature == 1.0
+    overconfident = torch.randn(20000, 5, generator=torch.Generator().manual_seed(2)) * 2
+    labels = sampled_labels(overconfident)
+    few = MIN_CALIBRATION_IMAGES - 1
+    too_few = fit_temperature(overconfident[:few] * 3, labels[:few])
+    assert too_few.temperature == 1.0 and too_few.val_nll_after == too_few.val_nll_before
+    assert too_few.skipped == f"only {few} validation images (fewer than {MIN_CALIBRATION_IMAGES})"
+    assert too_few.record()["skipped"] == too_few.skipped
+    enough = fit_temperature(overconfident[:2000] * 3, labels[:2000])
+    assert enough.skipped is None and "skipped" not in enough.record() and enough.temperature > 2
     equal = fit_temperature(torch.zeros(10, 5), torch.arange(10) % 5)  # the loss does not depend on T
     assert equal.temperature == 1.0
     labels = torch.arange(50) % 5
@@ -68,7 +78,7 @@ def _val_nll_of_saved_model(run_dir, data_dir) -> float:
 
 
 def test_a_run_saves_the_calibrated_head_and_records_its_temperature(tiny_dataset, tmp_path):
-    data = tiny_dataset(tmp_path / "d")
+    data = tiny_dataset(tmp_path / "d", per_class=20)  # validation split: 12 images, enough to fit T
     config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32,
                          last_epoch_scale=1.0, seed=0, device="cpu")
     finished = list(train(config, data, tmp_path / "r"))[-1]
@@ -87,3 +97,5 @@ def test_a_run_saves_the_calibrated_head_and_records_its_temperature(tiny_datase
         torch.testing.assert_close(calibrated[key], expected, rtol=1e-4, atol=1e-6, msg=key)
     assert _val_nll_of_saved_model(finished.run_dir, data) == pytest.approx(record["val_nll_after"], abs=1e-4)
     assert _val_nll_of_saved_model(plain.run_dir, data) == pytest.approx(record["val_nll_before"], abs=1e-4)
+    card = build_model_card(read_config(finished.run_dir), [], "dora/calibrated", None)
+    assert f"| probability temperature | {temperature:.3f} | fitted on the validation split" in card

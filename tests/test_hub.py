@@ -158,7 +158,8 @@ def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny
     for name, row in zip(test["classes"], test["confusion"]):
         assert f"| **{name}** | " + " | ".join(map(str, row)) + " |" in text
     assert f"| test accuracy | {test['accuracy']:.4f} |" in text
-    assert f"| probability temperature | {config['metrics']['calibration']['temperature']:.3f} |" in text
+    calibration = config["metrics"]["calibration"]  # 24 images: too few validation images to fit T
+    assert f"| probability temperature | 1 (not fitted) | {calibration['skipped']}: uncalibrated |" in text
     assert f"| epochs | {config['train_config']['epochs']} |" in text
     assert f"--checkpoint {repo}" in text and f'Predictor.load("{repo}")' in text
     assert f'timm.create_model("hf-hub:{repo}", pretrained=True)' in text
