@@ -34,9 +34,9 @@ class Calibration:
     skipped: str | None = None  # why T was left at 1 (too little validation data); None when it was fitted
 
     def record(self) -> dict[str, float | str]:
-        record = {"temperature": round(self.temperature, 5), "fitted_on": "val",
-                  "val_nll_before": round(self.val_nll_before, 5), "val_nll_after": round(self.val_nll_after, 5)}
-        return {**record, "skipped": self.skipped} if self.skipped else record
+        how = {"skipped": self.skipped} if self.skipped else {"fitted_on": "val"}
+        return {"temperature": round(self.temperature, 5), **how,
+                "val_nll_before": round(self.val_nll_before, 5), "val_nll_after": round(self.val_nll_after, 5)}
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
