@@ -44,8 +44,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
     reason in ``skipped``) for fewer than MIN_CALIBRATION_IMAGES labelled logits."""
     logits, labels = logits.detach().double().cpu(), labels.detach().cpu()
     nll = lambda t: F.cross_entropy(logits / t, labels)
+    before = nll(1.0).item() if len(labels) else 0.0
     if len(labels) < MIN_CALIBRATION_IMAGES:
-        before = nll(1.0).item() if len(labels) else 0.0
         why = f"only {len(labels)} validation images (fewer than {MIN_CALIBRATION_IMAGES})"
         return Calibration(1.0, before, before, skipped=why)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -61,7 +61,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
         optimizer.step(closure)
     temperature = float(log_t.detach().exp().clamp(MIN_TEMPERATURE, MAX_TEMPERATURE))
     with torch.no_grad():
-        return Calibration(temperature, nll(1.0).item(), nll(temperature).item())
+        return Calibration(temperature, before, nll(temperature).item())
 
 
 def calibrated_state(state: dict[str, torch.Tensor], temperature: float) -> dict[str, torch.Tensor]:
