@@ -17,7 +17,8 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from pokedemo.config import EPOCH_SELECTIONS, TrainConfig
+from pokedemo.config import TrainConfig
+from pokedemo.options import add_training_arguments, config_from_args
 
 EXIT_USER_ERROR = 2
 
@@ -27,24 +28,8 @@ class UserError(Exception):
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    h = TrainConfig.help_for
     _add_data_option(parser)
-    parser.add_argument("--backbone", default=TrainConfig.backbone, help=h("backbone"))
-    parser.add_argument("--scratch", action="store_true", help="Train from random initialisation (no ImageNet).")
-    parser.add_argument("--strategy", choices=["finetune", "linear"], default=TrainConfig.strategy, help=h("strategy"))
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=h("epochs"))
-    parser.add_argument("--img-size", type=int, default=TrainConfig.img_size, help=h("img_size"))
-    parser.add_argument("--last-epoch-scale", type=float, default=TrainConfig.last_epoch_scale,
-                        help=h("last_epoch_scale"))
-    parser.add_argument("--eval-scale", type=float, default=TrainConfig.eval_scale, help=h("eval_scale"))
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=h("batch_size"))
-    parser.add_argument("--select-epoch-by", choices=EPOCH_SELECTIONS, default=TrainConfig.select_epoch_by,
-                        help=h("select_epoch_by"))
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help=h("lr"))
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed, help=h("seed"))
-    parser.add_argument("--augment", type=float, default=TrainConfig.augment, help=h("augment"))
-    parser.add_argument("--weights", metavar="FILE", default=None, help=h("weights_file"))
-    parser.add_argument("--device", default=TrainConfig.device, help=h("device"))
+    add_training_arguments(parser)
     parser.add_argument("--out", metavar="DIR", default=None, help="Where run directories are written "
                         "(default: $POKEDEMO_CHECKPOINTS or ./checkpoints).")
 
@@ -117,16 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     push_data.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
     push_data.add_argument("--commit-message", default=None, metavar="MSG", help="Commit message for the upload.")
     return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        backbone=args.backbone, pretrained=not args.scratch, strategy=args.strategy, epochs=args.epochs,
-        img_size=args.img_size, last_epoch_scale=args.last_epoch_scale, eval_scale=args.eval_scale,
-        select_epoch_by=args.select_epoch_by,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        weights_file=args.weights, device=args.device, augment=args.augment,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,26 +381,27 @@ class ProgressPrinter:
     def handle(self, event: Any) -> None:
         from pokedemo import events as ev
 
-        if isinstance(event, ev.RunStarted):
-            self._start(event)
-        elif isinstance(event, ev.Stage):
-            self._write(f"{self.prefix}{event.message}…")
-        elif isinstance(event, ev.BatchProgress) and self.bar is not None:
-            self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_sec:.0f}", refresh=False)
-        elif isinstance(event, ev.EpochEnd):
-            self._write(
-                f"{self.prefix}epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.3f} "
-                f"acc {event.train_acc:.1%}  val loss {event.val_loss:.3f} acc {event.val_acc:.1%}  "
-                f"{event.images_per_sec:.0f} img/s  {event.elapsed:.1f}s"
-            )
-        elif isinstance(event, ev.Finished):
-            self._write(f"{self.prefix}test accuracy {event.test_acc:.1%} (best epoch {event.best_epoch}, "
-                        f"{event.seconds:.1f}s) → {event.run_dir}")
-            self.close()
-        elif isinstance(event, ev.Cancelled):
-            self._write(f"{self.prefix}{event.message}")
-            self.close()
+        match event:
+            case ev.RunStarted():
+                self._start(event)
+            case ev.Stage(message=message):
+                self._write(f"{self.prefix}{message}…")
+            case ev.BatchProgress() if self.bar is not None:
+                self.bar.update(event.step - self.bar.n)
+                self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_sec:.0f}", refresh=False)
+            case ev.EpochEnd():
+                self._write(
+                    f"{self.prefix}epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.3f} "
+                    f"acc {event.train_acc:.1%}  val loss {event.val_loss:.3f} acc {event.val_acc:.1%}  "
+                    f"{event.images_per_sec:.0f} img/s  {event.elapsed:.1f}s"
+                )
+            case ev.Finished():
+                self._write(f"{self.prefix}test accuracy {event.test_acc:.1%} (best epoch {event.best_epoch}, "
+                            f"{event.seconds:.1f}s) → {event.run_dir}")
+                self.close()
+            case ev.Cancelled(message=message):
+                self._write(f"{self.prefix}{message}")
+                self.close()
 
     def _start(self, event: Any) -> None:
         from tqdm import tqdm

@@ -16,15 +16,29 @@ STRATEGIES = ("finetune", "linear")
 EPOCH_SELECTIONS = ("val_loss", "val_acc")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-
-
 # Fields added after checkpoints were already saved: the value that reproduces an older run without them.
 _ABSENT_MEANS: dict[str, Any] = {"eval_scale": 1.0, "select_epoch_by": "val_acc", "last_epoch_scale": 1.0,
                                  "calibrate": False}
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
+# How to add a training option: add a field to TrainConfig below with ``_opt(default, help, ...)``. The CLI's
+# ``train``/``compare`` flag, the parsing of its value, the ``reproduce`` command recorded in every checkpoint and
+# the app's conversion of widget values all follow from the field (pokedemo.options). To show it in the app, pass
+# ``app=True`` and add its one widget line to ``pokedemo/app/layout.py`` (``_options_panel``, key = field name).
+# A field that older checkpoints lack also gets, in _ABSENT_MEANS, the value that reproduces their runs.
+def _opt(default: Any, help: str, *, flag: str | None = None, flag_help: str | None = None,
+         choices: tuple[str, ...] | None = None, metavar: str | None = None, app: bool = False,
+         tuning: bool = False) -> Any:
+    """A TrainConfig field with the metadata its command-line option and the app read.
+
+    ``flag``: the option's name when it is not ``--field-name``; on a boolean it is a flag that sets the opposite
+    of the default (``--scratch`` sets ``pretrained`` False), described by ``flag_help``. Other booleans get
+    ``--name``/``--no-name``. ``app``: the Train tab has a widget for it. ``tuning``: a recipe detail whose
+    default the benchmarks chose; listed apart in ``--help``.
+    """
+    given = {"flag": flag, "flag_help": flag_help, "choices": choices, "metavar": metavar}
+    metadata = {"help": help, "app": app, "tuning": tuning, **{k: v for k, v in given.items() if v is not None}}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -88,21 +102,22 @@ class TrainConfig:
     except image size and epochs: None means "the device's default", filled in by ``resolved`` once the device
     is known; the engine records the resolved values in the checkpoint."""
 
-    backbone: str = _opt("resnet18", "Backbone architecture: resnet18 or efficientnet_lite0.")
-    pretrained: bool = _opt(True, "Start from ImageNet weights (transfer learning); False trains from scratch.")
+    backbone: str = _opt("resnet18", "Backbone architecture: resnet18 or efficientnet_lite0.", app=True)
+    pretrained: bool = _opt(True, "Start from ImageNet weights (transfer learning); False trains from scratch.",
+                            flag="--scratch", flag_help="Train from random initialisation (no ImageNet).", app=True)
     strategy: str = _opt(
         "finetune", "finetune: train all layers; linear: freeze the backbone, train only the new head.",
-        choices=STRATEGIES,
+        choices=STRATEGIES, app=True,
     )
-    epochs: int | None = _opt(None, f"Passes over the training split {_per_device('epochs', '')}.")
-    batch_size: int = _opt(32, "Images per optimisation step.")
-    lr: float = _opt(2e-3, "Peak learning rate of the new head (AdamW, warm-up then cosine decay).")
+    epochs: int | None = _opt(None, f"Passes over the training split {_per_device('epochs', '')}.", app=True)
+    batch_size: int = _opt(32, "Images per optimisation step.", app=True)
+    lr: float = _opt(2e-3, "Peak learning rate of the new head (AdamW, warm-up then cosine decay).", app=True)
     backbone_lr_scale: float = _opt(
-        0.25, "Backbone learning rate as a fraction of the head's (pretrained fine-tuning only)."
+        0.25, "Backbone learning rate as a fraction of the head's (pretrained fine-tuning only).", tuning=True
     )
-    weight_decay: float = _opt(0.01, "AdamW weight decay.")
+    weight_decay: float = _opt(0.01, "AdamW weight decay.", tuning=True)
     img_size: int | None = _opt(
-        None, f"Square training resolution in pixels {_per_device('img_size', ' px')}."
+        None, f"Square training resolution in pixels {_per_device('img_size', ' px')}.", app=True
     )
     last_epoch_scale: float | None = _opt(
         None,
@@ -123,27 +138,31 @@ class TrainConfig:
         "one image, so it often picks an earlier epoch by chance; the loss does not (BENCHMARKS.md).",
         choices=EPOCH_SELECTIONS,
     )
-    seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.")
-    label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.")
+    seed: int = _opt(0, "Seed for the split, initialisation, augmentation and shuffling.", app=True)
+    label_smoothing: float = _opt(0.1, "Cross-entropy label smoothing.", tuning=True)
     augment: float = _opt(1.0, "Augmentation strength: 0 = none, 1 = default crop/flip/rotate/colour jitter.")
-    warmup_epochs: float = _opt(0.5, "Linear learning-rate warm-up, in epochs.")
+    warmup_epochs: float = _opt(0.5, "Linear learning-rate warm-up, in epochs.", tuning=True)
     head_warmup: bool = _opt(
         True,
         "Pretrained fine-tuning: first fit the new head on cached frozen features (seconds), then fine-tune all.",
+        tuning=True,
     )
     freeze_bn: bool = _opt(
         True,
         "Pretrained fine-tuning: keep BatchNorm statistics from ImageNet (eval mode) instead of small-batch ones.",
+        tuning=True,
     )
     calibrate: bool = _opt(
         True,
         "Fit a temperature on the validation split and fold it into the head, so the probabilities shown match "
         "how often the model is right (label smoothing alone leaves them far too low); predictions do not change.",
+        tuning=True,
     )
-    val_ratio: float = _opt(0.2, "Share of images held out for validation (duplicate-aware).")
-    test_ratio: float = _opt(0.2, "Share of images held out for the final test (duplicate-aware).")
+    val_ratio: float = _opt(0.2, "Share of images held out for validation (duplicate-aware).", tuning=True)
+    test_ratio: float = _opt(0.2, "Share of images held out for the final test (duplicate-aware).", tuning=True)
     device: str = _opt("auto", "auto (cuda → mps → cpu), cpu, cuda or mps.", choices=DEVICES)
-    weights_file: str | None = _opt(None, "Local file with backbone weights (for air-gapped machines).")
+    weights_file: str | None = _opt(None, "Local file with backbone weights (for air-gapped machines).",
+                                     flag="--weights", metavar="FILE")
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for values no run could use."""

@@ -46,6 +46,7 @@ from pokedemo.metrics import report_with_items
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
 )
+from pokedemo.options import reproduce_record
 
 PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most this often: each one costs a host sync on GPUs
 
@@ -540,6 +541,7 @@ def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Cl
         "versions": ckpt.library_versions(),
         "created_at": ckpt.utc_now(),
     }
+    meta["reproduce"] = reproduce_record(cfg, meta["dataset"])
     if parallel.enabled:
         meta["parallel"] = {"world_size": parallel.world_size, "backend": parallel.backend}
     return meta

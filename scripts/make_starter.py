@@ -40,6 +40,7 @@ from pokedemo.config import (
     project_relative,
     starter_checkpoint,
 )
+from pokedemo.options import command_line
 
 # The default recipe with the one backbone that fits the size budget and trains offline: efficientnet_lite0 has
 # 3.4 M parameters (6.8 MB in float16) and ImageNet weights from a pip package; resnet18 would be 22 MB.
@@ -103,9 +104,7 @@ def relocatable_dataset(run_dir: Path, data: Path) -> None:
 
 
 def add_reproduce(run_dir: Path, command: str, config: TrainConfig, data: Path) -> None:
-    data_arg = project_relative(data) or str(data)
-    cli = (f"python -m pokedemo compare --data {data_arg} --backbone {config.backbone} --epochs {config.epochs} "
-           f"--img-size {config.img_size} --seed {config.seed}")
+    cli = command_line(config, project_relative(data) or str(data), command="compare")
     saved = ckpt.read_config(run_dir)
     ckpt.write_config(run_dir, {**saved, "reproduce": {
         "command": command,

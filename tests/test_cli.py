@@ -1,14 +1,18 @@
 """The command line, as a user runs it: real processes for the end-to-end run, in-process for the rest."""
 
 import json
+import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pokedemo.cli import main
+from pokedemo.cli import build_parser, main
+from pokedemo.config import TrainConfig
+from pokedemo.options import command_line, config_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +26,9 @@ def run_cli(*args, env=None, timeout=300):
 def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     data = tiny_dataset(tmp_path / "data")
     out = tmp_path / "runs"
-    result = run_cli("train", "--data", data, "--scratch", "--epochs", "2", "--img-size", "32",
-                     "--batch-size", "8", "--out", out)
+    options = ["--scratch", "--epochs", "2", "--img-size", "32", "--batch-size", "8", "--label-smoothing", "0.05",
+               "--select-epoch-by", "val_acc", "--no-calibrate"]
+    result = run_cli("train", "--data", data, *options, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -33,6 +38,12 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     assert {"model.safetensors", "config.json", "history.json"} <= {p.name for p in run_dir.iterdir()}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "complete" and config["train_config"]["pretrained"] is False
+    # CLI options → TrainConfig → config.json → its reproduce command → the same TrainConfig
+    recorded = TrainConfig.from_dict(config["train_config"])
+    assert recorded == config_of("train", "--data", str(data), *options).resolved("cpu")
+    command = shlex.split(config["reproduce"]["command"])
+    assert command[:4] == ["python", "-m", "pokedemo", "train"] and config_of(*command[3:]) == recorded
+    assert command[command.index("--data") + 1] == str(data)
 
     evaluated = run_cli("evaluate", "--checkpoint", run_dir, "--data", data, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -49,6 +60,48 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     assert set(items[0]["top_k"][0]) == {"label", "prob"}
     assert items[1]["image"] == str(bad) and "error" in items[1]
     assert "Traceback" not in predicted.stderr and len(predicted.stderr.strip().splitlines()) == 1
+
+
+def config_of(*argv: str) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def test_train_help_lists_every_training_option():
+    """Every TrainConfig field has its flag in ``train --help`` (``pretrained`` as --scratch, the weights file as
+    --weights); the user-facing ones before the tuning section."""
+    result = run_cli("train", "--help")
+    assert result.returncode == 0, result.stderr
+    user_part, tuning_part = result.stdout.split("tuning options:")
+    for field in dataclasses.fields(TrainConfig):
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+        assert f"  {flag}" in (tuning_part if field.metadata["tuning"] else user_part), field.name
+    for flag in ("--data", "--out", "--scratch", "--weights", "--img-size", "--device"):
+        assert f"  {flag}" in user_part
+
+
+def _differs_everywhere() -> TrainConfig:
+    """A config in which every field differs from its default (parsing does not validate: linear with scratch)."""
+    return TrainConfig(
+        backbone="efficientnet_lite0", pretrained=False, strategy="linear", epochs=3, batch_size=16, lr=0.0015,
+        backbone_lr_scale=0.5, weight_decay=0.02, img_size=96, last_epoch_scale=1.5, eval_scale=1.125,
+        select_epoch_by="val_acc", seed=7, label_smoothing=0.05, augment=0.5, warmup_epochs=1.0,
+        head_warmup=False, freeze_bn=False, calibrate=False, val_ratio=0.15, test_ratio=0.25, device="cpu",
+        weights_file="/models/my weights.pth",
+    )
+
+
+def test_reproduce_command_parses_back_to_the_same_config():
+    config, defaults = _differs_everywhere(), TrainConfig()
+    same = [f.name for f in dataclasses.fields(TrainConfig) if getattr(config, f.name) == getattr(defaults, f.name)]
+    assert same == []
+    for command in ("train", "compare"):
+        words = shlex.split(command_line(config, "data/my pokemon", command=command))
+        assert words[:4] == ["python", "-m", "pokedemo", command] and "data/my pokemon" in words
+        assert config_of(*words[3:]) == config
+    assert config_of(*shlex.split(command_line(defaults, "data"))[3:]) == defaults
+    assert shlex.split(command_line(defaults, "data")) == ["python", "-m", "pokedemo", "train", "--data", "data"]
+    pretrained = dataclasses.replace(config, pretrained=True, head_warmup=True)
+    assert config_of(*shlex.split(command_line(pretrained, "data"))[3:]) == pretrained
 
 
 def test_evaluate_on_own_test_split_and_plain_output(tiny_checkpoint, capsys):

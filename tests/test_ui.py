@@ -20,14 +20,19 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
 from pokedemo.app import handlers, layout, sources, text, views  # noqa: E402
-from pokedemo.config import TrainConfig, starter_checkpoint  # noqa: E402
+from pokedemo.config import TrainConfig, resolve_device, starter_checkpoint  # noqa: E402
 from pokedemo.events import (  # noqa: E402
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Failed, Finished, NewBest, RunStarted, Stage, Tagged,
 )
 from pokedemo.uploads import UploadError, ZipLimits, _copy_limited, dataset_root, extract_dataset_zip  # noqa: E402
 
 # backbone, pretrained, strategy, epochs, lr, batch size, image size, seed
+OPTION_NAMES = ("backbone", "pretrained", "strategy", "epochs", "lr", "batch_size", "img_size", "seed")
 TINY_OPTIONS = ["resnet18", False, "finetune", 2, 0.002, 8, 32, 0]
+TINY_KWARGS = dict(zip(OPTION_NAMES, TINY_OPTIONS))
+# The same run as the CLI states it.
+TINY_ARGS = ["--backbone", "resnet18", "--scratch", "--strategy", "finetune", "--epochs", "2", "--lr", "0.002",
+             "--batch-size", "8", "--img-size", "32", "--seed", "0"]
 # A tiny run of 3 epochs that tests hold before epoch 2 (batch_gate), so it is certainly in progress, with
 # epoch 1's checkpoint saved, while they predict, queue, stop or disconnect: on a slow CPU and a fast GPU alike.
 HELD_OPTIONS = ["resnet18", False, "finetune", 3, 0.002, 8, 32, 0]
@@ -124,8 +129,45 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
     assert (errors_caption == text.NO_ERRORS and not errors) or len(errors) == int(wrong.group(1))
     new = {p.name for p in root.iterdir()} - before
     assert len(new) == 1
-    assert predict_pick["value"] == str(root / new.pop())
+    run = new.pop()
+    assert predict_pick["value"] == str(root / run)
     assert predict_pick["value"] in [value for _, value in pick_a["choices"]]
+    # The app's widget values make the config the same CLI options make, and the run records how to repeat it.
+    recorded = TrainConfig.from_dict(json.loads((root / run / "config.json").read_text())["train_config"])
+    assert recorded == cli_config("train", "--data", str(data), *TINY_ARGS).resolved(resolve_device("auto"))
+    assert cli_config(*reproduce_words(root / run)) == recorded
+
+
+def cli_config(*argv: str) -> TrainConfig:
+    from pokedemo.cli import build_parser
+    from pokedemo.options import config_from_args
+
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def reproduce_words(run: Path) -> list[str]:
+    """A run's recorded reproduce command as the argument list after ``python -m pokedemo``."""
+    import shlex
+
+    words = shlex.split(json.loads((run / "config.json").read_text())["reproduce"]["command"])
+    assert words[:3] == ["python", "-m", "pokedemo"]
+    return words[3:]
+
+
+def test_the_train_and_compare_endpoints_take_every_app_option_by_name(served):
+    from pokedemo.options import app_option_names
+
+    demo = served[-1]
+    for name in ("train", "compare"):
+        (fn,) = [f for f in demo.fns.values() if f.api_name == name]
+        assert fn.input_keyword_names == list(OPTION_NAMES)  # page order = API order after the dataset
+    assert set(app_option_names()) == set(OPTION_NAMES)
+
+
+def test_an_app_option_without_a_widget_stops_the_build(monkeypatch):
+    monkeypatch.setattr(layout, "app_option_names", lambda: (*OPTION_NAMES, "weight_decay"))
+    with pytest.raises(LookupError, match="weight_decay"):
+        layout.option_widgets({name: object() for name in OPTION_NAMES})
 
 
 def test_predict_returns_all_class_confidences(served, client):
@@ -677,10 +719,16 @@ def test_the_options_panel_has_the_defaults_line(served):
     assert len(notes) == 1 and notes[0].value == text.defaults_text("cpu")  # until page load sets the device's
 
 
-def test_make_config_converts_widget_values():
-    config = sources.make_config("resnet18", True, "linear", 3.0, "0.01", 16.0, 64.0, 7.0)
+def test_widget_values_become_a_typed_config():
+    from pokedemo.options import config_from_values
+
+    widgets = dict(zip(OPTION_NAMES, ("resnet18", True, "linear", 3.0, "0.01", 16.0, "64", 7.0)))
+    config = config_from_values(widgets)
     assert (config.epochs, config.lr, config.batch_size, config.img_size, config.seed) == (3, 0.01, 16, 64, 7)
     assert config.strategy == "linear" and config.pretrained is True
+    assert config == TrainConfig(strategy="linear", epochs=3, lr=0.01, batch_size=16, img_size=64, seed=7)
+    with pytest.raises(TypeError, match="colour"):
+        config_from_values({**widgets, "colour": "red"})
 
 
 def test_checkpoints_outside_the_root_are_refused(tmp_path, monkeypatch):
@@ -834,14 +882,14 @@ def test_auto_push_after_training_pushes_only_a_finished_run(served, hub_env):
     app = handlers.DemoApp(root, str(data))
     app.auto_push("carol/auto", False, token, True)  # nothing trained yet: nothing to push
     assert "carol/auto" not in hub_env.repos
-    list(app.train(str(data), *TINY_OPTIONS))
+    list(app.train(str(data), **TINY_KWARGS))
     app.auto_push("carol/auto", False, token, False)  # box not ticked: the finished run is not pushed
     assert "carol/auto" not in hub_env.repos and "anonymous" not in app.finished_runs
-    list(app.train(str(data), *TINY_OPTIONS))
+    list(app.train(str(data), **TINY_KWARGS))
     message = app.auto_push("carol/auto", False, token, True)
     assert message.startswith("✅") and "carol/auto" in message and token not in message
     assert len(hub_env.file("carol/auto", "model.safetensors")) > 1000
-    list(app.train(str(data), *TINY_OPTIONS))
+    list(app.train(str(data), **TINY_KWARGS))
     assert "repo id" in app.auto_push("", False, token, True)
 
 

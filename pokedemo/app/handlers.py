@@ -28,6 +28,7 @@ from pokedemo.app.text import (
 )
 from pokedemo.app.views import CompareView, RunView
 from pokedemo.events import BatchProgress, Cancelled, CompareFinished, Event, Failed, Finished, Tagged
+from pokedemo.options import config_from_values
 
 INFO_SECONDS = 6                    # how long an info toast stays
 UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
@@ -150,41 +151,42 @@ class DemoApp:
         else:
             _info("Nothing to stop: no training is running from this tab.")
 
-    def train(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
-              batch_size: float, img_size: float, seed: float, loaded: list | None = None,
-              request: gr.Request = None):
-        """Stream one training run: progress, curves and log; results and the new checkpoint at the end."""
+    def train(self, data_dir: str, loaded: list | None = None, request: gr.Request = None, **options: Any):
+        """Stream one training run: progress, curves and log; results and the new checkpoint at the end.
+
+        ``options``: TrainConfig field name → widget value (``layout.option_widgets``)."""
         from pokedemo.train import train
 
         view = RunView()
         yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded),
-                                data_dir, train, backbone, pretrained, strategy, epochs, lr, batch_size, img_size, seed)
+                                data_dir, train, options)
         if isinstance(view.final, Finished):
             self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
         yield self._train_outputs(view, done=True, loaded=loaded)
 
-    def compare(self, data_dir: str, backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float,
-                batch_size: float, img_size: float, seed: float, loaded: list | None = None,
-                request: gr.Request = None):
+    def compare(self, data_dir: str, loaded: list | None = None, request: gr.Request = None, **options: Any):
         """Stream a pretrained-vs-scratch comparison; the table and both confusion matrices at the end."""
         from pokedemo.train import compare
 
         view = CompareView()
-        yield from self._stream(view, request, lambda: self._compare_outputs(view, int(epochs), loaded=loaded),
-                                data_dir, compare, backbone, True, strategy, epochs, lr, batch_size, img_size, seed)
+        epochs = int(float(options.get("epochs") or 0))
+        # A comparison trains both: the options describe its pretrained run whatever the checkbox says.
+        yield from self._stream(view, request, lambda: self._compare_outputs(view, epochs, loaded=loaded),
+                                data_dir, compare, {**options, "pretrained": True})
         message = view.message()
         if message:
             gr.Warning(message)
-        yield self._compare_outputs(view, int(epochs), done=True, loaded=loaded)
+        yield self._compare_outputs(view, epochs, done=True, loaded=loaded)
 
-    def _stream(self, view: RunView | CompareView, request, outputs, data_dir, engine, *options) -> Iterator[tuple]:
+    def _stream(self, view: RunView | CompareView, request, outputs, data_dir, engine,
+                options: dict[str, Any]) -> Iterator[tuple]:
         """Run the engine as this session's one job, yielding ``outputs()`` as its events update ``view``."""
         with self.jobs.running_job(session_of(request)) as stop:
-            for _ in _drive(self._start(data_dir, stop, engine, *options), view, stop):
+            for _ in _drive(self._start(data_dir, stop, engine, options), view, stop):
                 yield outputs()
 
-    def _start(self, data_dir, stop, engine, *options) -> Iterator[Event]:
+    def _start(self, data_dir, stop, engine, options: dict[str, Any]) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
         folder = (data_dir or "").strip()
         if not folder:
@@ -192,7 +194,7 @@ class DemoApp:
         if stop.is_set():
             return iter([Cancelled(run_dir=None, epoch=0, seconds=0.0, message="Stopped before training began.")])
         try:
-            config = sources.make_config(*options)
+            config = config_from_values(options)
         except (TypeError, ValueError) as exc:
             return iter([Failed(message=f"invalid training option: {exc}")])
         return engine(config, folder, self.checkpoint_root, stop=stop)
@@ -427,9 +429,10 @@ def _info(message: str) -> None:
 
 
 def _notify(final: Event | None) -> None:
-    if isinstance(final, Failed):
-        gr.Warning(final.message)
-    elif isinstance(final, Cancelled):
-        _info(final.message)
-    elif isinstance(final, Finished):
-        _info(text.finished_toast(final))
+    match final:
+        case Failed(message=message):
+            gr.Warning(message)
+        case Cancelled(message=message):
+            _info(message)
+        case Finished():
+            _info(text.finished_toast(final))

@@ -24,6 +24,7 @@ from pokedemo.app.text import (
 )
 from pokedemo.app.views import LOG_LINES
 from pokedemo.config import TrainConfig, default_checkpoint_root
+from pokedemo.options import app_option_names
 
 QUEUE_MAX_SIZE = 32                 # waiting requests of all kinds; more are refused with "queue full"
 PREDICT_CONCURRENCY = 4             # predictions answered in parallel (each holds the Predictor lock briefly)
@@ -62,6 +63,7 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
 def _options_panel(ui: dict[str, Any]) -> None:
     # Image size and epochs are device defaults: the page shows the CPU's until page load (training_defaults)
     # sets the ones of the device training runs on, without importing torch while the page is built.
+    # A widget keyed by a TrainConfig field marked app=True is that option's input (``option_widgets``).
     cfg, help_for = TrainConfig().resolved("cpu"), TrainConfig.help_for
     gr.Markdown("### 2 · How to train")
     # Choices and default come on page load (backbone_dropdown): reading weight statuses imports torch.
@@ -210,7 +212,6 @@ def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
     ui["eval_confusions"] = gr.HTML()
 
 
-TRAINING_OPTIONS = ("data_dir", "backbone", "pretrained", "strategy", "epochs", "lr", "batch_size", "img_size", "seed")
 TRAIN_OUTPUTS = ("progress", "loss_plot", "acc_plot", "log", "results", "per_class", "confusion", "errors_caption",
                  "errors")
 COMPARE_OUTPUTS = ("compare_progress", "compare_acc_plot", "compare_loss_plot", "compare_log", "compare_summary",
@@ -220,6 +221,16 @@ CHECKPOINT_PICKERS = ("checkpoint", "ckpt_a", "ckpt_b")
 
 def _pick(ui: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
     return [ui[name] for name in names]
+
+
+def option_widgets(ui: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig field → its widget, for the fields marked ``app=True``, in page order (the order of the /train
+    and /compare API parameters after the dataset)."""
+    shown = app_option_names()
+    missing = [name for name in shown if name not in ui]
+    if missing:
+        raise LookupError(f"TrainConfig fields marked app=True without a widget in _options_panel: {missing}")
+    return {name: widget for name, widget in ui.items() if name in shown}
 
 
 def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +265,8 @@ def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
 
 def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
     """Train and Compare share one concurrency slot: one training at a time, others queue."""
-    # The State last: the pickers updated after a run also list this session's Hub models.
-    options = _pick(ui, TRAINING_OPTIONS) + [ui["hub_loaded"]]
+    # The State too: the pickers updated after a run also list this session's Hub models.
+    inputs, options = [ui["data_dir"], ui["hub_loaded"]], option_widgets(ui)
     pickers = _pick(ui, CHECKPOINT_PICKERS)
     for button, stop, fn, outputs, name in (
         ("train", "stop", app.train, TRAIN_OUTPUTS, "train"),
@@ -264,8 +275,8 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
         progress = ui[outputs[0]]
         event = ui[button].click(app.reserve, None, progress, api_visibility="private", concurrency_limit=None,
                                  show_progress="hidden").success(
-            fn, options, _pick(ui, outputs) + pickers, api_name=name, concurrency_limit=1, concurrency_id="train",
-            show_progress_on=progress)
+            fn, inputs, _pick(ui, outputs) + pickers, inputs_kwargs=options, api_name=name, concurrency_limit=1,
+            concurrency_id="train", show_progress_on=progress)
         if name == "train":
             event.then(app.auto_push, _pick(ui, ("push_repo", "push_private", "push_token", "push_auto")),
                        ui["push_msg"], api_visibility="private", concurrency_limit=1, concurrency_id="hub")

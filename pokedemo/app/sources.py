@@ -167,14 +167,6 @@ def warm_up(model: str | os.PathLike | None = None) -> None:
         pass
 
 
-def make_config(backbone: str, pretrained: bool, strategy: str, epochs: float, lr: float, batch_size: float,
-                img_size: float, seed: float) -> TrainConfig:
-    """A TrainConfig from widget values (sliders send floats; API callers may send strings)."""
-    return TrainConfig(backbone=str(backbone), pretrained=bool(pretrained), strategy=str(strategy),
-                       epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), img_size=int(img_size),
-                       seed=int(seed))
-
-
 def cam_target_value(choice: str | None, classes: list[str]) -> str | None:
     """The class the Grad-CAM picker asks for, or None for the top class (also when the picked class is unknown)."""
     return choice if choice in classes and choice != text.TOP_CLASS else None

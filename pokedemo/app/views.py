@@ -46,32 +46,46 @@ class RunView:
     final: Event | None = None
 
     def update(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
-        if handler is not None:
-            handler(event)
+        match event:
+            case Stage():
+                self._stage(event)
+            case RunStarted():
+                self._started(event)
+            case BatchProgress():
+                self._batch(event)
+            case EpochEnd():
+                self._epoch_end(event)
+            case NewBest():
+                self._new_best(event)
+            case Finished():
+                self._finished(event)
+            case Cancelled():
+                self._cancelled(event)
+            case Failed():
+                self._failed(event)
 
     def note(self, line: str) -> None:
         self.log = (self.log + [line])[-LOG_LINES:]
 
-    def _on_Stage(self, event: Stage) -> None:
+    def _stage(self, event: Stage) -> None:
         self.status = event.message + "…"
         self.note(event.message)
 
-    def _on_RunStarted(self, event: RunStarted) -> None:
+    def _started(self, event: RunStarted) -> None:
         self.run_dir = event.run_dir
         sizes = event.split_sizes
         self.status = f"Started on {event.device}"
         self.note(f"Training on {event.device}: {sizes['train']} train / {sizes['val']} val / "
                   f"{sizes['test']} test images, {event.total_steps} steps")
 
-    def _on_BatchProgress(self, event: BatchProgress) -> None:
+    def _batch(self, event: BatchProgress) -> None:
         self.fraction = event.step / max(event.total_steps, 1)
         self.status = (f"Epoch {event.epoch}/{event.epochs} · step {event.step}/{event.total_steps} · "
                        f"{event.images_per_sec:.0f} images/s · ETA {format_duration(event.eta_seconds)}")
         steps_per_epoch = event.total_steps / max(event.epochs, 1)
         self._point(event.step / steps_per_epoch, event.loss, "loss", "batch")
 
-    def _on_EpochEnd(self, event: EpochEnd) -> None:
+    def _epoch_end(self, event: EpochEnd) -> None:
         self.fraction = event.epoch / max(event.epochs, 1)
         for metric, split, value in (("loss", "train", event.train_loss), ("loss", "val", event.val_loss),
                                      ("accuracy", "train", event.train_acc), ("accuracy", "val", event.val_acc)):
@@ -80,21 +94,21 @@ class RunView:
                   f"{percent(event.train_acc)} · val loss {event.val_loss:.3f} acc {percent(event.val_acc)} · "
                   f"{event.images_per_sec:.0f} images/s · {format_duration(event.elapsed)}")
 
-    def _on_NewBest(self, event: NewBest) -> None:
+    def _new_best(self, event: NewBest) -> None:
         self.run_dir = event.run_dir
         self.note(f"  new best (val acc {percent(event.val_acc)}): checkpoint saved")
 
-    def _on_Finished(self, event: Finished) -> None:
+    def _finished(self, event: Finished) -> None:
         self.final, self.run_dir, self.fraction = event, event.run_dir, 1.0
         self.status = f"Done in {format_duration(event.seconds)} · test accuracy {percent(event.test_acc)}"
         self.note(f"Finished: best epoch {event.best_epoch}, test accuracy {percent(event.test_acc)}")
 
-    def _on_Cancelled(self, event: Cancelled) -> None:
+    def _cancelled(self, event: Cancelled) -> None:
         self.final, self.run_dir = event, event.run_dir
         self.status = "Stopped. " + event.message
         self.note(event.message)
 
-    def _on_Failed(self, event: Failed) -> None:
+    def _failed(self, event: Failed) -> None:
         self.final, self.run_dir = event, None
         self.status = "Failed: " + event.message
         self.note("Failed: " + event.message)
@@ -113,11 +127,12 @@ class CompareView:
     final: Event | None = None
 
     def update(self, event: Event) -> None:
-        if isinstance(event, Tagged):
-            self.current = event.run
-            self.runs[event.run].update(event.event)
-        elif isinstance(event, (CompareFinished, Failed)):
-            self.final = event
+        match event:
+            case Tagged(run=run, event=inner):
+                self.current = run
+                self.runs[run].update(inner)
+            case CompareFinished() | Failed():
+                self.final = event
 
     @property
     def points(self) -> list[dict[str, Any]]:
@@ -130,10 +145,11 @@ class CompareView:
 
     @property
     def status(self) -> str:
-        if isinstance(self.final, CompareFinished):
-            return "Both runs finished."
-        if isinstance(self.final, Failed):
-            return "Failed: " + self.final.message
+        match self.final:
+            case CompareFinished():
+                return "Both runs finished."
+            case Failed(message=message):
+                return "Failed: " + message
         index = RUN_LABELS.index(self.current) + 1
         return f"Run {index} of {len(RUN_LABELS)} ({self.current}): {self.runs[self.current].status}"
 
