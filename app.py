@@ -11,6 +11,8 @@ import argparse
 import os
 from typing import Any
 
+from pokedemo.startup import set_thread_policy
+
 
 def on_spaces() -> bool:
     return os.environ.get("SYSTEM") == "spaces" or bool(os.environ.get("SPACE_ID"))
@@ -45,6 +47,7 @@ def set_up_environment(args: argparse.Namespace) -> None:
     """Process-wide switches, set before Gradio, huggingface_hub and torch are imported (they read them then)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a teaching demo
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    set_thread_policy()
     if args.threads > 0:  # must happen before torch is imported (the engine loads in the background)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from pokedemo.config import TrainConfig
+from pokedemo.hub.client import one_line
 from pokedemo.options import add_training_arguments, config_from_args
 
 EXIT_USER_ERROR = 2
@@ -141,10 +142,6 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 @contextlib.contextmanager
 def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
     """First Ctrl-C sets the engine's stop flag (it saves the best checkpoint and says so within one batch);
@@ -184,7 +181,7 @@ def _exit_for(final: Any) -> int:
 
     if isinstance(final, Cancelled):
         return 130
-    print(f"error: {_one_line(getattr(final, 'message', 'training did not finish'))}", file=sys.stderr)
+    print(f"error: {one_line(getattr(final, 'message', 'training did not finish'))}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 
@@ -306,7 +303,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in results]))
     for result in results:
         if result.error is not None:
-            print(f"error: {_one_line(result.error)}", file=sys.stderr)
+            print(f"error: {one_line(result.error)}", file=sys.stderr)
         elif not args.json:
             shown = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in result.top_k)
             print(f"{result.image}: {shown}")
@@ -315,7 +312,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pokedemo.doctor import diagnose, format_doctor
-    from pokedemo.hub_data import open_data
+    from pokedemo.hub import open_data
 
     data = data_dir_from(args)
     source = open_data(data)
@@ -343,14 +340,14 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_space(args: argparse.Namespace) -> int:
-    from pokedemo.space import deploy_space
+    from pokedemo.hub import deploy_space
 
     print(deploy_space(args.repo_id, private=args.private, hardware=args.hardware, token=args.token))
     return 0
 
 
 def cmd_push_dataset(args: argparse.Namespace) -> int:
-    from pokedemo.hub_data import push_dataset
+    from pokedemo.hub import push_dataset
 
     print(push_dataset(args.data, args.repo_id, private=args.private, token=args.token,
                        commit_message=args.commit_message))

@@ -141,7 +141,7 @@ def scan_dataset(root: Any, *, image_size: int | None = None,
     conflicts = [g for g in near if len({records[i].label for i in g}) > 1]
     dataset = Dataset(root_path, classes, records, unreadable, exact, near, conflicts)
     if require_splittable:
-        _check_splittable(dataset)
+        check_splittable(dataset)
     return dataset
 
 
@@ -226,7 +226,7 @@ def _count_decode() -> None:
         _STATS["decodes"] += 1
 
 
-def _check_splittable(dataset: Dataset) -> None:
+def check_splittable(dataset: Dataset) -> None:
     """Each class must reach train, val and test: 3 images that are not copies of each other."""
     n_images = Counter(dataset.labels())
     n_distinct = Counter(label for unit in _units(dataset)
@@ -336,7 +336,7 @@ class Split:
         return out
 
 
-def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     r = tuple(float(x) for x in ratios)
     if len(r) != 3 or any(x < 0 or not math.isfinite(x) for x in r) or r[0] <= 0:
         raise ValueError(f"ratios must be 3 non-negative numbers (train, val, test) with train > 0, got {ratios}")
@@ -367,7 +367,7 @@ def split_dataset(dataset: Dataset, ratios: Sequence[float] = (0.6, 0.2, 0.2), s
     targets least, preferring the part that still needs the most images of its classes. Singletons come last
     and even out the counts, so class proportions end up within an image or two of the targets.
     """
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     n_classes = len(dataset.classes)
     counts = np.bincount(np.array(dataset.labels(), dtype=np.int64), minlength=n_classes)
     need = np.array([_class_targets(int(n), r) for n in counts], dtype=np.int64).T  # [part, class], remaining
@@ -396,7 +396,7 @@ def count_leaks(dataset: Dataset, train: Iterable[int], held_out: Iterable[int])
 
 def naive_split_leaks(dataset: Dataset, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> int:
     """Test images that a plain (duplicate-blind) stratified random split with these ratios/seed would leak."""
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     rng = random.Random(seed)
     train: list[int] = []
     test: list[int] = []

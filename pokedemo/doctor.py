@@ -101,7 +101,7 @@ def _split_summary(dataset: data.Dataset) -> dict[str, Any]:
     if len(dataset.classes) < 2:
         return {**summary, "error": "training needs at least 2 class folders"}
     try:
-        data._check_splittable(dataset)  # the same check training applies, as a message instead of a raise
+        data.check_splittable(dataset)  # the same check training applies, as a message instead of a raise
     except data.DatasetError as exc:
         return {**summary, "error": str(exc)}
     split = data.split_dataset(dataset, cfg.ratios, cfg.seed)

@@ -15,7 +15,7 @@ inside the functions that need them (together they take seconds), and ``BACKBONE
 because reading the configs needs those libraries.
 
 Over 500 lines on purpose: each backbone's recipe (build, weight sources, name mapping, normalisation, status)
-reads top to bottom beside the ``Classifier`` it feeds; the Hub settings it uses live in ``hub_env``.
+reads top to bottom beside the ``Classifier`` it feeds; the Hub settings it uses live in ``pokedemo.hub.client``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from pokedemo.hub_env import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir
+from pokedemo.hub.client import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir, one_line
 
 BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")  # cheap: no config is read
 
@@ -95,11 +95,6 @@ def _host_reachable(url: str, timeout: float = 3.0) -> bool:
     return bool(reached)
 
 
-def _short(err: BaseException) -> str:
-    first_line = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first_line[:200]}".rstrip(": ")
-
-
 # --------------------------------------------------------------------------------------------- resnet18
 
 
@@ -154,7 +149,7 @@ def _resnet18_pretrained_state() -> dict[str, torch.Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as err:  # URLError, socket errors, HTTP errors, hash mismatch, unreadable file, ...
         problem = "could not be read" if existed else "is missing and the download failed"
-        raise _resnet18_unavailable(path, f"{path} {problem} ({_short(err)})") from err
+        raise _resnet18_unavailable(path, f"{path} {problem} ({one_line(err, first=True, typed=True)})") from err
 
 
 # --------------------------------------------------------------------------------------------- efficientnet_lite0
@@ -226,7 +221,8 @@ def _effnet_pretrained_state() -> tuple[dict[str, torch.Tensor], str]:
     try:
         path = hf_hub_download(_effnet_pretrained_cfg().hf_hub_id, _EFFNET_HF_FILES[0], cache_dir=hub_cache_dir())
     except Exception as err:  # HTTP/connection/offline-mode errors of huggingface_hub, OSError, ...
-        raise _effnet_unavailable(f"{missing}, and the download failed ({_short(err)})") from err
+        failure = one_line(err, first=True, typed=True)
+        raise _effnet_unavailable(f"{missing}, and the download failed ({failure})") from err
     return read_weights_file(path), path
 
 
@@ -290,7 +286,7 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickled objects refused by weights_only, wrong format, ...
-        raise WeightsFileError(f"{path}: cannot read weights ({_short(err)})") from err
+        raise WeightsFileError(f"{path}: cannot read weights ({one_line(err, first=True, typed=True)})") from err
     return _unwrap_state_dict(loaded, path)
 
 

@@ -155,7 +155,7 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
     DATA_ROOT may be a Hub dataset (``hf://datasets/...``); when it brings its own split, only its test part
     is evaluated (its training images say nothing about accuracy)."""
     from pokedemo.data import scan_dataset
-    from pokedemo.hub_data import open_data, part_of
+    from pokedemo.hub import open_data, part_of
 
     source = open_data(data_root)
     dataset = scan_dataset(source.root, image_size=predictor.image_size, require_splittable=False)
@@ -176,7 +176,7 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
 def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test") -> dict:
     """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly."""
     from pokedemo.data import scan_dataset, split_from_record
-    from pokedemo.hub_data import is_hub_dataset, open_data
+    from pokedemo.hub import is_hub_dataset, open_data
 
     config = predictor.checkpoint.config
     root = data_root or _recorded_root(config)
@@ -204,7 +204,7 @@ def _recorded_root(config: dict[str, Any]) -> Path | None:
     found = recorded_data_root(config)
     source = (config.get("dataset") or {}).get("source") or {}
     if found is None and source.get("spec"):
-        from pokedemo.hub_data import open_data
+        from pokedemo.hub import open_data
 
         return open_data(source["spec"]).root
     return found

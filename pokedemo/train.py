@@ -35,8 +35,7 @@ from pokedemo.config import TrainConfig, default_checkpoint_root, project_relati
 from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
 from pokedemo.device_plan import ExecutionPlan, execution_plan
 from pokedemo.distributed import SINGLE, Parallel, PeerLost, is_peer_failure, lost_message
-from pokedemo.hub import HubError
-from pokedemo.hub_data import DataSource, is_hub_dataset, open_data
+from pokedemo.hub import DataSource, HubError, is_hub_dataset, open_data
 from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
@@ -122,7 +121,7 @@ def train(
 ) -> Iterator[Event]:
     """Train one model, yielding events; the last event is always Finished, Cancelled or Failed.
 
-    ``data_root`` is a folder or a ``hf://datasets/...`` address (``pokedemo.hub_data``). ``dataset``/``split``
+    ``data_root`` is a folder or a ``hf://datasets/...`` address (``pokedemo.hub.datasets``). ``dataset``/``split``
     (and the ``source`` they came from) may be passed in so several runs (a comparison) share one scan and
     one split. ``parallel`` is this process's place in a torchrun data-parallel run (``pokedemo.distributed``).
     """

@@ -26,6 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) without an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
+from pokedemo.startup import set_thread_policy  # noqa: E402 - needs REPO_ROOT on sys.path
+
+set_thread_policy()  # as the app, the CLI and the benchmark do when they start: before torch is imported
+
 TEST_DATA_ENV = "POKEDEMO_TEST_DATA"
 EDGE_CASES = REPO_ROOT / "tests" / "data" / "edge-cases"
 HUGE_RGB = "huge-5000x5000-rgb.png"  # 25 Mpx: generated, too big to commit

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pokedemo.bench import (
+from benchmarks.bench import (
     add_comparisons, format_accuracy_table, format_table, reference_loop, seconds_to_reach, summarise_accuracy,
 )
 
@@ -33,7 +33,7 @@ def test_comparison_columns():
 
 
 def test_gpu_rows_are_the_default_only_on_cuda_machines():
-    from pokedemo.bench import GPU_DEFAULT_ROWS, ROWS, default_rows
+    from benchmarks.bench import GPU_DEFAULT_ROWS, ROWS, default_rows
 
     assert default_rows(cuda=False) == list(ROWS)[:4] and not any("gpu" in r for r in default_rows(cuda=False))
     assert default_rows(cuda=True) == GPU_DEFAULT_ROWS and all(r in ROWS for r in GPU_DEFAULT_ROWS)
@@ -51,7 +51,7 @@ def test_gpu_reference_row_says_it_needs_a_gpu_on_a_cpu_machine(tiny_data_dir):
 
 
 def test_gpu_loader_options_use_workers_and_pinned_memory():
-    from pokedemo.bench import gpu_loader_options
+    from benchmarks.bench import gpu_loader_options
 
     options = gpu_loader_options()
     assert options["pin_memory"] is True and 1 <= options["num_workers"] <= 8
@@ -68,7 +68,7 @@ def test_pokedemo_rows_compare_with_the_gpu_reference_when_there_is_one():
 
 
 def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_data_dir, tmp_path, capsys):
-    from pokedemo.bench import main
+    from benchmarks.bench import main
 
     code = main(["--accuracy", "--data", str(tiny_data_dir), "--out", str(tmp_path), "--seeds", "0", "1",
                  "--recipes", "default", "fixres", "--backbone", "resnet18", "--scratch", "--epochs", "1",
@@ -119,13 +119,15 @@ print(json.dumps({"test_acc": 0.5, "best_val_acc": 0.5, "best_epoch": 1, "second
 '''
 
 
-def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, tmp_path, capsys, monkeypatch):
-    from pokedemo.bench import main
+@pytest.mark.parametrize("bench_file", ["benchmarks/bench.py", "pokedemo/bench.py"])  # today's layout, an older one
+def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, tmp_path, capsys, monkeypatch,
+                                                                 bench_file):
+    from benchmarks.bench import main
 
-    old = tmp_path / "old-checkout"  # stands in for a worktree of an older commit: its own pokedemo package
-    (old / "pokedemo").mkdir(parents=True)
-    (old / "pokedemo" / "__init__.py").write_text("")
-    (old / "pokedemo" / "bench.py").write_text(FAKE_OLD_BENCH)
+    old = tmp_path / "old-checkout"  # stands in for a worktree of an older commit: its own benchmark
+    (old / bench_file).parent.mkdir(parents=True)
+    (old / bench_file).parent.joinpath("__init__.py").write_text("")
+    (old / bench_file).write_text(FAKE_OLD_BENCH)
     monkeypatch.chdir(tiny_data_dir.parent)  # a relative --data must reach the other checkout as the same folder
     code = main(["--accuracy", "--data", tiny_data_dir.name, "--out", str(tmp_path / "out"), "--seeds", "0", "1",
                  "--recipes", "default", "--baseline", str(old), "--backbone", "resnet18", "--scratch",
@@ -135,6 +137,6 @@ def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, 
     lines = [line for line in table.splitlines() if line.startswith(("base@old-checkout", "default"))]
     assert [line.split()[0] for line in lines] == ["base@old-checkout", "default"], table
     assert "1.00x" in lines[0] and "50.00%" in lines[0]  # ratios are relative to the baseline
-    calls = [json.loads(line) for line in (old / "pokedemo" / "calls.jsonl").read_text().splitlines()]
+    calls = [json.loads(line) for line in (old / bench_file).with_name("calls.jsonl").read_text().splitlines()]
     assert [(c["recipe"], c["seed"]) for c in calls] == [("default", "0"), ("default", "1")]
     assert all(c["cwd"] == str(old) and c["data"] == str(tiny_data_dir.resolve()) for c in calls)

@@ -12,7 +12,7 @@ from pokedemo.calibration import MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE, calibr
 from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
 from pokedemo.data import cached_tensors, scan_dataset, split_from_record
-from pokedemo.model_card import build_model_card
+from pokedemo.hub import build_model_card
 from pokedemo.models import build_classifier
 from pokedemo.predict import Predictor
 from pokedemo.train import train

@@ -527,7 +527,7 @@ def test_cli_push_offline_exits_2(hub_env, tokens, tmp_path, monkeypatch, capsys
 
 
 def test_model_card_names_the_training_and_the_prediction_size():
-    from pokedemo.model_card import _card_intro
+    from pokedemo.hub.card import _card_intro
 
     config = {"backbone": "efficientnet_lite0", "num_classes": 5, "image_size": 176,
               "train_config": {"img_size": 128}, "status": "complete"}

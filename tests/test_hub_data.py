@@ -14,9 +14,7 @@ from huggingface_hub import ModelCard
 from conftest import make_tiny_dataset
 
 from pokedemo.data import DatasetError, scan_dataset, split_dataset
-from pokedemo.hub import HubError
-from pokedemo.hub_data import DataSource, open_data, part_of, push_dataset
-from pokedemo.model_card import build_model_card
+from pokedemo.hub import DataSource, HubError, build_model_card, open_data, part_of, push_dataset
 
 
 def folder_files(root: Path, prefix: str = "") -> dict[str, bytes]:

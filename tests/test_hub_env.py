@@ -1,4 +1,4 @@
-"""The one reader of the Hugging Face settings (pokedemo.hub_env), shared by the Hub code and the weights."""
+"""The one reader of the Hugging Face settings (pokedemo.hub.client), shared by the Hub code and the weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import pytest
 from huggingface_hub import constants
 
-from pokedemo import hub, hub_env, models
+from pokedemo import hub, models
+from pokedemo.hub import client
 
 
 @pytest.fixture
@@ -19,12 +20,12 @@ def clean_env(monkeypatch):
 
 
 def test_cache_dir_is_read_when_called(clean_env, tmp_path):
-    assert hub_env.hub_cache_dir() == constants.HF_HUB_CACHE
+    assert client.hub_cache_dir() == constants.HF_HUB_CACHE
     clean_env.setenv("HF_HOME", str(tmp_path / "home"))
-    assert hub_env.hub_cache_dir() == os.path.join(str(tmp_path / "home"), "hub")
+    assert client.hub_cache_dir() == os.path.join(str(tmp_path / "home"), "hub")
     clean_env.setenv("HF_HUB_CACHE", "~/hub-cache")
-    assert hub_env.hub_cache_dir() == os.path.expanduser("~/hub-cache")
-    assert hub.hub_cache_dir is hub_env.hub_cache_dir and models.hub_cache_dir is hub_env.hub_cache_dir
+    assert client.hub_cache_dir() == os.path.expanduser("~/hub-cache")
+    assert hub.hub_cache_dir is client.hub_cache_dir and models.hub_cache_dir is client.hub_cache_dir
 
 
 @pytest.mark.parametrize("value, on", [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False),

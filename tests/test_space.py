@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import unused_port, wait_for
 
-from pokedemo import space
-from pokedemo.hub import HubError
+from pokedemo.hub import HubError, space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The tests that read the deployed Space run in one pytest-xdist worker, so it is deployed once per run.

@@ -660,9 +660,8 @@ def test_views_text_and_sources_import_without_gradio():
 
 
 def test_importing_the_app_changes_no_environment_variables():
-    # pokedemo itself sets OMP_WAIT_POLICY (it must precede torch's import, see pokedemo/__init__.py), so the
-    # comparison starts after the package import; environment set-up for the app belongs to app.py's main().
-    out = _run_python("import os, json\nimport pokedemo\nbefore = dict(os.environ)\n"
+    # Environment set-up for the app belongs to app.py's main() (pokedemo.startup for the thread policy).
+    out = _run_python("import os, json\nbefore = dict(os.environ)\nimport pokedemo\n"
                       "import pokedemo.app.layout\nfrom pokedemo.app import build_demo, launch_options\n"
                       "after = dict(os.environ)\n"
                       "print(json.dumps(sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))))")
@@ -672,11 +671,11 @@ def test_importing_the_app_changes_no_environment_variables():
 def test_app_main_sets_up_the_environment_before_importing_gradio(monkeypatch):
     import app
 
-    for name in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "OMP_NUM_THREADS"):
+    for name in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(name, raising=False)
     app.set_up_environment(app.parse_args(["--threads", "2"]))
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
-    assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_dataset_summary_reports_unreadable_duplicates_and_conflicts(tiny_dataset):

@@ -270,7 +270,7 @@ class DemoApp:
             return None, f"⚠️ {message}"
 
     def _predictor(self, checkpoint: str):
-        from pokedemo.hub_env import hub_cache_dir
+        from pokedemo.hub import hub_cache_dir
         from pokedemo.predict import get_predictor
 
         if sources.hub_spec(checkpoint):  # a repo id typed into the picker

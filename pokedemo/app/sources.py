@@ -38,7 +38,7 @@ def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | Non
     exception for anything wrong."""
     from pokedemo.data import DatasetError, scan_dataset
     from pokedemo.hub import HubError
-    from pokedemo.hub_data import open_data
+    from pokedemo.hub import open_data
 
     if not folder or not str(folder).strip():
         return text.NO_DATASET
@@ -69,7 +69,7 @@ def doctor_panel(folder: str | None) -> tuple[str, list]:
     from pokedemo.data import DatasetError
     from pokedemo.doctor import diagnose
     from pokedemo.hub import HubError
-    from pokedemo.hub_data import open_data
+    from pokedemo.hub import open_data
 
     folder = (folder or "").strip()
     if not folder:

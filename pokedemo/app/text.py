@@ -397,20 +397,20 @@ def push_done(result: Any) -> str:
 
 def push_failed(err: BaseException, token: str | None, expected: bool = True) -> str:
     """A failed push in one token-free line; ``expected`` = a HubError/CheckpointError (else a bug's type too)."""
-    from pokedemo.hub import first_line, scrub
+    from pokedemo.hub import one_line, scrub
 
     if expected:
         return f"❌ Push failed: {scrub(str(err), token)}"
-    return f"❌ Push failed unexpectedly ({type(err).__name__}: {scrub(first_line(err), token)})"
+    return f"❌ Push failed unexpectedly ({scrub(one_line(err, first=True, typed=True), token)})"
 
 
 def hub_load_failed(spec: str, err: BaseException, token: str | None, expected: bool = True) -> str:
     """Why a Hub model could not be loaded, one token-free line (without the ❌, which the panel adds)."""
-    from pokedemo.hub import first_line, scrub
+    from pokedemo.hub import one_line, scrub
 
     if expected:
         return f"Could not load {spec.strip()} from the Hub: {scrub(str(err), token)}"
-    return f"Could not load {spec.strip()}: {type(err).__name__}: {scrub(first_line(err), token)}"
+    return f"Could not load {spec.strip()}: {scrub(one_line(err, first=True, typed=True), token)}"
 
 
 def hub_loaded(spec: str) -> str:

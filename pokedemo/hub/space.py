@@ -7,7 +7,7 @@ them the Hub's way. The Space gets exactly what it needs to run with zero config
 starter model; no tests, caches, local runs or git metadata. Files from an earlier deploy that are no longer
 part of it are deleted in the same commit, so the Space always matches the checkout it was deployed from.
 
-Hub settings, token handling and one-line errors are those of ``pokedemo.hub``.
+Hub settings, token handling and one-line errors are those of ``pokedemo.hub.client``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,7 @@ import tempfile
 from pathlib import Path
 
 from pokedemo.config import BUNDLED_DATA, PROJECT_ROOT, STARTER_CHECKPOINT
-from pokedemo.hub import (
-    HubError,
-    _api,
-    _check_can_write,
-    _hub_errors,
-    parse_repo_ref,
-    write_context,
-)
+from pokedemo.hub.client import HubError, check_can_write, hub_api, hub_errors, parse_repo_ref, write_context
 
 SPACE_FILES = ("app.py", "requirements.txt")
 SPACE_FOLDERS = ("pokedemo", BUNDLED_DATA, STARTER_CHECKPOINT)
@@ -116,9 +109,9 @@ def deploy_space(repo_id: str, *, private: bool = False, hardware: str | None = 
     """
     ref = parse_repo_ref(repo_id, allow_revision=False)
     ctx = write_context("deploy the Space", ref, token)
-    with _hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-space-") as staging:
-        api = _api(ctx)
-        _check_can_write(api, ctx)
+    with hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-space-") as staging:
+        api = hub_api(ctx)
+        check_can_write(api, ctx)
         url = _ensure_space(api, ref.repo_id, private)
         if hardware:
             api.request_space_hardware(ref.repo_id, hardware)

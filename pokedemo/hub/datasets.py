@@ -1,13 +1,9 @@
 """Datasets from the Hugging Face Hub: ``--data hf://datasets/NAMESPACE/NAME[@REVISION]`` → a local folder.
 
-Over 500 lines on purpose: fetching, recognising the three layouts and turning each into class folders are one
-question ("what folder does this spec mean?"); the layouts share the detection and error wording.
-
 ``open_data(spec)`` is the one place a data spec becomes a folder of class folders. A local path comes back
-as it is (training from a folder behaves exactly as before). A Hub dataset is fetched with
-``snapshot_download(repo_type="dataset")`` into the normal Hub cache (``HF_ENDPOINT``, ``HF_TOKEN``,
-``HF_HUB_OFFLINE`` with a cached copy, all read when called, like ``pokedemo.hub``) and one of three layouts
-is recognised:
+as it is. A Hub dataset is fetched with ``snapshot_download(repo_type="dataset")`` into the normal Hub cache
+(``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_OFFLINE`` with a cached copy, all read when called by
+``pokedemo.hub.client``) and one of three layouts is recognised:
 
 - an image folder: ``<class>/<image>`` at the root or under one folder, optionally under ``train/``,
   ``validation/`` and ``test/`` split folders;
@@ -23,6 +19,7 @@ temporary folder and renamed into place, so concurrent processes — torchrun ra
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,8 +30,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pokedemo.data import IMAGE_EXTENSIONS, DatasetError
-from pokedemo.hub import HubError, RepoRef, parse_repo_ref
+from pokedemo.data import (
+    IMAGE_EXTENSIONS,
+    Dataset,
+    DatasetError,
+    Split,
+    check_ratios,
+    scan_dataset,
+    split_dataset,
+)
+from pokedemo.doctor import diagnose, format_doctor
+from pokedemo.hub.card import CARD_FILE
+from pokedemo.hub.client import (
+    HubContext,
+    HubError,
+    RepoRef,
+    check_can_write,
+    describe_error,
+    hub_api,
+    hub_cache_dir,
+    hub_errors,
+    offline_mode,
+    parse_repo_ref,
+    quiet_progress_bar,
+    read_context,
+    scrub,
+    write_context,
+)
+from pokedemo.uploads import UploadError, extract_dataset_zip
 
 PREFIX = "hf://datasets/"
 # Split folder / Parquet split names → pokedemo's parts.
@@ -76,8 +99,6 @@ class DataSource:
 
     def split(self, dataset, ratios, seed: int):
         """The dataset's own split when it has one, else pokedemo's duplicate-aware split."""
-        from pokedemo.data import split_dataset
-
         if not self.own_splits:
             return split_dataset(dataset, ratios, seed)
         return split_from_parts(dataset, ratios, seed)
@@ -114,24 +135,19 @@ def download_dataset(ref: RepoRef, *, token: str | None = None) -> Path:
     """The snapshot folder (``.../snapshots/<commit sha>``) of a dataset repo in the normal Hub cache."""
     from huggingface_hub import snapshot_download
 
-    from pokedemo import hub
-
-    token = hub._effective_token(token)
-    ctx = hub._context("download", ref, token)
+    ctx = read_context("download", ref, token)
     with _dataset_errors(ctx):
         folder = snapshot_download(
             ref.repo_id, repo_type="dataset", revision=ref.revision, endpoint=ctx.endpoint, cache_dir=ctx.cache_dir,
-            token=token, local_files_only=hub.offline_mode(), tqdm_class=hub._quiet_bar_class(),
+            token=ctx.token, local_files_only=offline_mode(), tqdm_class=quiet_progress_bar(),
         )
     return Path(folder)
 
 
 @contextmanager
-def _dataset_errors(ctx) -> Iterator[None]:
-    """pokedemo.hub's one-line errors, worded for a dataset repo where they differ from a model repo's."""
+def _dataset_errors(ctx: HubContext) -> Iterator[None]:
+    """The client's one-line errors, worded for a dataset repo where they differ from a model repo's."""
     from huggingface_hub import errors as hf
-
-    from pokedemo import hub
 
     try:
         yield
@@ -139,10 +155,10 @@ def _dataset_errors(ctx) -> Iterator[None]:
         raise
     except hf.RepositoryNotFoundError:
         raise HubError(
-            f"dataset repo {ctx.ref.repo_id} not found on {hub._host(ctx.endpoint)}: check the name; if it is "
+            f"dataset repo {ctx.ref.repo_id} not found on {ctx.host}: check the name; if it is "
             "private, give a token that can read it (HF_TOKEN or `hf auth login`)") from None
     except Exception as err:  # noqa: BLE001 - every failure becomes one classified, token-free line
-        raise HubError(hub.scrub(hub._describe(err, ctx), ctx.token)) from None
+        raise HubError(scrub(describe_error(err, ctx), ctx.token)) from None
 
 
 # ----------------------------------------------------------------------------------------------- layouts
@@ -259,8 +275,6 @@ def link_split_view(splits: dict[str, Path], target: Path, *, move: bool = False
 
 def _extract_zips(zips: list[Path], target: Path, label: str) -> None:
     """One zip: its folders as they are. Several: each must be named after a split (train.zip, test.zip...)."""
-    from pokedemo.uploads import UploadError, extract_dataset_zip
-
     try:
         if len(zips) == 1:
             root = extract_dataset_zip(zips[0], target.parent / "unzipped")
@@ -338,8 +352,6 @@ def class_names_from_card(card: Path) -> dict[int, str] | None:
 
 def _names_from_schema(schema, label_col: str) -> dict[int, str] | None:
     """Fallback: the ClassLabel names ``datasets`` also stores in the Parquet schema metadata."""
-    import json
-
     raw = (schema.metadata or {}).get(b"huggingface")
     try:
         feature = json.loads(raw)["info"]["features"][label_col]
@@ -399,8 +411,6 @@ def _flatten_single_part(target: Path) -> None:
 
 
 def _prepared_dir(repo_id: str, revision: str) -> Path:
-    from pokedemo.hub_env import hub_cache_dir
-
     return Path(hub_cache_dir()) / "pokedemo-prepared" / f"datasets--{repo_id.replace('/', '--')}" / revision
 
 
@@ -415,12 +425,10 @@ def part_of(rel_path: str) -> str | None:
 
 def split_from_parts(dataset, ratios, seed: int):
     """The dataset's own parts; a missing validation or test part is carved out of train, duplicate-aware."""
-    from pokedemo.data import Split, _check_ratios
-
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, rec in enumerate(dataset.records):
         parts[part_of(rec.rel_path) or "train"].append(i)
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     for missing in ("val", "test"):
         if not parts[missing] and parts["train"]:
             parts["train"], parts[missing] = _carve(dataset, parts["train"], r[1 if missing == "val" else 2], seed)
@@ -431,8 +439,6 @@ def split_from_parts(dataset, ratios, seed: int):
 
 def _carve(dataset, indices: list[int], share: float, seed: int) -> tuple[list[int], list[int]]:
     """Split ``indices`` into (kept, held out ~share) with the duplicate-aware split on that subset."""
-    from pokedemo.data import Dataset, split_dataset
-
     local = {g: k for k, g in enumerate(indices)}
     groups = [[local[i] for i in g if i in local] for g in dataset.near_groups]
     sub = Dataset(dataset.root, dataset.classes, [dataset.records[i] for i in indices], [], [],
@@ -454,27 +460,23 @@ def push_dataset(data_dir: str | os.PathLike, repo_id: str, *, private: bool = F
     """
     from huggingface_hub import CommitOperationAdd
 
-    from pokedemo import hub
-    from pokedemo.data import scan_dataset
-    from pokedemo.doctor import diagnose
-
     ref = parse_repo_ref(repo_id, allow_revision=False)
     dataset = scan_dataset(data_dir, require_splittable=False)
     report = diagnose(dataset.root)
-    ctx = hub.write_context("push", ref, token)
+    ctx = write_context("push", ref, token)
     operations = [CommitOperationAdd(path_in_repo=r.rel_path, path_or_fileobj=str(r.path)) for r in dataset.records]
     card = dataset_card(report, ref.repo_id)
-    operations.append(CommitOperationAdd(path_in_repo=hub.CARD_FILE, path_or_fileobj=card.encode("utf-8")))
-    with hub._hub_errors(ctx):
-        api = hub._api(ctx)
-        hub._check_can_write(api, ctx)
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
+    with hub_errors(ctx):
+        api = hub_api(ctx)
+        check_can_write(api, ctx)
         url = _ensure_dataset_repo(api, ctx, private)
         message = commit_message or f"Upload {len(dataset.records)} images in {len(dataset.classes)} classes"
         api.create_commit(repo_id=ref.repo_id, repo_type="dataset", operations=operations, commit_message=message)
     return url
 
 
-def _ensure_dataset_repo(api: Any, ctx, private: bool) -> str:
+def _ensure_dataset_repo(api: Any, ctx: HubContext, private: bool) -> str:
     """The repo URL, creating the repo when missing; an existing public repo is not pushed to with --private."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -490,8 +492,6 @@ def _ensure_dataset_repo(api: Any, ctx, private: bool) -> str:
 
 def dataset_card(report: dict[str, Any], repo_id: str) -> str:
     """README.md of a pushed dataset: YAML metadata, classes and counts, the doctor's duplicate report."""
-    from pokedemo.doctor import format_doctor
-
     n = report["n_images"]
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
     front = "\n".join([

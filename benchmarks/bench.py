@@ -1,7 +1,10 @@
 """Training benchmark: the classic tutorial loop against pokedemo's default training, side by side.
 
-    python -m pokedemo.bench --data ../shared/data/pokemon [--json bench.json] [--rows ...]
-    python -m pokedemo.bench --accuracy [--seeds 0 1 2] [--recipes ...]   # recipe vs recipe, several seeds
+    python benchmarks/bench.py --data ../shared/data/pokemon [--json bench.json] [--rows ...]
+    python benchmarks/bench.py --accuracy [--seeds 0 1 2] [--recipes ...]   # recipe vs recipe, several seeds
+
+(``python -m benchmarks.bench`` from the repository root works too.) A developer tool: it lives outside the
+``pokedemo`` package, so it is neither imported by the app nor deployed to a Space.
 
 Every row runs in its own subprocess (so peak memory is that row's own) on the same duplicate-aware split.
 The reference loop is written out plainly here on purpose: it is what pokedemo is measured against, the way
@@ -24,6 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script: the checkout's own pokedemo package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from pokedemo.startup import set_thread_policy  # noqa: E402 - needs REPO_ROOT on sys.path
+
 ROWS = {
     # name: (loop, backbone, pretrained)
     "reference-efficientnet_lite0-pretrained": ("reference", "efficientnet_lite0", True),
@@ -43,10 +52,11 @@ GPU_DEFAULT_ROWS = ["reference-gpu-efficientnet_lite0-pretrained", "pokedemo-eff
 # accuracy run measures a candidate against the current default side by side.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    # the default before issue 13
-    "before-13": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0, "label_smoothing": 0.1, "calibrate": False},
-    "smoothing-0.3": {"label_smoothing": 0.3},  # screened in issue 13, not adopted (BENCHMARKS.md)
-    "select-by-loss": {"last_epoch_scale": 1.0},  # issue 13's first change alone
+    # one training size throughout, the epoch with the best validation accuracy kept, no calibration
+    "fixed-size-best-acc": {"select_epoch_by": "val_acc", "last_epoch_scale": 1.0, "label_smoothing": 0.1,
+                            "calibrate": False},
+    "smoothing-0.3": {"label_smoothing": 0.3},
+    "fixed-size": {"last_epoch_scale": 1.0},  # the default's epoch selection and calibration, one training size
     "fixres": {"last_epoch_scale": 1.0, "eval_scale": 1.375},  # 128 px training, 176 px evaluation
     "eval-1.25": {"last_epoch_scale": 1.0, "eval_scale": 1.25},  # 128 px training, 160 px evaluation
 }
@@ -159,7 +169,7 @@ def pokedemo_loop(data: str, backbone: str, pretrained: bool, seed: int, out: st
 
 def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one row in a fresh subprocess so its peak memory and warm-up are its own."""
-    cmd = [sys.executable, "-m", "pokedemo.bench", "--data", args.data, "--seed", str(args.seed),
+    cmd = [*bench_command(None), "--data", args.data, "--seed", str(args.seed),
            "--ref-epochs", str(args.ref_epochs), "--out", args.out, "--one-row", name]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
@@ -266,7 +276,7 @@ def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in args.seeds:
         for name, recipe, checkout in accuracy_rows(args):
             print(f"training {name} seed {seed} …", file=sys.stderr, flush=True)
-            cmd = [sys.executable, "-m", "pokedemo.bench", "--data", data, "--out", out,
+            cmd = [*bench_command(checkout), "--data", data, "--out", out,
                    "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args))]
             result = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -277,6 +287,15 @@ def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row = json.loads(lines[-1])
             results.append({"recipe": name, "seed": seed, **row})
     return results
+
+
+def bench_command(checkout: str | None) -> list[str]:
+    """How to start the benchmark of this checkout (None) or of another one, which may be older and keep it
+    as the ``pokedemo.bench`` module."""
+    if checkout is None:
+        return [sys.executable, str(Path(__file__).resolve())]
+    script = Path(checkout) / "benchmarks" / "bench.py"
+    return [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "pokedemo.bench"]
 
 
 def budget_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -323,12 +342,12 @@ def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> lis
 
 
 def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
-    header = (f"{'recipe':<14}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}{'mean conf':>10}"
+    header = (f"{'recipe':<20}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}{'mean conf':>10}"
               f"{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
     lines = [header, "-" * len(header)]
     for r in summary:
         if "test_acc" not in r:
-            lines.append(f"{r['recipe']:<14} failed: {r.get('error', 'no runs')[:90]}")
+            lines.append(f"{r['recipe']:<20} failed: {r.get('error', 'no runs')[:90]}")
             continue
         acc, sec = r["test_acc"], r["seconds"]
         accuracy = f"{acc['mean']:.2%} ± {acc['std']:.2%}"
@@ -340,7 +359,7 @@ def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
         cpu, cpu_ratio = f"{r['cpu_seconds']['mean']:.1f}", f"{r['cpu_ratio']:.2f}x"
         seeds = " ".join(f"{seed}:{value:.1%}" for seed, value in r["per_seed"].items())
         failed = f"  ({r['failed']} failed: {r['error'][:60]})" if r["failed"] else ""
-        lines.append(f"{r['recipe']:<14}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
+        lines.append(f"{r['recipe']:<20}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
                      f"{confidence:>10}{wall:>19}{ratio:>11}{cpu:>11}{cpu_ratio:>10}  {seeds}{failed}")
     return "\n".join(lines)
 
@@ -403,7 +422,8 @@ def machine_description() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pokedemo.bench", description=__doc__.split("\n")[0])
+    set_thread_policy()
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=os.environ.get("POKEDEMO_DATA", "../shared/data/pokemon"))
     parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
                         help="Rows to run (default: the GPU rows on a CUDA machine, else the first four).")
@@ -419,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="Instead of the rows above: train each recipe with each seed (each seed also "
                                "re-draws the split) and report test accuracy and wall time, mean and spread.")
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    accuracy.add_argument("--recipes", nargs="+", default=["before-13", "default"], choices=list(RECIPES),
+    accuracy.add_argument("--recipes", nargs="+", default=["fixed-size-best-acc", "default"], choices=list(RECIPES),
                           help="Recipes to compare; time ratios are relative to the first.")
     accuracy.add_argument("--baseline", metavar="CHECKOUT", default=None,
                           help="Another checkout of pokedemo (e.g. a git worktree of an older commit): its default "
@@ -439,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_accuracy(args)
         summary = summarise_accuracy(results, [name for name, _, _ in accuracy_rows(args)])
         print(f"machine: {machine_description()}")
-        print(f"command: python -m pokedemo.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+        print(f"command: python benchmarks/bench.py {' '.join(sys.argv[1:] if argv is None else argv)}")
         print(f"budget: {json.dumps(budget_from_args(args))}, seeds {' '.join(map(str, args.seeds))}")
         print(format_accuracy_table(summary))
         if args.json:
@@ -464,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_row(name, args))
     add_comparisons(rows)
     print(f"machine: {machine_description()}")
-    print(f"command: python -m pokedemo.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"command: python benchmarks/bench.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))

@@ -1,7 +1,9 @@
 """The model card (README.md) of a pushed checkpoint: YAML metadata with a model-index holding the test accuracy,
 then the classes, metrics, confusion matrix, training configuration and history, and how to use the model.
 
-Pure text from a checkpoint's config and history; ``pokedemo.hub`` writes it next to the weights it uploads.
+Pure text from a checkpoint's config and history; ``pokedemo.hub.models`` writes it next to the weights it
+uploads. The names of the files a pushed model repo holds besides the checkpoint's own live here, with the card
+that describes them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from pokedemo.checkpoint import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE
-from pokedemo.hub import TIMM_WEIGHTS_FILE, one_line
+from pokedemo.hub.client import one_line
+
+CARD_FILE = "README.md"
+TIMM_WEIGHTS_FILE = "timm_model.safetensors"
 
 # The Hub repos the ImageNet weights of each backbone correspond to (model card `base_model`).
 BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k", "efficientnet_lite0": "timm/tf_efficientnet_lite0.in1k"}
