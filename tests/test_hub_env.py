@@ -43,3 +43,11 @@ def test_pokedemo_offline_stops_weight_downloads_only(clean_env):
 def test_huggingface_hubs_own_offline_flag_counts(clean_env):
     clean_env.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE was set when huggingface_hub loaded
     assert hub.offline_mode() and models.downloads_disabled()
+
+
+def test_one_line_is_the_one_way_to_quote_a_message_or_an_error():
+    assert client.one_line("a  b\n c\t") == "a b c"
+    assert client.one_line(OSError("\n  disk   full \nsecond line"), first=True) == "disk full"
+    assert client.one_line(OSError("disk full\nmore"), first=True, typed=True) == "OSError: disk full"
+    assert client.one_line(ValueError(), first=True) == "ValueError"  # no message: its type names it
+    assert hub.one_line is client.one_line and models.one_line is client.one_line

@@ -147,3 +147,10 @@ def test_deploy_space_cli_prints_the_url(hub_env, monkeypatch, capsys):
     assert capsys.readouterr().out.strip().endswith("/spaces/erin/demo")
     assert hub_env.spaces["erin/demo"].private
     assert "app.py" in hub_env.spaces["erin/demo"].resolve("main").files
+
+
+def test_the_space_gets_no_developer_tools():
+    files = space.space_files(REPO_ROOT)
+    assert "pokedemo/hub/space.py" in files and (REPO_ROOT / "benchmarks" / "bench.py").is_file()
+    tools = [f for f in files if f.split("/")[0] in ("benchmarks", "tests", "scripts", "docs") or "bench" in f]
+    assert tools == []

@@ -131,7 +131,7 @@ def _validated_snapshot(folder: Path, ref: RepoRef) -> Path:
 def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
                     commit_message: str | None = None) -> str:
     """Upload a run directory with a model card to a Hub model repo (created if needed); returns its URL."""
-    return push_checkpoint_details(checkpoint, repo_id, private=private, token=ctx.token,
+    return push_checkpoint_details(checkpoint, repo_id, private=private, token=token,
                                    commit_message=commit_message).url
 
 
