@@ -86,7 +86,7 @@ echo "data: ${DATA:-none found}"
 section "benchmark: GPU tutorial loop vs pokedemo default (efficientnet_lite0 pretrained), one run"
 if [ "$TINY" = 1 ]; then ROWS=(reference-efficientnet_lite0-pretrained pokedemo-efficientnet_lite0-pretrained)
 else ROWS=(reference-gpu-efficientnet_lite0-pretrained pokedemo-efficientnet_lite0-pretrained); fi
-step 300 "$PY" -m pokedemo.bench --data "$DATA" --rows "${ROWS[@]}" --ref-epochs "$REF_EPOCHS" \
+step 300 "$PY" benchmarks/bench.py --data "$DATA" --rows "${ROWS[@]}" --ref-epochs "$REF_EPOCHS" \
     --out "$OUT/bench-runs" --json "$OUT/bench.json"
 
 section "default run from the CLI (process wall includes imports; target <= 15 s, engine seconds <= 8 s)"
