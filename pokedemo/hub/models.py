@@ -67,16 +67,6 @@ TIMM_LAYOUTS = {
 
 
 @dataclass(frozen=True)
-class RepoRef:
-    repo_id: str
-    revision: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
-
-
-@dataclass(frozen=True)
 class PushResult:
     url: str
     repo_id: str
