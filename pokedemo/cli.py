@@ -18,7 +18,6 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from pokedemo.config import TrainConfig
-from pokedemo.hub.client import one_line
 from pokedemo.options import add_training_arguments, config_from_args
 
 EXIT_USER_ERROR = 2
@@ -178,6 +177,7 @@ def run_training(events, progress: "ProgressPrinter", stop: threading.Event) -> 
 def _exit_for(final: Any) -> int:
     """Cancelled (Ctrl-C) → 130 like an interrupted program; any other unfinished run → 2 with its message."""
     from pokedemo.events import Cancelled
+    from pokedemo.hub import one_line  # lazily: pokedemo.hub loads numpy and PIL, which --help does without
 
     if isinstance(final, Cancelled):
         return 130
@@ -289,6 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pokedemo.config import default_model
+    from pokedemo.hub import one_line
     from pokedemo.predict import Predictor, predict_files
 
     if args.top_k < 1:
