@@ -207,25 +207,25 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
     assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note
 
 
-def test_the_backbone_is_built_while_the_images_are_read(tiny_dataset, tmp_path, monkeypatch):
+def test_the_backbone_is_built_while_the_image_tensors_are_built(tiny_dataset, tmp_path, monkeypatch):
     build_started, overlapped, build_threads = threading.Event(), [], []
-    real_build, real_scan = engine.build_features, engine.scan_dataset
+    real_build, real_tensors = engine.build_features, engine.cached_tensors
 
     def build(*args, **kwargs):
         build_threads.append(threading.current_thread())
         build_started.set()
         return real_build(*args, **kwargs)
 
-    def scan(*args, **kwargs):
+    def tensors(*args, **kwargs):
         overlapped.append(build_started.wait(timeout=120))  # set at once when the build runs alongside
-        return real_scan(*args, **kwargs)
+        return real_tensors(*args, **kwargs)
 
     monkeypatch.setattr(engine, "build_features", build)
-    monkeypatch.setattr(engine, "scan_dataset", scan)
+    monkeypatch.setattr(engine, "cached_tensors", tensors)
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
     final = list(train_folder(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Finished), final
-    assert overlapped == [True] and build_threads[0] is not threading.main_thread()
+    assert overlapped == [True] * 3 and build_threads[0] is not threading.main_thread()  # train, val, test
 
 
 def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path, monkeypatch):
