@@ -153,10 +153,11 @@ def pokedemo_loop(data: str, backbone: str, pretrained: bool, seed: int, out: st
     from pokedemo.config import TrainConfig
     from pokedemo.events import EpochEnd, Finished
     from pokedemo.train import train
+    from pokedemo.training_data import run_on
 
     config = TrainConfig(backbone=backbone, pretrained=pretrained, seed=seed)
     start, final, rates = time.perf_counter(), None, []
-    for event in train(config, data, out):
+    for event in run_on(data, config, lambda opened: train(config, opened, out)):
         if isinstance(event, EpochEnd):
             rates.append(event.images_per_sec)
         final = event
@@ -235,10 +236,11 @@ def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out:
     from pokedemo.config import TrainConfig, resolve_device
     from pokedemo.events import Finished
     from pokedemo.train import train
+    from pokedemo.training_data import run_on
 
     config = TrainConfig(**{**budget, **RECIPES[recipe], "seed": seed})
     start, cpu_start, final = time.perf_counter(), time.process_time(), None
-    for event in train(config, data, out):
+    for event in run_on(data, config, lambda opened: train(config, opened, out)):
         final = event
     if not isinstance(final, Finished):
         return {"error": getattr(final, "message", "did not finish")}

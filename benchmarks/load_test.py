@@ -99,9 +99,11 @@ def make_checkpoint(data: Path, root: Path) -> Path:
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished
     from pokedemo.train import train
+    from pokedemo.training_data import training_data
 
     started = time.monotonic()
-    final = list(train(TrainConfig(backbone="efficientnet_lite0", epochs=1), data, root))[-1]
+    config = TrainConfig(backbone="efficientnet_lite0", epochs=1)
+    final = list(train(config, training_data(data, config), root))[-1]
     if not isinstance(final, Finished):
         sys.exit(f"could not make the checkpoint to predict with: {getattr(final, 'message', final)}")
     print(f"checkpoint for predictions: {final.run_dir} (test acc {final.test_acc:.1%}, "

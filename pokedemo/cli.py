@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(train)
 
     evaluate = sub.add_parser("evaluate", help="Evaluate a checkpoint on a folder (or on its own test split).")
-    evaluate.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
+    evaluate.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory, run name under the "
+                          "checkpoint root, or Hub repo id.")
     evaluate.add_argument("--data", metavar="DIR", default=None,
                           help="Evaluate every image in DIR (a Hub dataset with its own split: its test "
                           "part); without it, the run's recorded test split (fetched again from the Hub "
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "matrix picture, per-class precision/recall/F1, misclassified images.")
 
     predict = sub.add_parser("predict", help="Classify images with a checkpoint.")
-    predict.add_argument("--checkpoint", default=None, metavar="CKPT", help="Run directory or Hub repo id "
-                         "(default: $POKEDEMO_MODEL, else the bundled starter model checkpoints/pokemon-starter).")
+    predict.add_argument("--checkpoint", default=None, metavar="CKPT", help="Run directory, run name under the "
+                         "checkpoint root, or Hub repo id (default: $POKEDEMO_MODEL, else the bundled starter "
+                         "model checkpoints/pokemon-starter).")
     predict.add_argument("--top-k", type=int, default=5, help="How many classes to show per image.")
     predict.add_argument("--json", action="store_true", help="Print a JSON list.")
     predict.add_argument("--cam", metavar="OUT_DIR", default=None,
@@ -202,11 +204,13 @@ def parallel_session(config: TrainConfig) -> Iterator[Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from pokedemo.events import Finished
     from pokedemo.train import train
+    from pokedemo.training_data import run_on
 
     config = config_from_args(args)
     stop = threading.Event()
     with parallel_session(config) as parallel:
-        events = train(config, data_dir_from(args), args.out, stop=stop, parallel=parallel)
+        events = run_on(data_dir_from(args), config,
+                        lambda data: train(config, data, args.out, stop=stop, parallel=parallel))
         printer = ProgressPrinter(config.unset_device_defaults()) if parallel.is_main else QuietPrinter()
         final = run_training(events, printer, stop)
     if not isinstance(final, Finished):
@@ -221,18 +225,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def compare_with_progress(config: TrainConfig, data_dir, out, printer: "ProgressPrinter"):
-    """pokedemo's compare with each run's progress on the terminal (Ctrl-C stops after the batch); returns the
-    last event (CompareFinished, or what ended the comparison)."""
+    """pokedemo's compare with the data's opening and each run's progress on the terminal (Ctrl-C stops after
+    the batch); returns the last event (CompareFinished, or what ended the comparison)."""
     from pokedemo.events import Tagged
     from pokedemo.train import compare
+    from pokedemo.training_data import run_on
 
     final, stop = None, threading.Event()
     with stop_on_ctrl_c(stop):
-        for event in compare(config, data_dir, out, stop=stop):
+        for event in run_on(data_dir, config, lambda data: compare(config, data, out, stop=stop)):
             final = event
             if isinstance(event, Tagged):
                 printer.prefix = f"[{event.run}] "
                 printer.handle(event.event)
+            else:
+                printer.handle(event)  # the data's opening
     printer.close()
     return final
 

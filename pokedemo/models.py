@@ -446,6 +446,7 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
         self.features = features
         self.head = nn.Linear(feature_dim, num_classes)
+        self.keeps_batchnorm_statistics = False  # set by the trainer from its strategy; see ``train``
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
 
@@ -470,11 +471,14 @@ class Classifier(nn.Module):
         return self.head(self.forward_features(x))
 
     def train(self, mode: bool = True) -> "Classifier":
-        # A frozen backbone must not drift through BatchNorm running statistics either; keeping this here
-        # means a trainer's usual model.train() at each epoch does the right thing for the linear strategy.
+        # The backbone's BatchNorm stays in eval mode (running statistics used, not updated) when the training
+        # strategy keeps them (``pokedemo.train.Strategy``), so a trainer's usual model.train() at each epoch
+        # does the right thing.
         super().train(mode)
-        if mode:
-            set_frozen_batchnorm_eval(self)
+        if mode and self.keeps_batchnorm_statistics:
+            for module in self.features.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
 
@@ -534,17 +538,3 @@ def _load_backbone(features: nn.Module, state: dict, recipe: _Recipe, source: st
         # Our own weight sources (cache, package) not fitting is a broken install, not a user error.
         raise WeightsUnavailable(f"{err}. Replace or reinstall that file; --scratch needs no weights.") from err
     features.load_state_dict(tensors, strict=True)
-
-
-# --------------------------------------------------------------------------------------------- training helpers
-
-
-def set_frozen_batchnorm_eval(model: nn.Module) -> nn.Module:
-    """Put every BatchNorm whose parameters are all frozen into eval mode (running stats used, not updated).
-    Call after model.train(); Classifier.train() already does it."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
-    return model

@@ -17,28 +17,15 @@ from typing import Any, Sequence
 import torch
 
 from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint, recorded_data_root
-from pokedemo.config import TrainConfig, resolve_device
+from pokedemo.config import TrainConfig, default_checkpoint_root, resolve_device
 from pokedemo.data import DatasetError
 from pokedemo.device_plan import execution_plan
 from pokedemo.images import ImageLoadError, image_to_tensor, load_image
 from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.metrics import report_with_items
+from pokedemo.model_ref import resolve_model
 
 _CACHE_SIZE = 4
-
-
-def resolve_checkpoint(spec: str | os.PathLike) -> Path:
-    """A local run directory (or its config.json / model.safetensors), or a Hub repo id ``ns/name[@rev]``."""
-    path = Path(spec)
-    if path.is_file() and path.name in ("config.json", WEIGHTS_FILE):
-        path = path.parent
-    if path.is_dir():
-        return path
-    from pokedemo.hub import download_checkpoint, looks_like_repo_id  # lazily: local runs skip huggingface_hub
-
-    if looks_like_repo_id(spec):
-        return download_checkpoint(str(spec))
-    raise CheckpointError(f"checkpoint not found: {spec} (give a run directory or a Hub repo id NAMESPACE/NAME)")
 
 
 class Predictor:
@@ -60,8 +47,9 @@ class Predictor:
         self._lock = threading.Lock()  # torch modules are not safe for concurrent forward passes with hooks
 
     @classmethod
-    def load(cls, spec: str | os.PathLike, device: torch.device | None = None) -> "Predictor":
-        return cls(load_checkpoint(resolve_checkpoint(spec)), device)
+    def load(cls, reference: str | os.PathLike, device: torch.device | None = None) -> "Predictor":
+        """The model ``reference`` names (a run folder, a run name under the checkpoint root or a Hub repo id)."""
+        return cls(load_checkpoint(resolve_model(reference, root=default_checkpoint_root())), device)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities [N, C] (CPU, float32) for uint8 images [N, 3, S, S]."""
@@ -99,9 +87,11 @@ _predictors_lock = threading.Lock()
 _loading: dict[tuple[str, float], threading.Lock] = {}  # per checkpoint version while it is being loaded
 
 
-def get_predictor(spec: str | os.PathLike) -> Predictor:
-    """Cached Predictor for a checkpoint; reloaded only when its weights file changes."""
-    path = resolve_checkpoint(spec).resolve()
+def get_predictor(reference: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                  only_inside: Sequence[str | os.PathLike] = ()) -> Predictor:
+    """Cached Predictor for the model ``reference`` names (``resolve_model``, with its ``root`` and
+    ``only_inside``); reloaded only when its weights file changes."""
+    path = resolve_model(reference, root=root, only_inside=only_inside).resolve()
     weights = path / WEIGHTS_FILE
     key = (str(path), weights.stat().st_mtime if weights.exists() else 0.0)
     with _predictors_lock:

@@ -6,9 +6,10 @@ fitting the new head on frozen features before fine-tuning, a small default reso
 forward passes and BatchNorm folded for inference (``pokedemo.device_plan``, ``pokedemo.inference``; figures in
 BENCHMARKS.md).
 
-Over 500 lines on purpose: the run's decisions (split, head warm-up, optimizer groups, schedule, best epoch,
-what is saved when) and the distributed and execution-plan hooks are all steps of the one loop; spread over
-modules, a reader would have to reassemble the loop to see what a run does.
+The engine takes an opened dataset (``pokedemo.training_data``: scanned, split, its source recorded) and does
+not know where the images came from. A run is decided once at its start (``_start_run``: the resolved config,
+the ``Strategy``, the execution plan, the run folder) into one ``_Run``; its per-epoch steps take what they use
+as arguments.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import math
 import random
 import shutil
 import threading
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -32,16 +33,16 @@ from pokedemo import checkpoint as ckpt
 from pokedemo.augment import make_train_augment
 from pokedemo.calibration import Calibration, calibrated_state, fit_temperature
 from pokedemo.config import TrainConfig, default_checkpoint_root, project_relative, resolve_device
-from pokedemo.data import Dataset, DatasetError, Split, cached_tensors, scan_dataset, split_dataset
+from pokedemo.data import Dataset, DatasetError, Split, cached_tensors
 from pokedemo.device_plan import ExecutionPlan, execution_plan
 from pokedemo.distributed import SINGLE, Parallel, PeerLost, is_peer_failure, lost_message
-from pokedemo.hub import DataSource, HubError, is_hub_dataset, open_data
 from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
 )
 from pokedemo.metrics import report_with_items
+from pokedemo.training_data import TrainingData
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
 )
@@ -109,280 +110,318 @@ def evaluate_tensors(
 
 def train(
     config: TrainConfig,
-    data_root: str | Path | DataSource | None = None,
+    data: TrainingData,
     out_root: str | Path | None = None,
     *,
     stop: threading.Event | None = None,
-    dataset: Dataset | None = None,
-    split: Split | None = None,
-    run_name: str | None = None,
-    source: DataSource | None = None,
     parallel: Parallel = SINGLE,
+    run_name: str | None = None,
 ) -> Iterator[Event]:
-    """Train one model, yielding events; the last event is always Finished, Cancelled or Failed.
+    """Train one model on ``data``, yielding events; the last event is always Finished, Cancelled or Failed.
 
-    ``data_root`` is a folder or a ``hf://datasets/...`` address (``pokedemo.hub.datasets``). ``dataset``/``split``
-    (and the ``source`` they came from) may be passed in so several runs (a comparison) share one scan and
-    one split. ``parallel`` is this process's place in a torchrun data-parallel run (``pokedemo.distributed``).
+    ``data`` is opened before the run (``pokedemo.training_data``), so several runs (a comparison) share one scan
+    and one split. The run folder goes under ``out_root`` (default: the checkpoint root), named ``run_name`` or
+    after the time and backbone. ``stop`` is checked before every batch; ``parallel`` is this process's place in
+    a torchrun data-parallel run (``pokedemo.distributed``).
     """
-    run = _Run(config, stop or threading.Event(), parallel)
+    stop = stop or threading.Event()
+    started = time.perf_counter()
+    cfg, run = config, None
     try:
-        yield from run.execute(data_root, out_root, dataset, split, run_name, source)
+        cfg, device = _resolved(config, parallel)
+        run = yield from _start_run(cfg, device, data, out_root, run_name, stop, parallel, started)
+        yield from run.execute()
     except _Stop:
-        yield run.cancelled()
-    except (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError, HubError) as exc:
-        yield run.failed(str(exc))
-    except torch.OutOfMemoryError:
-        yield run.failed(
-            f"out of memory with batch size {run.cfg.batch_size} at {run.cfg.img_size}px; "
-            "try a smaller batch size or image size"
-        )
-    except Exception as exc:  # noqa: BLE001 - any other fault ends this run with a message, never a crash
-        if parallel.enabled and is_peer_failure(exc):  # e.g. inside DDP's gradient all-reduce
-            yield run.failed(str(exc) if isinstance(exc, PeerLost) else lost_message("training", exc))
-        else:
-            yield run.failed(f"training failed: {type(exc).__name__}: {exc}")
+        yield run.cancelled() if run else Cancelled(
+            run_dir=None, epoch=0, seconds=round(time.perf_counter() - started, 3), message=NOTHING_SAVED)
+    except Exception as exc:  # noqa: BLE001 - every fault ends this run with a message, never a crash
+        message = _failure_message(exc, cfg, parallel)
+        yield run.failed(message) if run else Failed(message=message, run_dir=None)
 
 
+NOTHING_SAVED = "Training stopped before the first epoch ended; nothing was saved."
+_USER_ERRORS = (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError)
+
+
+def _failure_message(exc: Exception, cfg: TrainConfig, parallel: Parallel) -> str:
+    """The one line a failed run reports."""
+    if isinstance(exc, _USER_ERRORS):
+        return str(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return (f"out of memory with batch size {cfg.batch_size} at {cfg.img_size}px; "
+                "try a smaller batch size or image size")
+    if parallel.enabled and is_peer_failure(exc):  # e.g. inside DDP's gradient all-reduce
+        return str(exc) if isinstance(exc, PeerLost) else lost_message("training", exc)
+    return f"training failed: {type(exc).__name__}: {exc}"
+
+
+def _resolved(config: TrainConfig, parallel: Parallel) -> tuple[TrainConfig, torch.device]:
+    """The checked config with concrete device-default values (what the checkpoint records) and its device."""
+    config.validate()
+    parallel.check_batch(config.batch_size)
+    if config.backbone not in BACKBONE_NAMES:
+        get_backbone(config.backbone)  # raises UnknownBackbone before any work starts
+    device = parallel.device(config.device)
+    return config.resolved(device), device
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a run trains, decided once from its config (the one home of these rules)."""
+
+    linear: bool            # only the new head learns; the backbone is a fixed feature extractor
+    head_first: bool        # the head is fitted on frozen features before the first epoch
+    frozen_batchnorm: bool  # BatchNorm keeps its pretrained running statistics while training
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> "Strategy":
+        linear = cfg.strategy == "linear"
+        # Batch statistics of 32 images are noisy and differ from the ones the head was fitted on, which costs
+        # accuracy early in a short fine-tune; a linear probe's backbone must not drift through them either.
+        return cls(linear=linear, head_first=cfg.pretrained and (cfg.head_warmup or linear),
+                   frozen_batchnorm=linear or (cfg.pretrained and cfg.freeze_bn))
+
+
+def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_root, run_name, stop, parallel,
+               started: float) -> Iterator[Event]:
+    """Generator: build the model and the image tensors and make the run folder; returns the ``_Run``.
+
+    The backbone is built in the background while the images are decoded; the run folder is made last, so a
+    failure before it leaves nothing behind.
+    """
+    seed_everything(cfg.seed)
+    features = start_building_features(cfg, device)
+    dataset, split = data.dataset, data.split
+    yield Stage("cache", f"Decoding {len(dataset.records)} images at {_sizes_text(cfg)}")
+    # The training images are kept at the last epoch's (largest) size; earlier epochs crop them smaller.
+    tensors = SplitTensors.build(dataset, split, cfg.last_epoch_size, cfg.eval_size, device)
+    model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
+    strategy = Strategy.of(cfg)
+    model.keeps_batchnorm_statistics = strategy.frozen_batchnorm
+    if parallel.any_stop(stop.is_set(), device):
+        raise _Stop
+    plan = execution_plan(device, model, cfg.batch_size, len(split.train))
+    plan.place_model(model)
+    root = out_root or default_checkpoint_root()
+    # One run folder, made by rank 0 alone and named to the others.
+    run_dir = parallel.broadcast(
+        ckpt.new_run_dir(root, cfg.backbone, cfg.pretrained, run_name) if parallel.is_main else None)
+    meta = {**_checkpoint_meta(cfg, data, model, parallel), "execution": plan_record(plan)}
+    return _Run(cfg=cfg, device=device, par=parallel, stop=stop, strategy=strategy, model=model, tensors=tensors,
+                data=data, plan=plan, run_dir=run_dir, meta=meta,
+                steps_per_epoch=plan.steps_per_epoch(len(tensors.train_y)), started=started)
+
+
+@dataclass
+class _Best:
+    """The kept epoch: its weights (with the head calibrated when ``cfg.calibrate``) and validation scores."""
+
+    epoch: int = 0
+    val: tuple[float, float] = (-1.0, math.inf)  # (accuracy, loss); ``improves`` says which wins
+    state: dict[str, torch.Tensor] | None = None
+    calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What every training step of a run uses, made once before the first epoch."""
+
+    net: torch.nn.Module  # what the optimiser trains (the head or the model), in DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # the batch order
+    micro_batch: int | None  # a step runs as passes of this many images, or as one pass (None)
+
+
+@dataclass
 class _Run:
-    """State of one training run; ``execute`` is the generator body of ``train``."""
+    """One training run: everything decided at its start, then how far it got (``epoch``, ``best``,
+    ``history``, the only fields that change); ``execute`` trains it."""
 
-    def __init__(self, config: TrainConfig, stop: threading.Event, parallel: Parallel = SINGLE):
-        self.cfg = config
-        self.stop = stop
-        self.par = parallel
-        self.device = None
-        self.t0 = time.perf_counter()
-        self.run_dir: Path | None = None
-        self.best_epoch = 0
-        self.best_val = (-1.0, math.inf)  # (accuracy, loss) of the kept epoch; ``improves`` says which wins
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.calibration: Calibration | None = None  # the kept weights' temperature (cfg.calibrate)
-        self.history: list[dict[str, Any]] = []
-        self.meta: dict[str, Any] = {}
-        self.epoch = 0
-        self.plan: ExecutionPlan | None = None
-        self.carried: torch.Tensor | None = None  # training images dropped last epoch (fixed batch shapes)
+    cfg: TrainConfig  # resolved: the values the checkpoint records
+    device: torch.device
+    par: Parallel
+    stop: threading.Event
+    strategy: Strategy
+    model: Classifier
+    tensors: SplitTensors
+    data: TrainingData
+    plan: ExecutionPlan
+    run_dir: Path | None  # None on ranks other than 0 until broadcast, and once discarded
+    meta: dict[str, Any]
+    steps_per_epoch: int
+    started: float
+    epoch: int = 0
+    best: _Best = dataclasses.field(default_factory=_Best)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        return time.perf_counter() - self.started
 
     def check_stop(self) -> None:
         # Distributed: the flag is all-reduced, so every rank stops at the same step (a collective call).
         if self.par.any_stop(self.stop.is_set(), self.device):
             raise _Stop
 
-    def execute(self, data_root, out_root, dataset, split, run_name, source) -> Iterator[Event]:
-        self.cfg.validate()
-        self.par.check_batch(self.cfg.batch_size)
-        if self.cfg.backbone not in BACKBONE_NAMES:
-            get_backbone(self.cfg.backbone)  # raises UnknownBackbone before any work starts
-        device = self.device = self.par.device(self.cfg.device)
-        # From here on the config holds concrete values: the ones recorded in the checkpoint.
-        cfg = self.cfg = self.cfg.resolved(device)
-        seed_everything(cfg.seed)
-        features = start_building_features(cfg, device)
-        if dataset is None:
-            if data_root is None:
-                raise DatasetError("no dataset given: pass a folder of class subfolders")
-            dataset, split, source = yield from open_dataset(data_root, cfg)
-        split = split or split_dataset(dataset, cfg.ratios, cfg.seed)
-        if not split.train or not split.val:
-            raise DatasetError("the dataset is too small to hold out validation images; add more images")
-        model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
-        self.check_stop()
-        yield Stage("cache", f"Decoding {len(dataset.records)} images at {_sizes_text(cfg)}")
-        # The training images are kept at the last epoch's (largest) size; earlier epochs crop them smaller.
-        data = SplitTensors.build(dataset, split, cfg.last_epoch_size, cfg.eval_size, device)
-        self.plan = execution_plan(device, model, cfg.batch_size, len(split.train))
-        self.plan.place_model(model)
-        root = out_root or default_checkpoint_root()
-        # One run folder, made by rank 0 alone and named to the others.
-        self.run_dir = self.par.broadcast(
-            ckpt.new_run_dir(root, cfg.backbone, cfg.pretrained, run_name) if self.par.is_main else None)
-        self.meta = {**_checkpoint_meta(cfg, dataset, split, model, source, self.par),
-                     "execution": plan_record(self.plan)}
-        steps_per_epoch = self.plan.steps_per_epoch(len(data.train_y))
-        yield _run_started(self.run_dir, device, dataset, split, cfg, steps_per_epoch * cfg.epochs)
+    def execute(self) -> Iterator[Event]:
+        cfg, dataset, split = self.cfg, self.data.dataset, self.data.split
+        yield _run_started(self.run_dir, self.device, dataset, split, cfg, self.steps_per_epoch * cfg.epochs)
         if self.par.enabled:
-            yield Stage("distributed", self.par.describe(cfg.batch_size, cfg.lr, device))
-        if cfg.pretrained and (cfg.head_warmup or cfg.strategy == "linear"):
+            yield Stage("distributed", self.par.describe(cfg.batch_size, cfg.lr, self.device))
+        if self.strategy.head_first:
             yield Stage("head", "Fitting the new head on frozen pretrained features")
-            fit_head_on_features(model, data, cfg, self.plan, self.check_stop)
-        yield from self.fit(model, data, device, steps_per_epoch)
-        yield self.finish(model, data, device, dataset, split)
+            fit_head_on_features(self.model, self.tensors, cfg, self.plan, self.check_stop)
+        yield from self.fit()
+        yield self.finish()
 
-    def fit(self, model, data: SplitTensors, device, steps_per_epoch: int) -> Iterator[Event]:
+    def steps(self) -> _Steps:
+        cfg, model = self.cfg, self.model
+        optimizer = make_optimizer(model, cfg, self.strategy)
+        # Split a step into the plan's smaller passes only where that gives the same gradient: no layer may mix
+        # the images of a batch (frozen BatchNorm), and not under torchrun, whose all-reduce runs per backward.
+        in_passes = self.strategy.frozen_batchnorm and not self.par.enabled
+        return _Steps(
+            net=self.par.wrap(model.head if self.strategy.linear else model, self.device),
+            optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, self.steps_per_epoch),
+            scaler=torch.amp.GradScaler(self.device.type, enabled=self.plan.autocast_dtype == torch.float16),
+            generator=torch.Generator().manual_seed(cfg.seed),
+            micro_batch=self.plan.micro_batch if in_passes else None,
+        )
+
+    def fit(self) -> Iterator[Event]:
         cfg = self.cfg
-        optimizer = make_optimizer(model, cfg)
-        scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-        scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
+        steps = self.steps()
         augments = {size: make_train_augment(size, cfg.augment) for size in {cfg.img_size, cfg.last_epoch_size}}
-        generator = torch.Generator().manual_seed(cfg.seed)
-        # What the optimiser trains, wrapped in DistributedDataParallel under torchrun (the model itself otherwise).
-        net = self.par.wrap(model.head if cfg.strategy == "linear" else model, device)
         self.par.vary_augmentation(cfg.seed)
+        carried = None  # training images dropped from the last epoch's batches (fixed batch shapes)
         for epoch in range(1, cfg.epochs + 1):
             self.epoch = epoch
-            augment = augments[cfg.epoch_size(epoch)]
-            stats = yield from self.train_epoch(
-                model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net
-            )
+            stats, carried = yield from self.train_epoch(epoch, steps, augments[cfg.epoch_size(epoch)], carried)
             val_loss, val_acc, val_logits = evaluate_tensors(
-                model, data.val_x, data.val_y, device, cfg.label_smoothing, plan=self.plan
-            )
+                self.model, self.tensors.val_x, self.tensors.val_y, self.device, cfg.label_smoothing,
+                plan=self.plan)
             record = {
                 "epoch": epoch, **stats, "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
-                "lr": optimizer.param_groups[-1]["lr"], "elapsed": round(self.elapsed(), 3),
+                "lr": steps.optimizer.param_groups[-1]["lr"], "elapsed": round(self.elapsed(), 3),
             }
             self.history.append(record)
             yield EpochEnd(epochs=cfg.epochs, **record)
             if self.improves(val_acc, val_loss):
-                self.save_best(model, epoch, val_acc, val_loss, val_logits, data.val_y)
+                self.save_best(epoch, val_acc, val_loss, val_logits)
                 yield NewBest(epoch=epoch, val_acc=val_acc, run_dir=str(self.run_dir))
 
-    def train_epoch(self, model, data, device, optimizer, scheduler, scaler, augment, generator, steps_per_epoch, net):
-        """One pass over the training split; yields BatchProgress, returns epoch statistics."""
-        cfg = self.cfg
-        linear = cfg.strategy == "linear"
-        model.train()
-        if linear or (cfg.pretrained and cfg.freeze_bn):
-            # Keep the pretrained BatchNorm statistics: batch statistics of 32 images are noisy and differ from
-            # the ones the head was fitted on, which costs accuracy early in a short fine-tune.
-            for module in model.features.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        # Split a step into the plan's smaller passes only where that gives the same gradient: no layer may mix
-        # the images of a batch (frozen BatchNorm), and not under torchrun, whose all-reduce runs per backward.
-        in_passes = (linear or (cfg.pretrained and cfg.freeze_bn)) and not self.par.enabled
-        plan = self.plan
-        batches, self.carried = plan.epoch_batches(len(data.train_y), generator, self.carried)
+    def train_epoch(self, epoch: int, steps: _Steps, augment, carried: torch.Tensor | None):
+        """Generator: one pass over the training split, yielding BatchProgress; returns (epoch statistics,
+        the images this epoch's batches left out, carried into the next epoch)."""
+        model, plan, data, device = self.model, self.plan, self.tensors, self.device
+        model.train()  # BatchNorm stays in eval mode where the strategy keeps its statistics
+        batches, carried = plan.epoch_batches(len(data.train_y), steps.generator, carried)
         batches = self.par.even_batches(batches)  # torchrun: every batch splits evenly over the ranks
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         epoch_start, last_emit, seen = time.perf_counter(), 0.0, 0
         for step, idx in enumerate(batches):
-            before_batch(self.epoch, step)
+            before_batch(epoch, step)
             self.check_stop()
-            self.par.fault_hook((self.epoch - 1) * steps_per_epoch + step + 1)
+            self.par.fault_hook((epoch - 1) * self.steps_per_epoch + step + 1)
             idx = self.par.shard(idx)  # torchrun: this rank's share of the global batch
             x = plan.to_input(augment(data.train_x[idx]))
             y = data.train_y[idx]
-            optimizer.zero_grad(set_to_none=True)
-            loss, logits = self.backward(model, net, x, y, scaler, in_passes)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            steps.optimizer.zero_grad(set_to_none=True)
+            loss, logits = backward(model, steps.net, x, y, plan=plan, scaler=steps.scaler,
+                                    linear=self.strategy.linear, micro_batch=steps.micro_batch,
+                                    label_smoothing=self.cfg.label_smoothing)
+            steps.scaler.step(steps.optimizer)
+            steps.scaler.update()
+            steps.scheduler.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             now = time.perf_counter()
-            if now - last_emit >= PROGRESS_INTERVAL_S or step == steps_per_epoch - 1:
+            if now - last_emit >= PROGRESS_INTERVAL_S or step == self.steps_per_epoch - 1:
                 last_emit = now
-                yield self.progress(step, steps_per_epoch, loss.item(),
-                                    seen * self.par.world_size / (now - epoch_start))
+                yield self.progress(epoch, step, loss.item(), seen * self.par.world_size / (now - epoch_start))
         seconds = time.perf_counter() - epoch_start
         loss_sum, correct, seen = self.par.sum_epoch(loss_sum, correct, seen)
-        return {
+        stats = {
             "train_loss": round(loss_sum.item() / max(seen, 1), 5),
             "train_acc": round(correct.item() / max(seen, 1), 5),
             "images_per_sec": round(seen / seconds, 2),
         }
+        return stats, carried
 
-    def backward(self, model, net, x: torch.Tensor, y: torch.Tensor, scaler, in_passes: bool):
-        """Forward and backward of one training batch; returns its mean loss and logits (both detached).
-
-        With ``in_passes``, the batch runs as the plan's micro-batches, each loss weighted by its share of the
-        batch, so the gradients add up to those of the whole batch's mean loss.
-        """
-        cfg, linear = self.cfg, self.cfg.strategy == "linear"
-        step = self.plan.micro_batch if in_passes else len(y)
-        losses, all_logits = [], []
-        for start in range(0, len(y), step):
-            part_x, part_y = x[start:start + step], y[start:start + step]
-            with self.plan.autocast():
-                if linear:
-                    with torch.no_grad():
-                        feats = model.forward_features(part_x)
-                    logits = net(feats.float())
-                else:
-                    logits = net(part_x)
-                loss = F.cross_entropy(logits.float(), part_y, label_smoothing=cfg.label_smoothing)
-            scaler.scale(loss * (len(part_y) / len(y))).backward()
-            losses.append(loss.detach() * len(part_y))
-            all_logits.append(logits.detach())
-        return torch.stack(losses).sum() / len(y), torch.cat(all_logits)
-
-    def progress(self, step: int, steps_per_epoch: int, loss: float, images_per_sec: float) -> BatchProgress:
+    def progress(self, epoch: int, step: int, loss: float, images_per_sec: float) -> BatchProgress:
         cfg = self.cfg
-        done = (self.epoch - 1) * steps_per_epoch + step + 1
-        total = steps_per_epoch * cfg.epochs
+        done = (epoch - 1) * self.steps_per_epoch + step + 1
+        total = self.steps_per_epoch * cfg.epochs
         rate = max(images_per_sec / cfg.batch_size, 1e-9)  # steps per second
         return BatchProgress(
-            epoch=self.epoch, epochs=cfg.epochs, step=done, total_steps=total, loss=round(loss, 5),
+            epoch=epoch, epochs=cfg.epochs, step=done, total_steps=total, loss=round(loss, 5),
             images_per_sec=round(images_per_sec, 2), eta_seconds=round((total - done) / rate, 1),
         )
 
     def improves(self, val_acc: float, val_loss: float) -> bool:
         """Whether this epoch's weights replace the kept ones (``select_epoch_by``)."""
-        best_acc, best_loss = self.best_val
+        best_acc, best_loss = self.best.val
         if self.cfg.select_epoch_by == "val_acc":
             return (val_acc, -val_loss) > (best_acc, -best_loss)
         return (-val_loss, val_acc) > (-best_loss, best_acc)
 
-    def save_best(self, model: Classifier, epoch: int, val_acc: float, val_loss: float,
-                  val_logits: torch.Tensor, val_y: torch.Tensor) -> None:
+    def save_best(self, epoch: int, val_acc: float, val_loss: float, val_logits: torch.Tensor) -> None:
         """Keep this epoch's weights (with the head calibrated on its validation logits) and write them."""
-        self.best_epoch, self.best_val = epoch, (val_acc, val_loss)
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if self.cfg.calibrate:
-            self.calibration = fit_temperature(val_logits, val_y)
-            state = calibrated_state(state, self.calibration.temperature)
-        self.best_state = state
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        calibration = fit_temperature(val_logits, self.tensors.val_y) if self.cfg.calibrate else None
+        if calibration is not None:
+            state = calibrated_state(state, calibration.temperature)
+        self.best = _Best(epoch=epoch, val=(val_acc, val_loss), state=state, calibration=calibration)
         self.write_checkpoint("training", test=None)
 
     def write_checkpoint(self, status: str, test: dict[str, Any] | None) -> None:
         if not self.par.is_main:  # rank 0 alone writes; the other ranks hold the same weights
             return
-        digest = ckpt.save_weights(self.run_dir, self.best_state)
-        metrics = {"best_epoch": self.best_epoch, "best_val_acc": self.best_val[0],
-                   "best_val_loss": self.best_val[1], "seconds": round(self.elapsed(), 3)}
-        if self.calibration is not None:
-            metrics["calibration"] = self.calibration.record()
+        best = self.best
+        digest = ckpt.save_weights(self.run_dir, best.state)
+        metrics = {"best_epoch": best.epoch, "best_val_acc": best.val[0],
+                   "best_val_loss": best.val[1], "seconds": round(self.elapsed(), 3)}
+        if best.calibration is not None:
+            metrics["calibration"] = best.calibration.record()
         if test is not None:  # the data folder is recorded once, under "dataset" (and reduced when published)
             metrics["test"] = {k: v for k, v in test.items() if k != "root"}
         ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, "metrics": metrics})
         ckpt.write_history(self.run_dir, self.history)
 
-    def finish(self, model: Classifier, data: SplitTensors, device, dataset: Dataset, split: Split) -> Finished:
-        model.load_state_dict(self.best_state)
-        logits = infer_logits(folded_for_inference(model), data.test_x, device, plan=self.plan)
+    def finish(self) -> Finished:
+        model, dataset, split = self.model, self.data.dataset, self.data.split
+        model.load_state_dict(self.best.state)
+        logits = infer_logits(folded_for_inference(model), self.tensors.test_x, self.device, plan=self.plan)
         probs = torch.softmax(logits, dim=1).cpu().numpy()
         paths = [dataset.records[i].rel_path for i in split.test]
         # With per-image items, the app's errors gallery needs no second evaluation of the test split.
-        report = report_with_items(probs, data.test_y.cpu().tolist(), dataset.classes, paths, str(dataset.root))
+        report = report_with_items(probs, self.tensors.test_y.cpu().tolist(), dataset.classes, paths,
+                                   str(dataset.root))
         self.write_checkpoint("complete", test=report)
         return Finished(
-            run_dir=str(self.run_dir), best_epoch=self.best_epoch, best_val_acc=self.best_val[0],
+            run_dir=str(self.run_dir), best_epoch=self.best.epoch, best_val_acc=self.best.val[0],
             test_acc=report["accuracy"], test_metrics=report, seconds=round(self.elapsed(), 3),
             history=list(self.history),
         )
 
     def cancelled(self) -> Cancelled:
-        if self.best_state is None:
+        seconds = round(self.elapsed(), 3)
+        if self.best.state is None:
             self.discard_run_dir()
-            return Cancelled(run_dir=None, epoch=self.epoch, seconds=round(self.elapsed(), 3),
-                             message="Training stopped before the first epoch ended; nothing was saved.")
+            return Cancelled(run_dir=None, epoch=self.epoch, seconds=seconds, message=NOTHING_SAVED)
         self.write_checkpoint("cancelled", test=None)
         return Cancelled(
-            run_dir=str(self.run_dir), epoch=self.epoch, seconds=round(self.elapsed(), 3),
+            run_dir=str(self.run_dir), epoch=self.epoch, seconds=seconds,
             message=f"Training stopped in epoch {self.epoch}; the best checkpoint so far "
-                    f"(epoch {self.best_epoch}, val acc {self.best_val[0]:.1%}) is saved.",
+                    f"(epoch {self.best.epoch}, val acc {self.best.val[0]:.1%}) is saved.",
         )
 
     def failed(self, message: str) -> Failed:
         # A failed run keeps status "training" (hidden, refused by load) unless it saved nothing at all.
-        if self.best_state is None:
+        if self.best.state is None:
             self.discard_run_dir()
         return Failed(message=message, run_dir=str(self.run_dir) if self.run_dir else None)
 
@@ -390,6 +429,33 @@ class _Run:
         if self.run_dir is not None and self.par.is_main:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
+
+
+def backward(model: Classifier, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, plan: ExecutionPlan,
+             scaler: torch.amp.GradScaler, linear: bool, micro_batch: int | None,
+             label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one training batch; returns its mean loss and logits (both detached).
+
+    With ``micro_batch``, the batch runs as passes of that many images, each loss weighted by its share of the
+    batch, so the gradients add up to those of the whole batch's mean loss. ``linear``: the frozen backbone
+    runs without gradients and ``net`` is the head.
+    """
+    step = micro_batch or len(y)
+    losses, all_logits = [], []
+    for start in range(0, len(y), step):
+        part_x, part_y = x[start:start + step], y[start:start + step]
+        with plan.autocast():
+            if linear:
+                with torch.no_grad():
+                    feats = model.forward_features(part_x)
+                logits = net(feats.float())
+            else:
+                logits = net(part_x)
+            loss = F.cross_entropy(logits.float(), part_y, label_smoothing=label_smoothing)
+        scaler.scale(loss * (len(part_y) / len(y))).backward()
+        losses.append(loss.detach() * len(part_y))
+        all_logits.append(logits.detach())
+    return torch.stack(losses).sum() / len(y), torch.cat(all_logits)
 
 
 def _sizes_text(cfg: TrainConfig) -> str:
@@ -402,24 +468,23 @@ def _sizes_text(cfg: TrainConfig) -> str:
 
 
 def start_building_features(cfg: TrainConfig, device: torch.device) -> Future:
-    """Build the backbone in a background thread while the images are read, hashed and decoded.
+    """Build the backbone in a background thread while the image tensors are built.
 
-    Imports, reading the pretrained weights and, on a GPU, the CUDA start-up (moving the weights there) take
-    seconds that no longer come before the scan. Scratch initialisation still draws the same numbers from the
-    seeded global generator as when it ran after the scan: scanning and splitting draw no torch random numbers,
-    and the head (which needs the class count) is initialised after this finishes, as before. A failure (e.g.
-    missing weights) is raised by ``result()``, after any dataset error, as before.
+    Imports, reading the pretrained weights and, on a GPU, the CUDA start-up (moving the weights there) then do
+    not come before the decoding. Scratch initialisation draws the same numbers from the seeded global
+    generator either way: building the tensors draws no torch random numbers, and the head (which needs the
+    class count) is initialised after this finishes. A failure (e.g. missing weights) is raised by ``result()``.
     """
     pool = ThreadPoolExecutor(1, thread_name_prefix="pokedemo-backbone")
     future = pool.submit(lambda: build_features(cfg.backbone, cfg.pretrained, cfg.weights_file).to(device))
-    pool.shutdown(wait=False)  # the thread ends with the build; nobody waits for it if the scan fails
+    pool.shutdown(wait=False)  # the thread ends with the build; nobody waits for it if the decoding fails
     return future
 
 
-def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Classifier, cfg: TrainConfig, strategy: Strategy) -> torch.optim.Optimizer:
     """AdamW; a pretrained backbone learns slower than the new head so ImageNet features are not wrecked."""
     head = list(model.head.parameters())
-    if cfg.strategy == "linear":
+    if strategy.linear:
         for p in model.features.parameters():
             p.requires_grad_(False)
         groups = [{"params": head, "lr": cfg.lr}]
@@ -501,21 +566,8 @@ def plan_record(plan: ExecutionPlan) -> dict[str, Any]:
     }
 
 
-def open_dataset(data_root, cfg: TrainConfig) -> Iterator[Event]:
-    """Generator: resolve a folder or ``hf://`` address, scan it and split it; returns (dataset, split, source)."""
-    if not isinstance(data_root, DataSource) and is_hub_dataset(str(data_root)):
-        yield Stage("download", f"Fetching {data_root} from the Hugging Face Hub")
-    source = open_data(data_root)
-    yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
-    dataset = scan_dataset(source.root, image_size=cfg.last_epoch_size)  # fills the cache training reads
-    if source.note:
-        yield Stage("split", f"Note: {source.note}")
-    return dataset, source.split(dataset, cfg.ratios, cfg.seed), source
-
-
-def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Classifier,
-                     source: DataSource | None = None, parallel: Parallel = SINGLE) -> dict[str, Any]:
-    spec = get_backbone(cfg.backbone)
+def _checkpoint_meta(cfg: TrainConfig, data: TrainingData, model: Classifier, parallel: Parallel) -> dict[str, Any]:
+    spec, dataset, source = get_backbone(cfg.backbone), data.dataset, data.source_record()
     meta = {
         "architecture": "pokedemo.models.Classifier",
         "backbone": cfg.backbone,
@@ -534,9 +586,9 @@ def _checkpoint_meta(cfg: TrainConfig, dataset: Dataset, split: Split, model: Cl
             "unreadable": [u.rel_path for u in dataset.unreadable],
             "duplicate_groups": len(dataset.near_groups),
             "conflict_groups": len(dataset.conflict_groups),
-            **({"source": source.record()} if source is not None and source.is_hub else {}),
+            **({"source": source} if source is not None else {}),
         },
-        "split": split.to_record(dataset),
+        "split": data.split.to_record(dataset),
         "versions": ckpt.library_versions(),
         "created_at": ckpt.utc_now(),
     }
@@ -559,12 +611,12 @@ def _run_started(run_dir, device, dataset: Dataset, split: Split, cfg: TrainConf
 
 def compare(
     config: TrainConfig,
-    data_root: str | Path,
+    data: TrainingData,
     out_root: str | Path | None = None,
     *,
     stop: threading.Event | None = None,
 ) -> Iterator[Event]:
-    """Train pretrained then scratch on the same scan, split and budget; events come wrapped in ``Tagged``.
+    """Train pretrained then scratch on the same data, split and budget; events come wrapped in ``Tagged``.
 
     The scratch run trains every layer (a frozen random backbone learns little), so a ``linear`` strategy in
     ``config`` applies to the pretrained run only.
@@ -573,8 +625,7 @@ def compare(
     try:
         config.validate()
         config = config.resolved(resolve_device(config.device))  # both runs get the same concrete values
-        dataset, split, source = _quietly(open_dataset(data_root, config))  # compare yields only Tagged events
-    except (DatasetError, ValueError, HubError) as exc:
+    except ValueError as exc:
         yield Failed(message=str(exc))
         return
     runs = {
@@ -584,22 +635,13 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     for label, run_config in runs.items():
         final = None
-        for event in train(run_config, out_root=out_root, stop=stop, dataset=dataset, split=split, source=source):
+        for event in train(run_config, data, out_root, stop=stop):
             final = event
             yield Tagged(run=label, event=event)
         results[label] = _compare_summary(final)
         if not isinstance(final, Finished):
             return
     yield CompareFinished(results=results, table=[{"run": k, **v} for k, v in results.items()])
-
-
-def _quietly(generator):
-    """Run a generator to its return value, dropping what it yields."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as done:
-            return done.value
 
 
 def epochs_to_reach(history: list[dict[str, Any]], threshold: float) -> int | None:

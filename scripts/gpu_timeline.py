@@ -1,4 +1,5 @@
-"""Where does a pokedemo training spend its time? The engine's events with seconds since train() was called.
+"""Where does a pokedemo training spend its time? The events of one run (opening the data included), with
+seconds since it started.
 
     PYTHONPATH=. python scripts/gpu_timeline.py DATA BACKBONE PRETRAINED(0|1) [VARIANT] [--img-size N] [--epochs N]
 
@@ -22,6 +23,7 @@ t_import = time.perf_counter()
 import torch
 
 import pokedemo.train as engine
+from pokedemo.training_data import run_on
 from pokedemo.config import TrainConfig, amp_dtype
 from pokedemo.device_plan import CPU_EVAL_BATCH
 
@@ -65,7 +67,7 @@ def main() -> None:
                          head_warmup=args.variant != "nohead", **sizes)
     print(f"[{args.variant}] imports {time.perf_counter() - t_import:.1f}s", flush=True)
     t0, first_batch = time.perf_counter(), True
-    for event in engine.train(config, args.data, "/tmp/pokedemo-timeline"):
+    for event in run_on(args.data, config, lambda data: engine.train(config, data, "/tmp/pokedemo-timeline")):
         name = type(event).__name__
         if name == "BatchProgress":
             if first_batch:

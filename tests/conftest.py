@@ -138,10 +138,9 @@ def tiny_checkpoint(tiny_data_dir: Path, tmp_path_factory) -> Path:
     """A real run directory: resnet18 from scratch, 2 epochs at 32 px on tiny_data_dir (a few seconds)."""
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished
-    from pokedemo.train import train
 
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32, seed=0)
-    events = list(train(config, tiny_data_dir, tmp_path_factory.mktemp("tiny-runs")))
+    events = list(train_folder(config, tiny_data_dir, tmp_path_factory.mktemp("tiny-runs")))
     assert isinstance(events[-1], Finished), events[-1]
     return Path(events[-1].run_dir)
 
@@ -196,14 +195,30 @@ def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
     return False
 
 
+def train_folder(config, folder, out, **options):
+    """Events of a run on a data folder as the CLI and the app start it: the folder's opening (its stages, or a
+    Failed when it cannot be opened), then ``pokedemo.train.train`` on it."""
+    from pokedemo.train import train
+    from pokedemo.training_data import run_on
+
+    return run_on(folder, config, lambda data: train(config, data, out, **options))
+
+
+def compare_folder(config, folder, out, **options):
+    """``train_folder`` for ``pokedemo.train.compare``."""
+    from pokedemo.train import compare
+    from pokedemo.training_data import run_on
+
+    return run_on(folder, config, lambda data: compare(config, data, out, **options))
+
+
 def tiny_run(data: Path, out: Path) -> Path:
     """A finished checkpoint trained directly with the engine (resnet18 scratch, 1 epoch at 32 px)."""
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished
-    from pokedemo.train import train
 
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
-    final = list(train(config, data, out))[-1]
+    final = list(train_folder(config, data, out))[-1]
     assert isinstance(final, Finished), final
     return Path(final.run_dir)
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import launch_local, make_tiny_dataset
+from conftest import launch_local, make_tiny_dataset, train_folder
 
 from pokedemo.config import bundled_data_dir
 
@@ -51,12 +51,11 @@ def chromium_launch() -> dict:
 def app_url(tmp_path_factory):
     from pokedemo.app import layout
     from pokedemo.config import TrainConfig
-    from pokedemo.train import train
-
+    
     base = tmp_path_factory.mktemp("browser")
     data = make_tiny_dataset(base / "data", classes=CLASSES)
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
-    assert type(list(train(config, data, base / "runs"))[-1]).__name__ == "Finished"
+    assert type(list(train_folder(config, data, base / "runs"))[-1]).__name__ == "Finished"
     demo = layout.build_demo(checkpoint_root=base / "runs", data_dir=str(data))
     url = launch_local(demo, **layout.launch_options())
     try:

@@ -16,6 +16,8 @@ from PIL import Image
 from pokedemo import checkpoint as ckpt
 from pokedemo import config as cfg
 
+from conftest import train_folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
 
@@ -222,14 +224,13 @@ def test_a_training_run_never_overwrites_the_starter(tiny_data_dir, tmp_path, st
 
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished
-    from pokedemo.train import train
-
+    
     root = tmp_path / "checkpoints"
     copy = root / starter.name
     shutil.copytree(starter, copy)
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
-    final = list(train(config, tiny_data_dir, root, run_name=starter.name))[-1]
+    final = list(train_folder(config, tiny_data_dir, root, run_name=starter.name))[-1]
     assert isinstance(final, Finished), final
     assert Path(final.run_dir) != copy and Path(final.run_dir).parent == root
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before

@@ -15,7 +15,8 @@ from pokedemo.data import cached_tensors, scan_dataset, split_from_record
 from pokedemo.hub import build_model_card
 from pokedemo.models import build_classifier
 from pokedemo.predict import Predictor
-from pokedemo.train import train
+
+from conftest import train_folder
 
 
 def sampled_labels(true_logits: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -81,8 +82,8 @@ def test_a_run_saves_the_calibrated_head_and_records_its_temperature(tiny_datase
     data = tiny_dataset(tmp_path / "d", per_class=20)  # validation split: 12 images, enough to fit T
     config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32,
                          last_epoch_scale=1.0, seed=0, device="cpu")
-    finished = list(train(config, data, tmp_path / "r"))[-1]
-    plain = list(train(dataclasses.replace(config, calibrate=False), data, tmp_path / "r2"))[-1]
+    finished = list(train_folder(config, data, tmp_path / "r"))[-1]
+    plain = list(train_folder(dataclasses.replace(config, calibrate=False), data, tmp_path / "r2"))[-1]
     assert isinstance(finished, ev.Finished) and isinstance(plain, ev.Finished), (finished, plain)
     record = read_config(finished.run_dir)["metrics"]["calibration"]
     assert "calibration" not in read_config(plain.run_dir)["metrics"]

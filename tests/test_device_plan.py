@@ -14,6 +14,8 @@ from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
 from pokedemo.device_plan import CPU_EVAL_BATCH, CPU_MICRO_BATCH, execution_plan, has_depthwise_convs
 
+from conftest import train_folder
+
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # constructing a device object needs no GPU
 
 
@@ -125,7 +127,7 @@ def spy_runs(monkeypatch, simulate_cuda: bool):
 def test_a_simulated_cuda_run_shows_the_model_one_batch_shape_in_nchw(tiny_dataset, tmp_path, monkeypatch):
     seen = spy_runs(monkeypatch, simulate_cuda=True)
     config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=2, batch_size=8, img_size=32)
-    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
+    events = list(train_folder(config, tiny_dataset(tmp_path / "data", per_class=10), tmp_path / "runs"))
     final = events[-1]
     assert isinstance(final, ev.Finished), final
     assert {s for s, _, _ in seen} == {8}, seen  # head fitting, training, validation and test alike
@@ -145,7 +147,7 @@ def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp
     seen = spy_runs(monkeypatch, simulate_cuda=False)
     config = TrainConfig(backbone="efficientnet_lite0", pretrained=True, epochs=1, batch_size=8, img_size=32,
                          device="cpu")
-    events = list(engine.train(config, tiny_dataset(tmp_path / "data", per_class=12), tmp_path / "runs"))
+    events = list(train_folder(config, tiny_dataset(tmp_path / "data", per_class=12), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     sizes = next(e for e in events if isinstance(e, ev.RunStarted)).split_sizes
     train, val, test = sizes["train"], sizes["val"], sizes["test"]
@@ -180,7 +182,7 @@ def test_a_run_records_the_resolved_device_defaults(tiny_dataset, tmp_path):
     size = defaults.img_size  # 128 on a CPU, 224 on a CUDA GPU
     last = round(size * defaults.last_epoch_scale)  # 160 on a CPU (its last epoch and evaluation), 224 on CUDA
     config = TrainConfig(backbone="resnet18", pretrained=False, batch_size=8, epochs=1)  # img_size: device's
-    events = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
+    events = list(train_folder(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
     assert isinstance(events[-1], ev.Finished), events[-1]
     recorded = read_config(events[-1].run_dir)
     assert recorded["train_config"]["img_size"] == size  # resolved, not None
@@ -205,25 +207,25 @@ def test_the_cli_says_which_device_defaults_apply(tiny_dataset, tmp_path, capsys
     assert "Defaults on" not in capsys.readouterr().out  # nothing left to the device: no note
 
 
-def test_the_backbone_is_built_while_the_images_are_read(tiny_dataset, tmp_path, monkeypatch):
+def test_the_backbone_is_built_while_the_image_tensors_are_built(tiny_dataset, tmp_path, monkeypatch):
     build_started, overlapped, build_threads = threading.Event(), [], []
-    real_build, real_scan = engine.build_features, engine.scan_dataset
+    real_build, real_tensors = engine.build_features, engine.cached_tensors
 
     def build(*args, **kwargs):
         build_threads.append(threading.current_thread())
         build_started.set()
         return real_build(*args, **kwargs)
 
-    def scan(*args, **kwargs):
+    def tensors(*args, **kwargs):
         overlapped.append(build_started.wait(timeout=120))  # set at once when the build runs alongside
-        return real_scan(*args, **kwargs)
+        return real_tensors(*args, **kwargs)
 
     monkeypatch.setattr(engine, "build_features", build)
-    monkeypatch.setattr(engine, "scan_dataset", scan)
+    monkeypatch.setattr(engine, "cached_tensors", tensors)
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32)
-    final = list(engine.train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
+    final = list(train_folder(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Finished), final
-    assert overlapped == [True] and build_threads[0] is not threading.main_thread()
+    assert overlapped == [True] * 3 and build_threads[0] is not threading.main_thread()  # train, val, test
 
 
 def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path, monkeypatch):
@@ -233,9 +235,9 @@ def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path
         raise WeightsUnavailable("no weights here")
 
     monkeypatch.setattr(engine, "build_features", no_weights)
-    final = list(engine.train(TrainConfig(backbone="resnet18"), tmp_path / "missing", tmp_path / "runs"))[-1]
+    final = list(train_folder(TrainConfig(backbone="resnet18"), tmp_path / "missing", tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Failed) and "not found" in final.message
-    final = list(engine.train(TrainConfig(backbone="resnet18", img_size=32),
+    final = list(train_folder(TrainConfig(backbone="resnet18", img_size=32),
                               tiny_dataset(tmp_path / "data"), tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Failed) and final.message == "no weights here"
 
@@ -253,7 +255,7 @@ def training_passes(monkeypatch, tmp_path, data, **config) -> list[int]:
 
     monkeypatch.setattr(engine, "classifier_with", build)
     config = TrainConfig(backbone="efficientnet_lite0", epochs=1, batch_size=32, img_size=32, device="cpu", **config)
-    final = list(engine.train(config, data, tmp_path / "runs"))[-1]
+    final = list(train_folder(config, data, tmp_path / "runs"))[-1]
     assert isinstance(final, ev.Finished), final
     return seen
 
@@ -268,7 +270,6 @@ def test_cpu_training_steps_run_in_micro_batches_only_where_batchnorm_is_frozen(
 
 
 def test_a_split_step_computes_the_whole_batchs_gradient():
-    from pokedemo.distributed import SINGLE
     from pokedemo.models import build_classifier
 
     torch.manual_seed(0)
@@ -278,14 +279,15 @@ def test_a_split_step_computes_the_whole_batchs_gradient():
     for module in model.modules():  # frozen BatchNorm, as a pretrained run trains
         if isinstance(module, nn.BatchNorm2d):
             module.eval()
-    run = engine._Run(config, threading.Event(), SINGLE)
-    run.plan = dataclasses.replace(execution_plan(CPU, model, 12), micro_batch=5)  # passes of 5, 5 and 2
+    plan = execution_plan(CPU, model, 12)
     x, y = torch.rand(12, 3, 32, 32), torch.tensor([0, 1, 2] * 4)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
 
     def gradients(in_passes: bool):
         model.zero_grad(set_to_none=True)
-        loss, logits = run.backward(model, model, x, y, scaler, in_passes)
+        loss, logits = engine.backward(model, model, x, y, plan=plan, scaler=scaler, linear=False,
+                                       micro_batch=5 if in_passes else None,  # passes of 5, 5 and 2
+                                       label_smoothing=config.label_smoothing)
         return loss, logits, [p.grad.clone() for p in model.parameters()]
 
     whole, split = gradients(False), gradients(True)

@@ -17,7 +17,8 @@ from pokedemo.config import TrainConfig
 from pokedemo.events import Finished
 from pokedemo.models import build_classifier
 from pokedemo.predict import Predictor
-from pokedemo.train import train
+
+from conftest import train_folder
 
 PATCH_COLOURS = {"blue": (40, 80, 230), "green": (40, 190, 60), "red": (220, 40, 40)}
 NO_COLOUR = (128, 128, 128)
@@ -72,7 +73,7 @@ def train_patch_model(data: Path, runs: Path, seed: int = 0, backbone: str = "re
     else:  # ImageNet efficientnet_lite0 fine-tunes to 97-100 % test accuracy in 2 epochs (data/train seeds 0-2)
         config = TrainConfig(backbone=backbone, pretrained=True, epochs=2, img_size=SIDE, batch_size=16,
                              seed=seed, device="cpu", **PATCH_RECIPE)
-    final = list(train(config, data, runs))[-1]
+    final = list(train_folder(config, data, runs))[-1]
     assert isinstance(final, Finished), final
     return Predictor.load(final.run_dir), final
 

@@ -25,14 +25,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, unused_port, wait_for
+from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, train_folder, unused_port, wait_for
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.cli import main as cli_main
 from pokedemo.config import TrainConfig
 from pokedemo.events import Finished, RunStarted
-from pokedemo.train import train
 from pokedemo.uploads import UploadError, extract_dataset_zip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def test_edge_cases_inside_a_training_folder_are_skipped_or_used(tiny_dataset, e
     files = edge_files(edge_cases_dir)
     for path in files:
         shutil.copy(path, data / "a" / path.name)
-    events = list(train(TINY, data, tmp_path / "runs"))
+    events = list(train_folder(TINY, data, tmp_path / "runs"))
     assert isinstance(events[-1], Finished), events[-1]
     started = next(e for e in events if isinstance(e, RunStarted))
     skipped = {Path(rel).name: reason for rel, reason in started.unreadable}
@@ -326,8 +325,8 @@ def test_a_kill_between_the_weights_and_config_renames_is_refused_not_loaded_wro
 
     monkeypatch.setattr(ckpt, "write_config", write_config)
     with pytest.raises(_Killed):
-        list(train(TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32),
-                   data, out))
+        list(train_folder(TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32),
+                          data, out))
     assert statuses == ["training", "training"]
     run = next(out.iterdir())
     assert run_status(run) == "training"

@@ -127,7 +127,7 @@ def test_push_pull_predict_gives_the_same_probabilities(hub_env, tokens, tiny_ch
     assert pulled == cache / "snapshots" / hub_env.head(repo)
     assert {p.name for p in pulled.iterdir()} == {"model.safetensors", "config.json", "history.json", "README.md"}
 
-    local, remote = Predictor.load(tiny_checkpoint), Predictor.load(repo)  # the repo id goes through resolve_checkpoint
+    local, remote = Predictor.load(tiny_checkpoint), Predictor.load(repo)  # the repo id goes through resolve_model
     assert remote.checkpoint.path == pulled and remote.classes == local.classes
     for image in image_files(write_images(tmp_path / "images")):
         assert remote.predict_dict(image) == local.predict_dict(image)
@@ -344,18 +344,17 @@ def test_invalid_repo_ids(hub_env, spec):
 
 
 def test_one_repo_id_parser_for_the_cli_the_app_and_predict(tmp_path, monkeypatch):
-    from pokedemo.app.sources import hub_spec
-    from pokedemo.predict import resolve_checkpoint
+    from pokedemo.model_ref import resolve_model
 
     assert hub.parse_repo_ref(" alice/my_model.v2@v1 ") == hub.RepoRef("alice/my_model.v2", "v1")
     for spec in ("alice/model", "alice/model@main"):
-        assert hub.looks_like_repo_id(spec) and hub_spec(spec)
+        assert hub.looks_like_repo_id(spec)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "model").mkdir(parents=True)
     for spec in ("runs/model", "./alice/model", "~/alice", "alice\\model", "alice/a--b", "alice", "", None):
-        assert not hub.looks_like_repo_id(spec) and not hub_spec(spec)
+        assert not hub.looks_like_repo_id(spec)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        resolve_checkpoint("alice/a--b")  # not a repo id: never sent to the Hub
+        resolve_model("alice/a--b")  # not a repo id: never sent to the Hub
 
 
 def test_push_to_a_revision_is_refused(hub_env, tokens, tmp_path):

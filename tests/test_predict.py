@@ -145,19 +145,19 @@ def test_requests_arriving_together_load_a_model_once(tiny_checkpoint, tmp_path,
     from conftest import wait_for
 
     loads, arrivals, release = [], [], threading.Event()
-    real_load, real_resolve = predict.load_checkpoint, predict.resolve_checkpoint
+    real_load, real_resolve = predict.load_checkpoint, predict.resolve_model
 
     def slow_load(path):
         loads.append(path)
         release.wait(30)  # keep the first load in progress until every request has arrived
         return real_load(path)
 
-    def counted_resolve(spec):
+    def counted_resolve(spec, **where):
         arrivals.append(spec)
-        return real_resolve(spec)
+        return real_resolve(spec, **where)
 
     monkeypatch.setattr(predict, "load_checkpoint", slow_load)
-    monkeypatch.setattr(predict, "resolve_checkpoint", counted_resolve)
+    monkeypatch.setattr(predict, "resolve_model", counted_resolve)
     got = []
     threads = [threading.Thread(target=lambda: got.append(get_predictor(copy))) for _ in range(4)]
     for thread in threads:

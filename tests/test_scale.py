@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_dataset
+from conftest import make_tiny_dataset, train_folder
 
 CLASSES = [f"species{k:03d}" for k in range(150)]
 PER_CLASS = 10
@@ -22,10 +22,9 @@ def test_150_classes_train_one_epoch_and_predict_top5(pokedex_like, tmp_path):
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished, RunStarted
     from pokedemo.predict import Predictor, predict_files
-    from pokedemo.train import train
-
+    
     config = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=64, img_size=16)
-    events = list(train(config, pokedex_like, tmp_path))
+    events = list(train_folder(config, pokedex_like, tmp_path))
     started = next(e for e in events if isinstance(e, RunStarted))
     assert len(started.classes) == 150 and sum(started.class_counts.values()) == 150 * PER_CLASS
     assert started.duplicate_groups == 0

@@ -12,13 +12,15 @@ from pokedemo import events as ev
 from pokedemo.checkpoint import load_checkpoint, read_config
 from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.models import build_classifier
-from pokedemo.train import compare, epochs_to_reach, make_optimizer, make_scheduler, train
+from pokedemo.train import Strategy, epochs_to_reach, make_optimizer, make_scheduler
+
+from conftest import compare_folder, train_folder
 
 TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=2, batch_size=8, img_size=32, seed=0)
 
 
 def run(config, data, out, **kw):
-    return list(train(config, data, out, **kw))
+    return list(train_folder(config, data, out, **kw))
 
 
 def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, tmp_path):
@@ -78,7 +80,7 @@ def test_stop_flag_is_honoured_within_one_batch(tiny_dataset, tmp_path):
     stop = threading.Event()
     config = dataclasses.replace(TINY, epochs=3, batch_size=4)
     seen_after_stop = []
-    for event in train(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs", stop=stop):
+    for event in train_folder(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs", stop=stop):
         if stop.is_set():
             seen_after_stop.append(event)
         if isinstance(event, ev.EpochEnd) and event.epoch == 1:
@@ -209,7 +211,7 @@ def test_epochs_to_reach():
 
 def test_compare_trains_both_on_the_same_split(tiny_dataset, tmp_path):
     config = dataclasses.replace(TINY, backbone="efficientnet_lite0", epochs=1, img_size=32)
-    events = list(compare(config, tiny_dataset(tmp_path / "d"), tmp_path / "r"))
+    events = list(compare_folder(config, tiny_dataset(tmp_path / "d"), tmp_path / "r"))
     final = events[-1]
     assert isinstance(final, ev.CompareFinished), final
     assert set(final.results) == {"pretrained", "scratch"}
@@ -228,21 +230,38 @@ def test_compare_trains_both_on_the_same_split(tiny_dataset, tmp_path):
 def test_optimizer_groups_follow_strategy_and_backbone_lr_scale():
     model = build_classifier("resnet18", 3, pretrained=False)
     features, head = list(model.features.parameters()), list(model.head.parameters())
-    finetune = make_optimizer(model, dataclasses.replace(TINY, pretrained=True, lr=0.01, backbone_lr_scale=0.25))
+    config = dataclasses.replace(TINY, pretrained=True, lr=0.01, backbone_lr_scale=0.25)
+    finetune = make_optimizer(model, config, Strategy.of(config))
     assert isinstance(finetune, torch.optim.AdamW)
     assert [g["lr"] for g in finetune.param_groups] == [0.0025, 0.01]
     assert [list(map(id, g["params"])) for g in finetune.param_groups] == [list(map(id, features)),
                                                                            list(map(id, head))]
     assert all(g["weight_decay"] == TINY.weight_decay for g in finetune.param_groups)
-    scratch = make_optimizer(model, dataclasses.replace(TINY, pretrained=False, lr=0.01, backbone_lr_scale=0.25))
+    config = dataclasses.replace(TINY, pretrained=False, lr=0.01, backbone_lr_scale=0.25)
+    scratch = make_optimizer(model, config, Strategy.of(config))
     assert [g["lr"] for g in scratch.param_groups] == [0.01, 0.01]  # a random backbone has nothing to protect
 
     linear_model = build_classifier("resnet18", 3, pretrained=False)
-    linear = make_optimizer(linear_model, dataclasses.replace(TINY, pretrained=True, strategy="linear", lr=0.01))
+    config = dataclasses.replace(TINY, pretrained=True, strategy="linear", lr=0.01)
+    linear = make_optimizer(linear_model, config, Strategy.of(config))
     assert [list(map(id, g["params"])) for g in linear.param_groups] == [list(map(id, linear_model.head.parameters()))]
     assert linear_model.features_frozen and all(p.requires_grad for p in linear_model.head.parameters())
-    linear_model.train()  # frozen BatchNorm layers stay in eval mode: their running statistics do not drift
-    assert not linear_model.features.bn1.training and linear_model.head.training
+
+
+@pytest.mark.parametrize("pretrained, strategy, freeze_bn, head_warmup, expected", [
+    (True, "finetune", True, True, Strategy(linear=False, head_first=True, frozen_batchnorm=True)),
+    (True, "finetune", False, False, Strategy(linear=False, head_first=False, frozen_batchnorm=False)),
+    (True, "linear", False, False, Strategy(linear=True, head_first=True, frozen_batchnorm=True)),
+    (False, "finetune", True, True, Strategy(linear=False, head_first=False, frozen_batchnorm=False)),
+])
+def test_strategy_decides_what_trains_once(pretrained, strategy, freeze_bn, head_warmup, expected):
+    config = dataclasses.replace(TINY, pretrained=pretrained, strategy=strategy, freeze_bn=freeze_bn,
+                                 head_warmup=head_warmup)
+    assert Strategy.of(config) == expected
+    model = build_classifier("resnet18", 3, pretrained=False)
+    model.keeps_batchnorm_statistics = expected.frozen_batchnorm
+    model.train()  # BatchNorm kept in eval mode: its running statistics do not drift
+    assert model.features.bn1.training != expected.frozen_batchnorm and model.head.training
 
 
 PRETRAINED_TINY = dataclasses.replace(TINY, backbone="efficientnet_lite0", pretrained=True, epochs=1,
@@ -285,7 +304,7 @@ def test_head_is_fitted_first_only_for_pretrained_warmup_or_linear(tiny_dataset,
     config = dataclasses.replace(PRETRAINED_TINY, pretrained=pretrained, strategy=strategy, head_warmup=head_warmup)
     stop = threading.Event()
     events = []
-    for event in train(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
+    for event in train_folder(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
         events.append(event)
         if isinstance(event, ev.RunStarted):
             stop.set()  # what follows RunStarted is the decision under test; no need to train
@@ -413,7 +432,7 @@ def test_a_stopped_run_saves_the_best_epoch_not_the_last(rule, tiny_dataset, tmp
     stop = threading.Event()
     config = dataclasses.replace(TINY, epochs=len(SCRIPTED_VAL), select_epoch_by=rule)
     events = []
-    for event in train(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
+    for event in train_folder(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
         events.append(event)
         if isinstance(event, ev.EpochEnd) and event.epoch == 4:
             stop.set()
@@ -432,7 +451,7 @@ def test_compare_stops_when_the_pretrained_run_fails(tiny_dataset, tmp_path, mon
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no resnet18 weights, no download
     monkeypatch.setenv("POKEDEMO_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    events = list(compare(dataclasses.replace(TINY, epochs=1), tiny_dataset(tmp_path / "d"), tmp_path / "r"))
+    events = list(compare_folder(dataclasses.replace(TINY, epochs=1), tiny_dataset(tmp_path / "d"), tmp_path / "r"))
     final = events[-1]
     assert isinstance(final, ev.Tagged) and final.run == "pretrained" and isinstance(final.event, ev.Failed)
     assert "resnet18-f37072fd.pth" in final.event.message
@@ -445,7 +464,7 @@ def test_compare_stopped_during_the_pretrained_run_never_starts_scratch(tiny_dat
     stop = threading.Event()
     config = dataclasses.replace(TINY, backbone="efficientnet_lite0", epochs=2)
     events = []
-    for event in compare(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
+    for event in compare_folder(config, tiny_dataset(tmp_path / "d"), tmp_path / "r", stop=stop):
         events.append(event)
         if isinstance(event, ev.Tagged) and isinstance(event.event, ev.EpochEnd):
             stop.set()

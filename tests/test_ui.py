@@ -735,13 +735,13 @@ def test_checkpoints_outside_the_root_are_refused(tmp_path, monkeypatch):
 
     root = tmp_path / "runs"
     (root / "one").mkdir(parents=True)
-    assert sources.checkpoint_inside(root, str(root / "one")) == (root / "one").resolve()
-    assert sources.checkpoint_inside(root, "one") == (root / "one").resolve()
+    assert sources.run_of_this_app(str(root / "one"), root).resolve() == (root / "one").resolve()
+    assert sources.run_of_this_app("one", root).resolve() == (root / "one").resolve()
     monkeypatch.chdir(tmp_path)
-    assert sources.checkpoint_inside("runs", "runs/one") == (root / "one").resolve()  # relative to the working dir
-    for outside in ("/etc", str(root / ".." / "x"), "../x"):
+    assert sources.run_of_this_app("runs/one", "runs").resolve() == (root / "one").resolve()  # from the working dir
+    for outside in ("/etc", str(root / ".." / "x"), "../x", "alice/model"):  # a Hub id is no run of this app
         with pytest.raises(CheckpointError):
-            sources.checkpoint_inside(root, outside)
+            sources.run_of_this_app(outside, root)
 
 
 def test_a_second_job_from_the_same_tab_is_refused_and_others_are_told_to_wait(tmp_path):

@@ -29,6 +29,7 @@ from pokedemo.app.text import (
 from pokedemo.app.views import CompareView, RunView
 from pokedemo.events import BatchProgress, Cancelled, CompareFinished, Event, Failed, Finished, Tagged
 from pokedemo.options import config_from_values
+from pokedemo.training_data import run_on
 
 INFO_SECONDS = 6                    # how long an info toast stays
 UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
@@ -197,7 +198,7 @@ class DemoApp:
             config = config_from_values(options)
         except (TypeError, ValueError) as exc:
             return iter([Failed(message=f"invalid training option: {exc}")])
-        return engine(config, folder, self.checkpoint_root, stop=stop)
+        return run_on(folder, config, lambda data: engine(config, data, self.checkpoint_root, stop=stop))
 
     def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None) -> tuple:
         loss, accuracy = map(views.plot_value, views.curve_frames(view.points))
@@ -270,19 +271,7 @@ class DemoApp:
             return None, f"⚠️ {message}"
 
     def _predictor(self, checkpoint: str):
-        from pokedemo.hub import hub_cache_dir
-        from pokedemo.predict import get_predictor
-
-        if sources.hub_spec(checkpoint):  # a repo id typed into the picker
-            return get_predictor(sources.fetch_hub_model(checkpoint))
-        # Only this app's runs, its default model and models downloaded from the Hub are loaded, never any other
-        # folder.
-        hub_cache = Path(hub_cache_dir()).resolve()
-        if Path(checkpoint).is_absolute() and Path(checkpoint).resolve().is_relative_to(hub_cache):
-            return get_predictor(Path(checkpoint).resolve())
-        if self.default_model is not None and Path(checkpoint).resolve() == self.default_model.path:
-            return get_predictor(self.default_model.path)
-        return get_predictor(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
+        return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model)
 
     def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):
         """Evaluate two saved checkpoints on the test images both held out; (caption, table, confusions)."""
@@ -362,7 +351,7 @@ class DemoApp:
         """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
         if checkpoint:
             try:
-                checkpoint = str(sources.checkpoint_inside(self.checkpoint_root, checkpoint))
+                checkpoint = str(sources.run_of_this_app(checkpoint, self.checkpoint_root))
             except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
                 return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
         if not checkpoint:

@@ -18,6 +18,8 @@ from typing import Any
 
 from pokedemo.app import text
 from pokedemo.config import STARTER_COMPARISON, TrainConfig, default_data_dir, default_model, starter_checkpoint
+from pokedemo.hub import HubError, hub_cache_dir
+from pokedemo.model_ref import in_hub_cache, resolve_model
 
 EXAMPLES_PER_CLASS = 2
 _log = logging.getLogger(__name__)
@@ -37,7 +39,6 @@ def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | Non
     """Scan ``folder`` (or a ``hf://datasets/...`` address) and describe it; a friendly line instead of an
     exception for anything wrong."""
     from pokedemo.data import DatasetError, scan_dataset
-    from pokedemo.hub import HubError
     from pokedemo.hub import open_data
 
     if not folder or not str(folder).strip():
@@ -68,7 +69,6 @@ def doctor_panel(folder: str | None) -> tuple[str, list]:
     from pokedemo.app.views import conflict_thumbnails
     from pokedemo.data import DatasetError
     from pokedemo.doctor import diagnose
-    from pokedemo.hub import HubError
     from pokedemo.hub import open_data
 
     folder = (folder or "").strip()
@@ -191,22 +191,24 @@ class DefaultModel:
 def load_default_model() -> DefaultModel | None:
     """``$POKEDEMO_MODEL`` (a Hub repo id, downloaded now, or a run folder), else the bundled starter; None when
     neither is usable. A model that cannot be loaded is logged and replaced by the starter."""
-    from pokedemo.checkpoint import checkpoint_info
+    from pokedemo.checkpoint import CheckpointError, checkpoint_info
 
     spec, starter = default_model(), starter_checkpoint()
-    from_hub = hub_spec(spec)
     try:
-        path = fetch_hub_model(spec) if from_hub else Path(spec)
-    except HubLoadError as err:
-        _log.warning("POKEDEMO_MODEL=%s cannot be loaded, using the starter model instead: %s", spec, err)
-        path, from_hub = starter, False
-    info = checkpoint_info(path)
+        path = resolve_model(spec)
+    except HubError as err:
+        _log.warning("POKEDEMO_MODEL=%s cannot be loaded, using the starter model instead: %s", spec,
+                     text.hub_load_failed(spec, err, None))
+        path = starter
+    except CheckpointError:
+        path = None
+    info = checkpoint_info(path) if path is not None else None
     if info is None and path != starter:
         _log.warning("POKEDEMO_MODEL=%s is not a usable checkpoint, using the starter model instead", spec)
-        path, from_hub, info = starter, False, checkpoint_info(starter)
+        path, info = starter, checkpoint_info(starter)
     if info is None:
         return None
-    label = hub_choice(spec, path)[0] if from_hub else info.label()
+    label = hub_choice(spec, path)[0] if in_hub_cache(path) else info.label()
     return DefaultModel(path=Path(path).resolve(), label=label, created_at=info.created_at)
 
 
@@ -232,18 +234,26 @@ def recorded_comparison() -> dict[str, Any] | None:
     return record if usable else None
 
 
-def checkpoint_inside(root: str | os.PathLike, spec: str) -> Path:
-    """The run directory ``spec`` (absolute, relative to the working directory, or a run name under ``root``)
-    if it lies inside ``root``; the app never loads files from elsewhere."""
-    from pokedemo.checkpoint import CheckpointError
+def model_folders(root: str | os.PathLike, default: DefaultModel | None) -> list[Path]:
+    """Where the app loads models from: its checkpoint root, the Hub cache (models downloaded from the Hub) and
+    its default model; never any other folder."""
+    return [Path(root), Path(hub_cache_dir()), *([default.path] if default is not None else [])]
 
-    root_dir = Path(root).resolve()
-    path = Path(spec).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root_dir / path]
-    inside = [c.resolve() for c in candidates if c.resolve().is_relative_to(root_dir)]
-    if not inside:
-        raise CheckpointError(f"{spec} is not one of this app's checkpoints")
-    return next((c for c in inside if c.exists()), inside[-1])
+
+def app_predictor(reference: str, root: str | os.PathLike, default: DefaultModel | None) -> Any:
+    """The cached Predictor of a model the app may load: a run under ``root``, the default model, or a Hub
+    model (by repo id or its snapshot). HubLoadError, in the app's words, when a Hub model cannot be fetched."""
+    from pokedemo.predict import get_predictor
+
+    try:
+        return get_predictor(reference, root=root, only_inside=model_folders(root, default))
+    except HubError as err:
+        raise HubLoadError(text.hub_load_failed(str(reference), err, None)) from None
+
+
+def run_of_this_app(reference: str, root: str | os.PathLike) -> Path:
+    """The folder of a run trained by this app (under ``root``); CheckpointError for anything else."""
+    return resolve_model(reference, root=root, only_inside=[root], hub=False)
 
 
 def data_root_for(predictor: Any, folder: str | None) -> str | None:
@@ -271,13 +281,6 @@ def test_report(predictor: Any, folder: str | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ the Hub
 
 
-def hub_spec(value: str | None) -> bool:
-    """True when ``value`` reads as a Hub repo id (NAMESPACE/NAME[@REVISION]) and is no local path."""
-    from pokedemo.hub import looks_like_repo_id
-
-    return looks_like_repo_id(value)
-
-
 def hub_choice(spec: str, path: Path) -> tuple[str, str]:
     """(label, value) of a model loaded from the Hub, for the checkpoint pickers."""
     from pokedemo.checkpoint import read_config
@@ -297,7 +300,7 @@ def fetch_hub_model(spec: str, token: str | None = None) -> Path:
     """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into the Hub cache; HubLoadError otherwise.
     An empty token falls back to HF_TOKEN, then the cached login."""
     from pokedemo.checkpoint import CheckpointError
-    from pokedemo.hub import HubError, download_checkpoint
+    from pokedemo.hub import download_checkpoint
 
     try:
         return download_checkpoint(spec.strip(), token=token or None)
@@ -311,7 +314,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str
     """Push a local run to a Hub repo; the Markdown line the push panel shows (link, or what went wrong).
     An empty token falls back to HF_TOKEN, then the cached login."""
     from pokedemo.checkpoint import CheckpointError
-    from pokedemo.hub import HubError, push_checkpoint_details
+    from pokedemo.hub import push_checkpoint_details
 
     try:
         result = push_checkpoint_details(run_dir, repo_id.strip(), private=bool(private), token=token or None)

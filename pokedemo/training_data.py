@@ -1,0 +1,78 @@
+"""The data a run trains on: a folder or ``hf://datasets/...`` address opened, scanned and split, with its source.
+
+``open_training_data`` (or ``run_on``, which also starts the run) is where the CLI, the app and the benchmarks
+turn a data spec into a ``TrainingData`` before they start ``pokedemo.train.train``/``compare``; the engine itself never fetches, scans or splits, so
+it does not know where images come from. Several runs (a comparison) share one ``TrainingData``: one scan,
+one split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterator
+
+from pokedemo.config import TrainConfig, resolve_device
+from pokedemo.data import Dataset, DatasetError, Split, scan_dataset
+from pokedemo.events import Event, Failed, Stage
+from pokedemo.hub import DataSource, HubError, is_hub_dataset, open_data
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A scanned dataset, the split runs train on, and where its images came from (``source``: the folder, or a
+    Hub dataset id at a commit and whether it brought its own split)."""
+
+    dataset: Dataset
+    split: Split
+    source: DataSource
+
+    def source_record(self) -> dict[str, Any] | None:
+        """What a checkpoint records about a Hub source; None for a local folder (``dataset.root`` says it)."""
+        return self.source.record()
+
+
+def open_training_data(spec: str | os.PathLike | DataSource,
+                       config: TrainConfig) -> Generator[Stage, None, TrainingData]:
+    """Generator: fetch (a Hub dataset), scan and split ``spec`` for runs with ``config``, yielding a ``Stage``
+    per step; returns the ``TrainingData``. Raises DatasetError, HubError or ValueError (one line).
+
+    The scan decodes the images at the size the run's last epoch trains at (``config`` resolved for the device
+    it names), which fills the tensor cache training then reads.
+    """
+    config.validate()  # a wrong option is reported before a long download or scan
+    if not isinstance(spec, DataSource) and is_hub_dataset(str(spec)):
+        yield Stage("download", f"Fetching {spec} from the Hugging Face Hub")
+    source = open_data(spec)
+    yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
+    sizes = config.resolved(resolve_device(config.device))
+    dataset = scan_dataset(source.root, image_size=sizes.last_epoch_size)
+    if source.note:
+        yield Stage("split", f"Note: {source.note}")
+    split = source.split(dataset, config.ratios, config.seed)
+    if not split.train or not split.val:
+        raise DatasetError("the dataset is too small to hold out validation images; add more images")
+    return TrainingData(dataset, split, source)
+
+
+def run_on(spec: str | os.PathLike | DataSource, config: TrainConfig,
+           start: Callable[[TrainingData], Iterator[Event]]) -> Iterator[Event]:
+    """The stages of opening ``spec`` for ``config``, then the events of ``start(data)`` (``train``/``compare``
+    on it): how the CLI and the app start a run. Data that cannot be opened ends the stream in one Failed."""
+    try:
+        data = yield from open_training_data(spec, config)
+    except (DatasetError, HubError, ValueError) as exc:
+        yield Failed(message=str(exc))
+        return
+    yield from start(data)
+
+
+def training_data(spec: str | os.PathLike | DataSource, config: TrainConfig) -> TrainingData:
+    """``open_training_data`` for callers that show no progress: its value, its stages dropped."""
+    steps = open_training_data(spec, config)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
