@@ -26,6 +26,7 @@ from pokedemo.metrics import report_with_items
 from pokedemo.model_ref import resolve_model
 
 _CACHE_SIZE = 4
+MAX_SIDE_FACTOR = 3  # pictures are decoded at most 3x the model's resolution (see image_tensor)
 
 
 class Predictor:
@@ -66,14 +67,17 @@ class Predictor:
 
         Raises ImageLoadError (one line) for anything that is not a usable image.
         """
-        # Decoding at most 3x the model's resolution lets libjpeg skip most of a big JPEG's pixels (draft mode)
-        # while image_to_tensor still downsamples with antialiasing, as in training.
-        image = load_image(source, max_side=3 * self.image_size)
-        tensor = image_to_tensor(image, self.image_size).unsqueeze(0)
-        probs = self.probabilities(tensor)[0]
+        probs = self.probabilities(self.image_tensor(source))[0]
         k = max(1, min(top_k, len(self.classes)))
         values, indices = probs.topk(k)
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+    def image_tensor(self, source: Any) -> torch.Tensor:
+        """uint8 [1, 3, S, S] of one image, preprocessed as ``predict`` does (ImageLoadError otherwise)."""
+        # Decoding at most MAX_SIDE_FACTOR x the model's resolution lets libjpeg skip most of a big JPEG's pixels
+        # (draft mode) while image_to_tensor still downsamples with antialiasing, as in training.
+        image = load_image(source, max_side=MAX_SIDE_FACTOR * self.image_size)
+        return image_to_tensor(image, self.image_size).unsqueeze(0)
 
     def predict_dict(self, source: Any) -> dict[str, float]:
         """All classes → probability; the shape gr.Label wants."""
@@ -165,6 +169,14 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
 
 def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test") -> dict:
     """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly."""
+    dataset, indices = recorded_split(predictor, data_root, part)
+    return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
+
+
+def recorded_split(predictor: Predictor, data_root: str | os.PathLike | None = None,
+                   part: str = "test") -> tuple[Any, list[int]]:
+    """(dataset, indices of its ``part`` images) of the split the checkpoint recorded, found again on this machine
+    (or in ``data_root``); DatasetError / CheckpointError (one line) when they are not all here."""
     from pokedemo.data import scan_dataset, split_from_record
     from pokedemo.hub import is_hub_dataset, open_data
 
@@ -185,7 +197,7 @@ def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     recorded_n = sum(1 for entry in config["split"] if entry.get("split") == part)
     if len(indices) < recorded_n:  # a different or changed folder: the score would not be the recorded one
         raise DatasetError(f"only {len(indices)} of the {recorded_n} recorded {part} images are in {root}")
-    return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
+    return dataset, list(indices)
 
 
 def _recorded_root(config: dict[str, Any]) -> Path | None:
