@@ -27,6 +27,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from pokedemo.checkpoint import WEIGHTS_FILE, load_checkpoint
+from pokedemo.data import cached_tensors
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError
 from pokedemo.predict import MAX_SIDE_FACTOR, Predictor, recorded_split, resolve_checkpoint
 
@@ -222,8 +224,6 @@ def _parity_pictures(predictor: Predictor, data: str | os.PathLike | None) -> tu
     """(uint8 pictures, where they come from, unreadable files left out): the recorded test split, or every
     picture in ``data`` (any folder layout), preprocessed as the Predictor preprocesses an upload."""
     if data is None:
-        from pokedemo.data import cached_tensors
-
         dataset, indices = recorded_split(predictor)
         return cached_tensors(dataset, indices, predictor.image_size), "recorded test split", 0
     root = Path(data)
@@ -452,3 +452,48 @@ probabilities = session.run(None, {{"{record['input']['name']}": pixels[None]}})
 An unreadable file gives one line (`error: cannot read picture.jpg: ...`) and the other pictures are still
 classified; the exit status is then 1.
 """
+
+
+# ----------------------------------------------------------------------------------------------- reuse
+
+
+def reusable_export(folder: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The record of an export in ``folder`` made from the weights now in ``run_dir`` and checked (or
+    skipped) as a fresh export would be; None when there is none or it is stale."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        weights = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fresh = record.get("format") == RECORD_FORMAT and (folder / ONNX_FILE).is_file() and \
+        (record.get("metadata") or {}).get("weights_sha256") == weights
+    return record if fresh else None
+
+
+def export_once(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
+    """The export folder of ``checkpoint`` under ``cache_root`` (one per weights file), exported on first use."""
+    run_dir = resolve_checkpoint(checkpoint)
+    weights = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("weights_sha256", "")
+    folder = Path(cache_root) / f"{_model_name(run_dir)}-{weights[:12]}-onnx"
+    if reusable_export(folder, run_dir) is None:
+        export_checkpoint(run_dir, folder)
+    return folder
+
+
+def bundle_zip(run_dir: str | os.PathLike, export_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """``dest`` (a .zip): the run folder as ``<run>/…`` with the export beside its weights as ``<run>/onnx/…``."""
+    run_dir, export_dir, dest = Path(run_dir), Path(export_dir), Path(dest)
+    name = _model_name(run_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for folder, prefix in ((run_dir, name), (export_dir, f"{name}/onnx")):
+                for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+                    archive.write(path, f"{prefix}/{path.name}")
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest

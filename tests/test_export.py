@@ -194,3 +194,20 @@ def test_a_folder_holding_other_files_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="already holds other files"):
         export_checkpoint(tiny_checkpoint, out)
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_export_once_reuses_the_export_of_the_same_weights(tiny_checkpoint, tmp_path):
+    import zipfile
+
+    from pokedemo.export import bundle_zip, export_once
+
+    first = export_once(tiny_checkpoint, tmp_path / "cache")
+    made = (first / ONNX_FILE).stat().st_mtime_ns
+    assert export_once(tiny_checkpoint, tmp_path / "cache") == first
+    assert (first / ONNX_FILE).stat().st_mtime_ns == made  # not exported again
+    archive = bundle_zip(tiny_checkpoint, first, tmp_path / "dl" / "run.zip")
+    names = zipfile.ZipFile(archive).namelist()
+    run = tiny_checkpoint.name
+    assert {f"{run}/model.safetensors", f"{run}/config.json", f"{run}/onnx/{ONNX_FILE}",
+            f"{run}/onnx/{SCRIPT_FILE}", f"{run}/onnx/{README_FILE}"} <= set(names)
+    assert leftovers(tmp_path / "dl") == []
