@@ -1,4 +1,4 @@
-"""Command line: ``python -m pokedemo train|evaluate|predict|compare|doctor|push|push-dataset|deploy-space``.
+"""Command line: ``python -m pokedemo train|evaluate|predict|compare|doctor|export|push|push-dataset|deploy-space``.
 
 ``--data`` takes a folder of class folders or a Hub dataset, ``hf://datasets/NAMESPACE/NAME[@REVISION]``.
 ``train`` also runs under ``torchrun`` (data-parallel, see pokedemo.distributed).
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(doctor)
     doctor.add_argument("--json", action="store_true", help="Print one JSON object.")
 
+    export = sub.add_parser("export", help="Export a checkpoint to ONNX, checked against pokedemo's own "
+                            "predictions, with a standalone prediction script.")
+    export.add_argument("--checkpoint", required=True, metavar="CKPT", help="Run directory or Hub repo id.")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="Export format (default: onnx).")
+    export.add_argument("--out", metavar="DIR", default=None, help="Folder to write (default: ./<run>-onnx; an "
+                        "earlier export there is replaced, any other content is refused).")
+    export.add_argument("--data", metavar="DIR", default=None, help="Check parity on every picture under DIR "
+                        "(default: the run's recorded test pictures).")
+
     push = sub.add_parser("push", help="Upload a checkpoint with a model card to a Hugging Face Hub model repo.")
     push.add_argument("--checkpoint", required=True, metavar="DIR", help="Run directory to upload.")
     push.add_argument("--repo-id", required=True, metavar="NAMESPACE/NAME", help="Target model repo.")
@@ -110,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compare": cmd_compare,
-        "doctor": cmd_doctor, "push": cmd_push, "deploy-space": cmd_deploy_space, "push-dataset": cmd_push_dataset,
+        "doctor": cmd_doctor, "export": cmd_export, "push": cmd_push, "deploy-space": cmd_deploy_space, "push-dataset": cmd_push_dataset,
     }
     try:
         return handlers[args.command](args)
@@ -128,11 +137,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from pokedemo.checkpoint import CheckpointError
     from pokedemo.data import DatasetError
     from pokedemo.distributed import PeerLost
+    from pokedemo.export import ExportError
     from pokedemo.images import ImageLoadError
     from pokedemo.models import UnknownBackbone, WeightsUnavailable
 
     types: list[type[BaseException]] = [
         UserError, CheckpointError, DatasetError, ImageLoadError, UnknownBackbone, WeightsUnavailable, PeerLost,
+        ExportError,
     ]
     try:
         from pokedemo.hub import HubError
@@ -335,6 +346,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(format_doctor(report))
     if source.note:
         print(f"note: {source.note} (the split line above is what pokedemo would do without it)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pokedemo.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, data=args.data, fmt=args.format)
+    print("\n".join(result.summary_lines()))
     return 0
 
 

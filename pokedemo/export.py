@@ -137,9 +137,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
     predictor = Predictor(load_checkpoint(run_dir), device=torch.device("cpu"))
     out = Path(out) if out is not None else Path.cwd() / f"{_model_name(checkpoint)}-onnx"
     _check_target(out)
-    pictures, parity_source, unreadable = _parity_pictures(predictor, data)
     staging = _staging_dir(out)
     try:
+        pictures, parity_source, unreadable = _parity_pictures(predictor, data)
         onnx_path = staging / ONNX_FILE
         metadata = model_metadata(predictor)
         opset = _write_onnx(predictor, onnx_path, metadata)

@@ -211,3 +211,35 @@ def test_export_once_reuses_the_export_of_the_same_weights(tiny_checkpoint, tmp_
     assert {f"{run}/model.safetensors", f"{run}/config.json", f"{run}/onnx/{ONNX_FILE}",
             f"{run}/onnx/{SCRIPT_FILE}", f"{run}/onnx/{README_FILE}"} <= set(names)
     assert leftovers(tmp_path / "dl") == []
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pokedemo", *args], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_cli_export_of_a_folder_that_is_not_a_checkpoint(tmp_path):
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    out = tmp_path / "out"
+    done = run_cli("export", "--checkpoint", str(folder), "--out", str(out))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_cli_export_into_an_unwritable_folder(tiny_checkpoint, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = run_cli("export", "--checkpoint", str(tiny_checkpoint), "--out", str(blocker / "out"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: cannot write into") and len(done.stderr.splitlines()) == 1
+    assert blocker.read_text() == "not a folder" and leftovers(tmp_path) == []
+
+
+def test_cli_export_prints_size_parity_and_latency(tiny_checkpoint, tmp_path):
+    done = run_cli("export", "--checkpoint", str(tiny_checkpoint), "--format", "onnx", "--out", str(tmp_path / "x"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(str(tmp_path / "x" / ONNX_FILE)) and "MB" in lines[0]
+    assert "top-1 agreement" in lines[1] and "onnxruntime" in lines[2] and "torch Predictor" in lines[2]
