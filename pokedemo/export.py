@@ -120,7 +120,8 @@ class ExportResult:
                          f"top-1 agreement {p.top1_agree}/{p.pictures}")
         if self.latency:
             t = self.latency
-            lines.append(f"CPU latency per picture (p50 of {t.pictures}, {t.threads} threads): onnxruntime "
+            threads = f"{t.threads} thread{'s' if t.threads != 1 else ''}"
+            lines.append(f"CPU latency per picture (p50 of {t.pictures}, {threads}): onnxruntime "
                          f"{t.onnxruntime_p50_ms:.1f} ms, torch Predictor {t.torch_p50_ms:.1f} ms")
         return lines
 
