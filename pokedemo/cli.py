@@ -119,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "compare": cmd_compare,
-        "doctor": cmd_doctor, "export": cmd_export, "push": cmd_push, "deploy-space": cmd_deploy_space, "push-dataset": cmd_push_dataset,
+        "doctor": cmd_doctor, "export": cmd_export, "push": cmd_push, "deploy-space": cmd_deploy_space,
+        "push-dataset": cmd_push_dataset,
     }
     try:
         return handlers[args.command](args)

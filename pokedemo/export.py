@@ -20,6 +20,7 @@ onnxscript and onnxruntime are imported only here, when an export runs.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -197,12 +198,10 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
 
 def _write_onnx(predictor: Predictor, path: Path, metadata: dict[str, str]) -> int:
     """Export the Predictor's folded model with softmax as one self-contained ONNX file; returns its opset."""
-    try:
-        import onnx  # noqa: F401 - the exporter's dependencies, checked here for a clear message
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing): "
-                          "pip install onnx onnxscript") from None
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:  # torch's exporter needs both; saying so beats its ImportError deep inside
+        raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
+                          "pip install onnx onnxscript")
     folded = copy.deepcopy(predictor.inference_model).to(memory_format=torch.contiguous_format)
     graph = ProbabilityGraph(folded).eval()
     size = predictor.image_size
@@ -249,9 +248,7 @@ def _picture_files(root: Path) -> list[Path]:
 def _check(predictor: Predictor, onnx_path: Path, pictures: torch.Tensor, source: str,
            unreadable: int) -> tuple[Parity, Latency | None]:
     """onnxruntime against the Predictor on the same pictures: parity, then per-picture latency."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         return Parity(len(pictures), source, unreadable=unreadable,
                       skipped="onnxruntime is not installed (pip install onnxruntime)"), None
     session = _session(onnx_path)
@@ -368,8 +365,9 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 def _record(result: ExportResult, run_dir: Path, predictor: Predictor, opset: int) -> dict[str, Any]:
     import onnx
+    import onnxscript
 
-    versions = {"torch": torch.__version__, "onnx": onnx.__version__}
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
     try:
         import onnxruntime
 

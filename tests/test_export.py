@@ -128,7 +128,8 @@ def test_script_says_one_line_for_a_truncated_file(exported, tiny_data_dir, tmp_
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     done = run_script(exported.out_dir, str(truncated), str(good))
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"error: cannot read {truncated}")
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(f"error: cannot read {truncated}: ")
     assert done.stdout.startswith(f"{good}: ")  # the other picture is still classified
 
 
