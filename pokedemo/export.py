@@ -471,13 +471,25 @@ def reusable_export(folder: str | os.PathLike, run_dir: str | os.PathLike) -> di
 
 
 def export_once(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
-    """The export folder of ``checkpoint`` under ``cache_root`` (one per weights file), exported on first use."""
+    """The export folder of ``checkpoint`` under ``cache_root`` (``<name>-<weights hash>/onnx``: one per weights
+    file), exported on first use and reused after."""
     run_dir = resolve_checkpoint(checkpoint)
     weights = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("weights_sha256", "")
-    folder = Path(cache_root) / f"{_model_name(run_dir)}-{weights[:12]}-onnx"
+    folder = Path(cache_root) / f"{_model_name(run_dir)}-{weights[:12]}" / "onnx"
     if reusable_export(folder, run_dir) is None:
         export_checkpoint(run_dir, folder)
     return folder
+
+
+def model_download(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) -> tuple[Path, Path, dict]:
+    """(model.onnx, the run folder with its export as a zip, the export's record) of ``checkpoint``, made once
+    per weights file under ``cache_root``."""
+    run_dir = resolve_checkpoint(checkpoint)
+    folder = export_once(run_dir, cache_root)
+    archive = folder.parent / f"{_model_name(run_dir)}.zip"
+    if not archive.is_file() or archive.stat().st_mtime < (folder / RECORD_FILE).stat().st_mtime:
+        bundle_zip(run_dir, folder, archive)
+    return folder / ONNX_FILE, archive, reusable_export(folder, run_dir) or {}
 
 
 def bundle_zip(run_dir: str | os.PathLike, export_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:

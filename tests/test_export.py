@@ -197,21 +197,21 @@ def test_a_folder_holding_other_files_is_refused(tiny_checkpoint, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
-def test_export_once_reuses_the_export_of_the_same_weights(tiny_checkpoint, tmp_path):
+def test_a_download_is_exported_once_per_weights_file(tiny_checkpoint, tmp_path):
     import zipfile
 
-    from pokedemo.export import bundle_zip, export_once
+    from pokedemo.export import model_download
 
-    first = export_once(tiny_checkpoint, tmp_path / "cache")
-    made = (first / ONNX_FILE).stat().st_mtime_ns
-    assert export_once(tiny_checkpoint, tmp_path / "cache") == first
-    assert (first / ONNX_FILE).stat().st_mtime_ns == made  # not exported again
-    archive = bundle_zip(tiny_checkpoint, first, tmp_path / "dl" / "run.zip")
-    names = zipfile.ZipFile(archive).namelist()
+    onnx_file, archive, record = model_download(tiny_checkpoint, tmp_path / "cache")
+    made = onnx_file.stat().st_mtime_ns
+    assert model_download(tiny_checkpoint, tmp_path / "cache") == (onnx_file, archive, record)
+    assert onnx_file.stat().st_mtime_ns == made  # not exported again
+    assert onnx_file.name == ONNX_FILE and record["parity"]["top1_agree"] == record["parity"]["pictures"]
     run = tiny_checkpoint.name
+    assert archive.name == f"{run}.zip"
     assert {f"{run}/model.safetensors", f"{run}/config.json", f"{run}/onnx/{ONNX_FILE}",
-            f"{run}/onnx/{SCRIPT_FILE}", f"{run}/onnx/{README_FILE}"} <= set(names)
-    assert leftovers(tmp_path / "dl") == []
+            f"{run}/onnx/{SCRIPT_FILE}", f"{run}/onnx/{README_FILE}"} <= set(zipfile.ZipFile(archive).namelist())
+    assert leftovers(archive.parent) == []
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -244,3 +244,30 @@ def test_cli_export_prints_size_parity_and_latency(tiny_checkpoint, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(str(tmp_path / "x" / ONNX_FILE)) and "MB" in lines[0]
     assert "top-1 agreement" in lines[1] and "onnxruntime" in lines[2] and "torch Predictor" in lines[2]
+
+
+@pytest.mark.app
+def test_the_app_downloads_the_selected_model_as_onnx_and_a_zip(served, tmp_path):
+    import zipfile
+
+    import onnxruntime as ort
+    from gradio_client import Client
+
+    from pokedemo.app import text
+
+    url, data, _, checkpoint, _ = served
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    files, message = client.predict(str(checkpoint), api_name="/download_model")
+    assert message.startswith("✅") and "test pictures" in message
+    by_suffix = {Path(f).suffix: Path(f) for f in files}
+    assert sorted(by_suffix) == [".onnx", ".zip"]
+    session = ort.InferenceSession(str(by_suffix[".onnx"]), providers=["CPUExecutionProvider"])
+    picture = sorted(data.rglob("*.png"))[0]
+    predictor = Predictor.load(checkpoint)
+    found = session.run(None, {INPUT_NAME: predictor.image_tensor(picture).numpy()})[0][0]
+    expected = predictor.predict_dict(picture)
+    assert np.abs(found - np.array([expected[c] for c in predictor.classes])).max() <= MAX_PROBABILITY_DIFF
+    names = zipfile.ZipFile(by_suffix[".zip"]).namelist()
+    assert f"{checkpoint.name}/model.safetensors" in names and f"{checkpoint.name}/onnx/{SCRIPT_FILE}" in names
+    files, message = client.predict(None, api_name="/download_model")
+    assert files is None and message == text.DOWNLOAD_NO_CHECKPOINT

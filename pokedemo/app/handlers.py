@@ -332,6 +332,19 @@ class DemoApp:
         picker = gr.Dropdown(choices=choices, value=target if target in choices else text.TOP_CLASS)
         return result.overlay, text.cam_caption(result), picker
 
+    # ---- taking the model out
+
+    def download(self, checkpoint: str | None):
+        """(files, message): the selected model as model.onnx and its run folder as a zip."""
+        if not checkpoint:
+            return None, text.DOWNLOAD_NO_CHECKPOINT
+        try:
+            run_dir = self._predictor(checkpoint).checkpoint.path  # the same models the Predict tab may load
+            files, record = sources.model_download(run_dir)
+        except Exception as exc:  # noqa: BLE001 - a failed export or missing test pictures: a message
+            return None, text.download_failed(exc)
+        return files, text.download_ready(record)
+
     # ---- the Hugging Face Hub
 
     def load_from_hub(self, spec: str | None, loaded: list | None = None, token: str | None = None):

@@ -18,9 +18,9 @@ from pokedemo.app.sources import (
     load_default_model, prefilled_data_dir, test_split_examples, training_defaults, warm_up,
 )
 from pokedemo.app.text import (
-    CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, EXAMPLES_LABEL, INTRO,
-    MODEL_PICKER_INFO, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS, TOP_CLASS, compare_table, defaults_text,
-    empty_frame, progress_html,
+    CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, DOWNLOAD_BUTTON,
+    DOWNLOAD_FILES_LABEL, DOWNLOAD_INTRO, DOWNLOAD_TITLE, EXAMPLES_LABEL, INTRO, MODEL_PICKER_INFO, NO_CHECKPOINT,
+    NO_DATASET, PER_CLASS_COLUMNS, TOP_CLASS, compare_table, defaults_text, empty_frame, progress_html,
 )
 from pokedemo.app.views import LOG_LINES
 from pokedemo.config import TrainConfig, default_checkpoint_root
@@ -128,6 +128,7 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                                                label="Model", allow_custom_value=True, info=MODEL_PICKER_INFO)
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
             _hub_panel(ui)
+            _download_panel(ui)
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
             _cam_panel(ui)
@@ -178,6 +179,15 @@ def _hub_panel(ui: dict[str, Any]) -> None:
                                       info="Uses the repo id, privacy and token above.")
         ui["push"] = gr.Button("Push to Hub", variant="secondary", size="sm")
         ui["push_msg"] = gr.Markdown(elem_id="push-msg")
+
+
+def _download_panel(ui: dict[str, Any]) -> None:
+    with gr.Accordion(DOWNLOAD_TITLE, open=False, elem_id="download"):
+        gr.Markdown(DOWNLOAD_INTRO)
+        ui["download"] = gr.Button(DOWNLOAD_BUTTON, variant="secondary", size="sm")
+        ui["download_files"] = gr.File(label=DOWNLOAD_FILES_LABEL, file_count="multiple", interactive=False,
+                                       elem_id="download-files")
+        ui["download_msg"] = gr.Markdown(elem_id="download-msg")
 
 
 def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -295,6 +305,9 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
           [ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
           [ui["label"], ui["caption"]], api_name="predict", concurrency_limit=PREDICT_CONCURRENCY,
           concurrency_id="predict", show_progress="minimal", preprocess=False)
+    # One export at a time: a second request for the same model then finds the first one's export.
+    ui["download"].click(app.download, [ui["checkpoint"]], [ui["download_files"], ui["download_msg"]],
+                         api_name="download_model", concurrency_limit=1, concurrency_id="export")
     ui["evaluate"].click(app.compare_checkpoints, [ui["ckpt_a"], ui["ckpt_b"], ui["data_dir"]],
                          _pick(ui, ("eval_caption", "eval_table", "eval_confusions")),
                          api_name="compare_checkpoints", concurrency_limit=1, concurrency_id="evaluate")

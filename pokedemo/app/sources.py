@@ -310,6 +310,15 @@ def fetch_hub_model(spec: str, token: str | None = None) -> Path:
         raise HubLoadError(text.hub_load_failed(spec, err, token, expected=False)) from None
 
 
+def model_download(run_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any]]:
+    """([model.onnx, the run folder's zip], the export's record) of a run, exported and checked once per weights
+    file into a folder under the system's temporary directory (served by Gradio from there)."""
+    from pokedemo.export import model_download as export_download
+
+    onnx_file, archive, record = export_download(run_dir, Path(tempfile.gettempdir()) / "pokedemo-downloads")
+    return [str(onnx_file), str(archive)], record
+
+
 def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str | None) -> str:
     """Push a local run to a Hub repo; the Markdown line the push panel shows (link, or what went wrong).
     An empty token falls back to HF_TOKEN, then the cached login."""

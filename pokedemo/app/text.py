@@ -378,6 +378,39 @@ def hub_choice_label(spec: str, test_accuracy: float | None) -> str:
     return f"{spec.strip()} (from the Hub){accuracy}"
 
 
+# ------------------------------------------------------------------------------------------ download
+
+DOWNLOAD_TITLE = "Download this model: ONNX, and the run folder as a zip"
+DOWNLOAD_INTRO = (
+    "The model selected above as **`model.onnx`**, for your own program, phone or browser (onnxruntime; no "
+    "pokedemo, PyTorch or timm needed), and its **run folder as a zip** (weights, config, history, and the "
+    "ONNX export with `predict_onnx.py`, which reads pictures exactly as this app does). The first download of "
+    "a model exports it and checks the export against this app's own answers on its test pictures, which can "
+    "take a minute or two."
+)
+DOWNLOAD_BUTTON = "Prepare the download"
+DOWNLOAD_FILES_LABEL = "model.onnx and the run folder (.zip)"
+DOWNLOAD_NO_CHECKPOINT = "❌ Pick a model above first."
+
+
+def download_ready(record: dict[str, Any]) -> str:
+    """What the download holds and how closely the ONNX model gives this app's answers."""
+    parity, latency = record.get("parity") or {}, record.get("latency")
+    size = f"`model.onnx` ({record.get('size_bytes', 0) / 1e6:.1f} MB)"
+    if parity.get("skipped"):
+        checked = f" Not checked against this app: {parity['skipped']}."
+    else:
+        checked = (f" It gives this app's answers: probabilities within {parity['max_abs_diff']:.0e} and the same "
+                   f"top class on {parity['top1_agree']} of {parity['pictures']} test pictures.")
+    timing = (f" One picture on this server's CPU: {latency['onnxruntime_p50_ms']:.0f} ms with onnxruntime, "
+              f"{latency['torch_p50_ms']:.0f} ms with PyTorch." if latency else "")
+    return f"✅ {size} and the run folder are ready below.{checked}{timing}"
+
+
+def download_failed(exc: BaseException) -> str:
+    return f"❌ No download: {friendly_error(exc)}"
+
+
 # ------------------------------------------------------------------------------------------ the Hub
 
 PUSH_NO_CHECKPOINT = "❌ Pick a checkpoint to push first."
