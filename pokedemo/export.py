@@ -206,10 +206,14 @@ def _write_onnx(predictor: Predictor, path: Path, metadata: dict[str, str]) -> i
     graph = ProbabilityGraph(folded).eval()
     size = predictor.image_size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)  # 2, not 1: a size-1 batch would be fixed
-    program = torch.onnx.export(
-        graph, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
-        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}, verbose=False,
-    )
+    try:
+        program = torch.onnx.export(
+            graph, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}, verbose=False,
+        )
+    except Exception as exc:  # torch.export / onnxscript raise many types; the user gets one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ExportError(f"torch could not export {metadata['backbone']} to ONNX: {first}") from exc
     program.model.metadata_props.update(metadata)
     program.model.doc_string = (f"pokedemo {metadata['backbone']} classifier: uint8 RGB pictures in, calibrated "
                                 f"probabilities of {', '.join(predictor.classes)} out")
