@@ -14,7 +14,9 @@ import contextlib
 import json
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from pokedemo.config import TrainConfig
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="Create the repo as private.")
     push.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN, else your cached login).")
     push.add_argument("--commit-message", default=None, metavar="MSG", help="Commit message for the upload.")
+    push.add_argument("--onnx", action="store_true", help="Also export the model to ONNX (checked against "
+                      "pokedemo's predictions, as `export` does) and upload model.onnx and predict_onnx.py beside "
+                      "the weights.")
 
     space = sub.add_parser("deploy-space", help="Upload the app with the bundled data and starter model to a "
                            "Hugging Face Space (created if needed) that works with no configuration.")
@@ -359,10 +364,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from pokedemo.hub import push_checkpoint
+    from pokedemo.hub import OnnxExport, push_checkpoint
 
-    url = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, token=args.token,
-                          commit_message=args.commit_message)
+    with tempfile.TemporaryDirectory(prefix="pokedemo-push-onnx-") as scratch:
+        onnx = None
+        if args.onnx:
+            from pokedemo.export import export_checkpoint
+
+            exported = export_checkpoint(args.checkpoint, Path(scratch) / "onnx")
+            print("\n".join(exported.summary_lines()), file=sys.stderr)  # stdout stays the repo URL
+            onnx = OnnxExport(exported.record, exported.runtime_files)
+        url = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, token=args.token,
+                              commit_message=args.commit_message, onnx=onnx)
     print(url)
     return 0
 

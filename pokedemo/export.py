@@ -29,7 +29,7 @@ import statistics
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,12 @@ class ExportResult:
     parity: Parity
     latency: Latency | None
     metadata: dict[str, str]
+    record: dict[str, Any] = field(default_factory=dict)  # what export.json holds
+
+    @property
+    def runtime_files(self) -> list[Path]:
+        """The files a program needs (model.onnx, predict_onnx.py), in their final place."""
+        return [self.out_dir / name for name in self.record.get("runtime_files", [])]
 
     def summary_lines(self) -> list[str]:
         """What the CLI prints: where, how big, the parity check and the latency."""
@@ -157,7 +163,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
         (staging / README_FILE).write_text(export_readme(record), encoding="utf-8")
         shutil.copyfile(SCRIPT_SOURCE, staging / SCRIPT_FILE)
         _move_into_place(staging, out)
-        return result
+        return replace(result, record=record)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful move
 
@@ -382,6 +388,7 @@ def _record(result: ExportResult, run_dir: Path, predictor: Predictor, opset: in
         "format": RECORD_FORMAT,
         "checkpoint": str(run_dir),
         "onnx_file": ONNX_FILE,
+        "runtime_files": [ONNX_FILE, SCRIPT_FILE],  # what a program needs (a Hub push uploads these)
         "size_bytes": result.size_bytes,
         "opset": opset,
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", 3, predictor.image_size, predictor.image_size]},

@@ -165,6 +165,47 @@ def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny
     assert f'timm.create_model("hf-hub:{repo}", pretrained=True)' in text
 
 
+def test_push_onnx_uploads_the_checked_model_and_shows_both_ways_on_the_card(hub_env, tokens, tiny_checkpoint,
+                                                                              tmp_path):
+    import onnxruntime as ort
+
+    repo = new_repo()
+    done = subprocess.run([sys.executable, "-m", "pokedemo", "push", "--checkpoint", str(tiny_checkpoint),
+                           "--repo-id", repo, "--token", tokens.alice, "--onnx"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{hub_env.url}/{repo}" and "top-1 agreement" in done.stderr
+    files = uploaded(hub_env, repo)
+    assert set(files) == HUB_FILES | {"model.onnx", "predict_onnx.py"}
+    (tmp_path / "model.onnx").write_bytes(files["model.onnx"])
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert session.get_modelmeta().custom_metadata_map["weights_sha256"] == config["weights_sha256"]
+    predictor = Predictor.load(tiny_checkpoint)
+    for image in image_files(write_images(tmp_path / "images")):
+        found = session.run(None, {"images": predictor.image_tensor(image).numpy()})[0][0]
+        expected = predictor.predict_dict(image)
+        assert np.abs(found - [expected[c] for c in predictor.classes]).max() <= 1e-4
+
+    card = files["README.md"].decode()
+    assert "Predictor.load" in card and "## Without pokedemo: ONNX" in card and "predict_onnx.py my_image.jpg" in card
+    assert "| size | " in card and "onnxruntime" in card and "PyTorch (pokedemo)" in card
+    assert "same top-1 class on" in card and "| model.onnx | " in card
+    assert "onnx" in yaml.safe_load(card.split("---")[1])["tags"]
+
+
+def test_an_onnx_export_of_other_weights_is_refused(hub_env, tokens, tiny_checkpoint, tmp_path):
+    other = make_checkpoint(tmp_path / "runs", backbone="resnet18")
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"onnx")
+    export = hub.OnnxExport({"metadata": {"weights_sha256": ckpt.read_config(other)["weights_sha256"]},
+                             "runtime_files": ["model.onnx"], "onnx_file": "model.onnx"}, [onnx_file])
+    repo = new_repo()
+    with pytest.raises(CheckpointError, match="other weights"):
+        hub.push_checkpoint(tiny_checkpoint, repo, token=tokens.alice, onnx=export)
+    assert repo not in hub_env.repos  # refused before anything was created
+
+
 def test_published_config_serves_pokedemo_and_timm_without_local_paths(hub_env, tokens, tmp_path):
     run = make_checkpoint(tmp_path)
     repo = new_repo()

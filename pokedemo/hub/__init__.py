@@ -23,7 +23,13 @@ from pokedemo.hub.client import (
     scrub,
 )
 from pokedemo.hub.datasets import DataSource, is_hub_dataset, open_data, part_of, push_dataset
-from pokedemo.hub.models import PushResult, download_checkpoint, push_checkpoint, push_checkpoint_details
+from pokedemo.hub.models import (
+    OnnxExport,
+    PushResult,
+    download_checkpoint,
+    push_checkpoint,
+    push_checkpoint_details,
+)
 from pokedemo.hub.space import deploy_space
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "TIMM_WEIGHTS_FILE",
     "DataSource",
     "HubError",
+    "OnnxExport",
     "PushResult",
     "RepoRef",
     "build_model_card",

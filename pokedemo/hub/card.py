@@ -8,6 +8,7 @@ that describes them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pokedemo.checkpoint import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE
@@ -21,7 +22,7 @@ BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k", "efficientnet_lite0": "timm/
 
 
 def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo_id: str,
-                     timm_architecture: str | None = None) -> str:
+                     timm_architecture: str | None = None, onnx: dict[str, Any] | None = None) -> str:
     """README.md for the Hub: YAML metadata (with a model-index holding the test accuracy), then the classes,
     the training configuration, metrics, the confusion matrix, the training curve and how to use the model."""
     sections = [
@@ -31,12 +32,13 @@ def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo
         _card_confusion(config),
         _card_training(config, history),
         _card_usage(config, repo_id, timm_architecture),
-        _card_files(timm_architecture),
+        _card_onnx(onnx, repo_id) if onnx else "",
+        _card_files(timm_architecture, onnx),
     ]
     from huggingface_hub import ModelCard
 
     body = "\n\n".join(section for section in sections if section)
-    metadata = _card_data(config, repo_id, timm_architecture).to_yaml()
+    metadata = _card_data(config, repo_id, timm_architecture, onnx=bool(onnx)).to_yaml()
     return str(ModelCard(f"---\n{metadata}\n---\n\n{body}\n"))  # parsed once: the metadata must read back
 
 
@@ -45,7 +47,7 @@ def _test_metrics(config: dict[str, Any]) -> dict[str, Any]:
     return test if isinstance(test, dict) else {}
 
 
-def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | None):
+def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | None, onnx: bool = False):
     """The card's metadata as huggingface_hub's ModelCardData; the test accuracy (and macro F1) become the
     model-index through EvalResult, which is how the Hub shows them on the model page."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -72,7 +74,7 @@ def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | No
         library_name="timm" if timm_architecture else "pokedemo",
         pipeline_tag="image-classification",
         tags=["image-classification", "pokedemo", "transfer-learning", backbone, "pytorch", "safetensors"]
-        + (["timm"] if timm_architecture else []),
+        + (["timm"] if timm_architecture else []) + (["onnx"] if onnx else []),
         metrics=["accuracy"],
         datasets=[hub_source] if hub_source else None,
         base_model=BASE_MODELS.get(backbone) if config.get("pretrained") else None,
@@ -216,7 +218,54 @@ print(dict(zip(model.pretrained_cfg["label_names"], probs.tolist())))
     return text
 
 
-def _card_files(timm_architecture: str | None) -> str:
+def _card_onnx(record: dict[str, Any], repo_id: str) -> str:
+    """How to use model.onnx without pokedemo, with the export's own parity check, size and latency."""
+    meta, parity, latency = record["metadata"], record["parity"], record.get("latency")
+    name, size, max_side = record["onnx_file"], meta["image_size"], meta["max_side"]
+    input_name = record["input"]["name"]
+    if parity.get("skipped"):
+        checked = f"Parity with pokedemo was not checked at export: {parity['skipped']}."
+    else:
+        checked = (f"Checked at export against pokedemo's own predictions on {parity['pictures']} pictures "
+                   f"({parity['source']}): probabilities within {parity['max_abs_diff']:.1e}, same top-1 class on "
+                   f"{parity['top1_agree']} of {parity['pictures']}.")
+    rows = [["size", f"{record['size_bytes'] / 1e6:.1f} MB (float32, ONNX opset {record['opset']})"]]
+    if latency:
+        rows.append(["CPU time per picture (p50, one picture per call)",
+                     f"onnxruntime {latency['onnxruntime_p50_ms']:.1f} ms, PyTorch (pokedemo) "
+                     f"{latency['torch_p50_ms']:.1f} ms — {latency['threads']} thread(s), {_md(latency['machine'])}"])
+    return f"""## Without pokedemo: ONNX
+
+`{name}` takes uint8 RGB pictures `[N, 3, {size}, {size}]` (pixel values 0-255) and returns calibrated
+probabilities `[N, {len(json.loads(meta["class_names"]))}]`; normalisation, BatchNorm and the temperature are inside the
+graph. Its metadata (`metadata_props`) holds the class names, the size, the resize rule, mean and std.
+`predict_onnx.py` (Pillow, numpy and onnxruntime only) reads pictures exactly as pokedemo does: the resize is
+the part that must match ({_md(meta["resize"])}; S = {size}, max_side = {max_side}).
+
+```bash
+pip install onnxruntime pillow numpy huggingface_hub
+hf download {repo_id} {name} predict_onnx.py --local-dir {repo_id.split("/")[-1]}
+python {repo_id.split("/")[-1]}/predict_onnx.py my_image.jpg
+```
+
+In Python, from that folder:
+
+```python
+import onnxruntime as ort
+from predict_onnx import load_pixels
+
+session = ort.InferenceSession("{name}")
+meta = session.get_modelmeta().custom_metadata_map
+pixels = load_pixels("my_image.jpg", int(meta["image_size"]), int(meta["max_side"]))  # uint8 [3, S, S]
+probabilities = session.run(None, {{"{input_name}": pixels[None]}})[0][0]
+```
+
+{checked}
+
+{_table(["", "ONNX export"], rows)}"""
+
+
+def _card_files(timm_architecture: str | None, onnx: dict[str, Any] | None = None) -> str:
     rows = [
         [WEIGHTS_FILE, "weights, pokedemo layout (`features.*`, `head.*`); its SHA-256 is recorded in config.json"],
         [CONFIG_FILE, "pokedemo checkpoint config (classes, preprocessing, training options, metrics, split)"
@@ -226,4 +275,8 @@ def _card_files(timm_architecture: str | None) -> str:
     ]
     if timm_architecture:
         rows.append([TIMM_WEIGHTS_FILE, "the same weights under timm's tensor names"])
+    if onnx:
+        rows.append([onnx["onnx_file"], "the model as ONNX: uint8 pictures in, calibrated probabilities out"])
+        rows += [[name, "classifies pictures with the ONNX model (Pillow, numpy, onnxruntime)"]
+                 for name in onnx["runtime_files"] if name != onnx["onnx_file"]]
     return "## Files\n\n" + _table(["file", "content"], rows)

@@ -52,6 +52,15 @@ POKEDEMO_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, CARD_FILE)  # what a 
 
 
 @dataclass(frozen=True)
+class OnnxExport:
+    """An ONNX export to push with its checkpoint: its record (``pokedemo.export``'s export.json: checks,
+    figures, metadata) and the files to upload beside the weights."""
+
+    record: dict[str, Any]
+    files: list[Path]
+
+
+@dataclass(frozen=True)
 class TimmLayout:
     """How a pokedemo backbone maps onto a timm model: its name and where the classifier lives."""
 
@@ -119,23 +128,29 @@ def _validated_snapshot(folder: Path, ref: RepoRef) -> Path:
 
 
 def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
-                    commit_message: str | None = None) -> str:
+                    commit_message: str | None = None, onnx: OnnxExport | None = None) -> str:
     """Upload a run directory with a model card to a Hub model repo (created if needed); returns its URL."""
     return push_checkpoint_details(checkpoint, repo_id, private=private, token=token,
-                                   commit_message=commit_message).url
+                                   commit_message=commit_message, onnx=onnx).url
 
 
 def push_checkpoint_details(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False,
-                            token: str | None = None, commit_message: str | None = None) -> PushResult:
-    """push_checkpoint, returning the commit too. Raises HubError / CheckpointError (one line each)."""
+                            token: str | None = None, commit_message: str | None = None,
+                            onnx: OnnxExport | None = None) -> PushResult:
+    """push_checkpoint, returning the commit too. Raises HubError / CheckpointError (one line each).
+
+    ``onnx``: an export of this checkpoint (``pokedemo.export``); its files (``model.onnx``, ``predict_onnx.py``)
+    are uploaded beside the weights and the card shows how to use them, with the export's checks and figures."""
     ref = parse_repo_ref(repo_id, allow_revision=False)
     loaded = load_checkpoint(_local_run_dir(checkpoint))
+    if onnx is not None:
+        _check_onnx_export(onnx, loaded.config)
     ctx = write_context("push", ref, token)
     with hub_errors(ctx), tempfile.TemporaryDirectory(prefix="pokedemo-push-") as staging:
         api = hub_api(ctx)
         check_can_write(api, ctx)
         url, is_private = _ensure_repo(api, ctx, private)
-        timm_ok = write_hub_folder(loaded, Path(staging), ref.repo_id)
+        timm_ok = write_hub_folder(loaded, Path(staging), ref.repo_id, onnx)
         message = commit_message or f"Upload {loaded.config['backbone']} checkpoint {Path(loaded.path).name}"
         info = api.upload_folder(repo_id=ref.repo_id, folder_path=staging, commit_message=message)
     return PushResult(url=url, repo_id=ref.repo_id, commit_oid=info.oid, commit_url=info.commit_url,
@@ -166,16 +181,28 @@ def _ensure_repo(api: Any, ctx: HubContext, private: bool) -> tuple[str, bool]:
     return f"{ctx.endpoint}/{ctx.ref.repo_id}", bool(info.private)
 
 
-def write_hub_folder(loaded: Any, folder: Path, repo_id: str) -> bool:
+def _check_onnx_export(onnx: OnnxExport, config: dict[str, Any]) -> None:
+    exported_from = (onnx.record.get("metadata") or {}).get("weights_sha256")
+    if exported_from != config["weights_sha256"]:
+        raise CheckpointError("the ONNX export was made from other weights than this checkpoint's")
+    missing = [path.name for path in onnx.files if not Path(path).is_file()]
+    if missing:
+        raise CheckpointError(f"the ONNX export lacks {', '.join(missing)}")
+
+
+def write_hub_folder(loaded: Any, folder: Path, repo_id: str, onnx: OnnxExport | None = None) -> bool:
     """Write the files of a Hub repo for a loaded checkpoint into ``folder``; True when timm can load it."""
     run_dir = Path(loaded.path)
     shutil.copyfile(run_dir / WEIGHTS_FILE, folder / WEIGHTS_FILE)
+    for path in onnx.files if onnx else ():
+        shutil.copyfile(path, folder / path.name)
     history = _read_history(run_dir)
     (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
     layout = timm_weights(loaded, folder / TIMM_WEIGHTS_FILE)
     config = hub_config(loaded.config, layout)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    card = build_model_card(config, history, repo_id, timm_architecture=layout.architecture if layout else None)
+    card = build_model_card(config, history, repo_id, timm_architecture=layout.architecture if layout else None,
+                            onnx=onnx.record if onnx else None)
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
     return layout is not None
 
