@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: the checkout's own pokedemo package
@@ -367,9 +367,12 @@ def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
 
 
 def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
-    """End-to-end predict latency (decode + preprocess + forward) on a ~1000 px JPEG, model loaded once."""
+    """End-to-end predict latency (decode + preprocess + forward) on a ~1000 px JPEG, model loaded once: the torch
+    Predictor and the ONNX export (predict_onnx.py's reading + onnxruntime) side by side, alternating call by call
+    so that a loaded machine slows both alike."""
     import io
     import statistics
+    import tempfile
 
     from PIL import Image
 
@@ -382,15 +385,45 @@ def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
     buffer = io.BytesIO()
     gradient.save(buffer, "JPEG", quality=90)
     data = buffer.getvalue()
-    predictor.predict(data)  # warm-up: first call allocates
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predictor.predict(data)
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {"load_s": round(load_seconds, 3), "p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1), "image": "1000x750 JPEG", "n": repeats}
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as scratch:
+        onnx_predict = onnx_predictor(checkpoint, Path(scratch))
+        predictor.predict(data)  # warm-up: first call allocates
+        onnx_predict(data)
+        times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+        for _ in range(repeats):
+            for name, predict in (("torch", predictor.predict), ("onnxruntime", onnx_predict)):
+                t = time.perf_counter()
+                predict(data)
+                times[name].append((time.perf_counter() - t) * 1000)
+    result: dict[str, Any] = {"load_s": round(load_seconds, 3), "image": "1000x750 JPEG", "n": repeats}
+    for name, values in times.items():
+        values.sort()
+        prefix = "" if name == "torch" else f"{name}_"
+        result[f"{prefix}p50_ms"] = round(statistics.median(values), 1)
+        result[f"{prefix}p95_ms"] = round(values[int(0.95 * (len(values) - 1))], 1)
+    return result
+
+
+def onnx_predictor(checkpoint: str, folder: Path) -> Callable[[bytes], Any]:
+    """Export ``checkpoint`` into ``folder`` (checked as ``python -m pokedemo export`` checks it) and return the
+    exported script's way to classify one encoded picture: its reading, then onnxruntime with torch's threads."""
+    import importlib.util
+    import io
+
+    import onnxruntime as ort
+    import torch
+
+    from pokedemo.export import INPUT_NAME, SCRIPT_FILE, export_checkpoint
+
+    exported = export_checkpoint(checkpoint, folder / "onnx")
+    spec = importlib.util.spec_from_file_location("predict_onnx", exported.out_dir / SCRIPT_FILE)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(exported.onnx_path), options, providers=["CPUExecutionProvider"])
+    size, max_side = int(exported.metadata["image_size"]), int(exported.metadata["max_side"])
+    return lambda data: session.run(None, {INPUT_NAME: script.load_pixels(io.BytesIO(data), size, max_side)[None]})
 
 
 def bench_app_start(port: int = 7861, timeout: float = 60.0) -> dict[str, Any]:
@@ -470,7 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.predict:
         print(f"machine: {machine_description()}")
-        print(f"predict: {json.dumps(bench_predict(args.predict))}")
+        predicted = bench_predict(args.predict)
+        print(f"predict: {json.dumps(predicted)}")
+        print(f"predict p50 per picture ({predicted['image']}, end to end): torch Predictor {predicted['p50_ms']} ms, "
+              f"onnxruntime {predicted['onnxruntime_p50_ms']} ms")
         print(f"app start: {json.dumps(bench_app_start())}")
         return 0
     if args.one_row:

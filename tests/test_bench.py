@@ -5,7 +5,8 @@ import json
 import pytest
 
 from benchmarks.bench import (
-    add_comparisons, format_accuracy_table, format_table, reference_loop, seconds_to_reach, summarise_accuracy,
+    add_comparisons, bench_predict, format_accuracy_table, format_table, reference_loop, seconds_to_reach,
+    summarise_accuracy,
 )
 
 
@@ -140,3 +141,10 @@ def test_accuracy_bench_runs_a_baseline_checkouts_own_code_first(tiny_data_dir, 
     calls = [json.loads(line) for line in (old / bench_file).with_name("calls.jsonl").read_text().splitlines()]
     assert [(c["recipe"], c["seed"]) for c in calls] == [("default", "0"), ("default", "1")]
     assert all(c["cwd"] == str(old) and c["data"] == str(tiny_data_dir.resolve()) for c in calls)
+
+
+def test_predict_mode_times_the_predictor_and_the_onnx_export_side_by_side(tiny_checkpoint):
+    result = bench_predict(str(tiny_checkpoint), repeats=3)
+    assert result["n"] == 3
+    assert 0 < result["p50_ms"] <= result["p95_ms"]
+    assert 0 < result["onnxruntime_p50_ms"] <= result["onnxruntime_p95_ms"]
