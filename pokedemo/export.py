@@ -33,10 +33,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from pokedemo.checkpoint import WEIGHTS_FILE, load_checkpoint
+from pokedemo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from pokedemo.data import cached_tensors
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError
 from pokedemo.predict import MAX_SIDE_FACTOR, Predictor, recorded_split, resolve_checkpoint
@@ -283,8 +284,6 @@ def _session(onnx_path: Path):
 
 def onnx_probabilities(session, pictures) -> Any:
     """Probabilities (numpy [N, C]) from an onnxruntime session for uint8 numpy pictures, PARITY_BATCH at a time."""
-    import numpy as np
-
     outputs = [session.run([OUTPUT_NAME], {INPUT_NAME: pictures[i:i + PARITY_BATCH]})[0]
                for i in range(0, len(pictures), PARITY_BATCH)]
     return np.concatenate(outputs)
@@ -323,8 +322,10 @@ def _machine() -> str:
 
 
 def _model_name(spec: str | os.PathLike) -> str:
-    name = Path(str(spec).split("@")[0].rstrip("/\\")).name
-    return name[:-len(WEIGHTS_FILE) - 1] if name == WEIGHTS_FILE else name or "model"
+    """A run folder's name, or a Hub repo's name without its namespace and revision."""
+    path = Path(spec) if Path(spec).exists() else Path(str(spec).split("@")[0])
+    path = path.parent if path.name in (WEIGHTS_FILE, CONFIG_FILE) else path
+    return path.resolve().name if path.exists() else path.name or "model"
 
 
 def _is_export(folder: Path) -> bool:
@@ -473,7 +474,7 @@ def reusable_export(folder: str | os.PathLike, run_dir: str | os.PathLike) -> di
     folder = Path(folder)
     try:
         record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
-        weights = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))["weights_sha256"]
+        weights = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))["weights_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     fresh = record.get("format") == RECORD_FORMAT and (folder / ONNX_FILE).is_file() and \
@@ -485,7 +486,7 @@ def export_once(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) ->
     """The export folder of ``checkpoint`` under ``cache_root`` (``<name>-<weights hash>/onnx``: one per weights
     file), exported on first use and reused after."""
     run_dir = resolve_checkpoint(checkpoint)
-    weights = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("weights_sha256", "")
+    weights = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("weights_sha256", "")
     folder = Path(cache_root) / f"{_model_name(run_dir)}-{weights[:12]}" / "onnx"
     if reusable_export(folder, run_dir) is None:
         export_checkpoint(run_dir, folder)
