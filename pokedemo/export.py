@@ -38,9 +38,11 @@ import torch
 from torch import nn
 
 from pokedemo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
+from pokedemo.config import default_checkpoint_root
 from pokedemo.data import cached_tensors
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError
-from pokedemo.predict import MAX_SIDE_FACTOR, Predictor, recorded_split, resolve_checkpoint
+from pokedemo.model_ref import resolve_model
+from pokedemo.predict import MAX_SIDE_FACTOR, Predictor, recorded_split
 
 ONNX_FILE = "model.onnx"
 SCRIPT_FILE = "predict_onnx.py"
@@ -136,13 +138,14 @@ class ExportResult:
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                       data: str | os.PathLike | None = None, fmt: str = "onnx") -> ExportResult:
-    """Export ``checkpoint`` (run folder or Hub id) into the folder ``out`` (default ``./<name>-onnx``).
+    """Export ``checkpoint`` (a run folder, a run name or a Hub id: ``resolve_model``) into the folder ``out``
+    (default ``./<name>-onnx``).
 
     Raises ExportError (and CheckpointError / DatasetError from loading the model or its pictures), all one
     line; ``out`` is then untouched."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    run_dir = resolve_checkpoint(checkpoint)
+    run_dir = resolve_model(checkpoint, root=default_checkpoint_root())
     predictor = Predictor(load_checkpoint(run_dir), device=torch.device("cpu"))
     out = Path(out) if out is not None else Path.cwd() / f"{_model_name(checkpoint)}-onnx"
     _check_target(out)
@@ -485,7 +488,7 @@ def reusable_export(folder: str | os.PathLike, run_dir: str | os.PathLike) -> di
 def export_once(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
     """The export folder of ``checkpoint`` under ``cache_root`` (``<name>-<weights hash>/onnx``: one per weights
     file), exported on first use and reused after."""
-    run_dir = resolve_checkpoint(checkpoint)
+    run_dir = resolve_model(checkpoint, root=default_checkpoint_root())
     weights = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("weights_sha256", "")
     folder = Path(cache_root) / f"{_model_name(run_dir)}-{weights[:12]}" / "onnx"
     if reusable_export(folder, run_dir) is None:
@@ -496,7 +499,7 @@ def export_once(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) ->
 def model_download(checkpoint: str | os.PathLike, cache_root: str | os.PathLike) -> tuple[Path, Path, dict]:
     """(model.onnx, the run folder with its export as a zip, the export's record) of ``checkpoint``, made once
     per weights file under ``cache_root``."""
-    run_dir = resolve_checkpoint(checkpoint)
+    run_dir = resolve_model(checkpoint, root=default_checkpoint_root())
     folder = export_once(run_dir, cache_root)
     archive = folder.parent / f"{_model_name(run_dir)}.zip"
     if not archive.is_file() or archive.stat().st_mtime < (folder / RECORD_FILE).stat().st_mtime:
