@@ -393,6 +393,7 @@ def _record(result: ExportResult, run_dir: Path, predictor: Predictor, opset: in
         "checkpoint": str(run_dir),
         "onnx_file": ONNX_FILE,
         "runtime_files": [ONNX_FILE, SCRIPT_FILE],  # what a program needs (a Hub push uploads these)
+        "python_usage": python_usage(),
         "size_bytes": result.size_bytes,
         "opset": opset,
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", 3, predictor.image_size, predictor.image_size]},
@@ -402,6 +403,17 @@ def _record(result: ExportResult, run_dir: Path, predictor: Predictor, opset: in
         "latency": asdict(result.latency) if result.latency else None,
         "versions": versions,
     }
+
+
+def python_usage(picture: str = "picture.jpg") -> str:
+    """The few lines of Python that classify a picture with the export (the README and the model card show them)."""
+    return f"""import onnxruntime as ort
+from predict_onnx import load_pixels
+
+session = ort.InferenceSession("{ONNX_FILE}")
+meta = session.get_modelmeta().custom_metadata_map
+pixels = load_pixels("{picture}", int(meta["image_size"]), int(meta["max_side"]))  # uint8 [3, S, S]
+probabilities = session.run(None, {{"{INPUT_NAME}": pixels[None]}})[0][0]  # in meta["class_names"] order"""
 
 
 def export_readme(record: dict[str, Any]) -> str:
@@ -454,13 +466,7 @@ python predict_onnx.py --json picture.jpg              # every class's probabili
 In your own Python:
 
 ```python
-import onnxruntime as ort
-from predict_onnx import load_pixels
-
-session = ort.InferenceSession("{record['onnx_file']}")
-meta = session.get_modelmeta().custom_metadata_map
-pixels = load_pixels("picture.jpg", int(meta["image_size"]), int(meta["max_side"]))  # uint8 [3, S, S]
-probabilities = session.run(None, {{"{record['input']['name']}": pixels[None]}})[0][0]
+{record['python_usage']}
 ```
 
 An unreadable file gives one line (`error: cannot read picture.jpg: ...`) and the other pictures are still

@@ -222,7 +222,6 @@ def _card_onnx(record: dict[str, Any], repo_id: str) -> str:
     """How to use model.onnx without pokedemo, with the export's own parity check, size and latency."""
     meta, parity, latency = record["metadata"], record["parity"], record.get("latency")
     name, size, max_side = record["onnx_file"], meta["image_size"], meta["max_side"]
-    input_name = record["input"]["name"]
     if parity.get("skipped"):
         checked = f"Parity with pokedemo was not checked at export: {parity['skipped']}."
     else:
@@ -251,13 +250,7 @@ python {repo_id.split("/")[-1]}/predict_onnx.py my_image.jpg
 In Python, from that folder:
 
 ```python
-import onnxruntime as ort
-from predict_onnx import load_pixels
-
-session = ort.InferenceSession("{name}")
-meta = session.get_modelmeta().custom_metadata_map
-pixels = load_pixels("my_image.jpg", int(meta["image_size"]), int(meta["max_side"]))  # uint8 [3, S, S]
-probabilities = session.run(None, {{"{input_name}": pixels[None]}})[0][0]
+{record["python_usage"]}
 ```
 
 {checked}
