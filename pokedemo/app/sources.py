@@ -17,8 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from pokedemo.app import text
-from pokedemo.config import STARTER_COMPARISON, TrainConfig, default_data_dir, default_model, starter_checkpoint
-from pokedemo.hub import HubError, hub_cache_dir
+from pokedemo.app.views import conflict_thumbnails
+from pokedemo.checkpoint import CheckpointError, checkpoint_info, list_checkpoints, read_config, recorded_data_root
+from pokedemo.config import (
+    STARTER_COMPARISON,
+    TrainConfig,
+    default_data_dir,
+    default_model,
+    resolve_device,
+    starter_checkpoint,
+)
+from pokedemo.data import DatasetError, scan_dataset
+from pokedemo.doctor import diagnose
+from pokedemo.hub import HubError, download_checkpoint, hub_cache_dir, open_data, push_checkpoint_details
 from pokedemo.model_ref import in_hub_cache, resolve_model
 
 EXAMPLES_PER_CLASS = 2
@@ -38,9 +49,6 @@ def prefilled_data_dir() -> str:
 def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
     """Scan ``folder`` (or a ``hf://datasets/...`` address) and describe it; a friendly line instead of an
     exception for anything wrong."""
-    from pokedemo.data import DatasetError, scan_dataset
-    from pokedemo.hub import open_data
-
     if not folder or not str(folder).strip():
         return text.NO_DATASET
     defaults = TrainConfig()
@@ -59,18 +67,12 @@ def _decode_size(img_size: float | None) -> int | None:
     """The size a training run at ``img_size`` keeps its images at on this machine (its last epoch's)."""
     if not img_size:
         return None
-    from pokedemo.config import resolve_device
 
     return TrainConfig(img_size=int(img_size)).resolved(resolve_device("auto")).last_epoch_size
 
 
 def doctor_panel(folder: str | None) -> tuple[str, list]:
     """(Markdown report, conflict strips for a gr.Gallery) for the dataset folder; a message when unusable."""
-    from pokedemo.app.views import conflict_thumbnails
-    from pokedemo.data import DatasetError
-    from pokedemo.doctor import diagnose
-    from pokedemo.hub import open_data
-
     folder = (folder or "").strip()
     if not folder:
         return text.DOCTOR_EMPTY, []
@@ -86,8 +88,6 @@ def test_split_examples(run_dir: str | os.PathLike | None, per_class: int = EXAM
     """A few distinct pictures per class from a model's recorded *test* split (images it never trained on),
     copied into a fresh temporary folder: Gradio serves example files only from the working directory or the
     temp directory, and the app may be started anywhere. Empty when the model or its images are not here."""
-    from pokedemo.checkpoint import CheckpointError, read_config, recorded_data_root
-
     try:
         config = read_config(run_dir) if run_dir else None
     except CheckpointError:
@@ -141,8 +141,6 @@ def default_backbone(choices: list[tuple[str, str]]) -> str:
 def training_defaults() -> tuple[int, int, str]:
     """(epochs, image size, explanation) the Train tab offers on the device training will run on: the CPU's
     defaults on a CPU, larger ones on a CUDA GPU (``pokedemo.config.DEVICE_DEFAULTS``). Imports torch."""
-    from pokedemo.config import resolve_device
-
     device = resolve_device("auto")
     config = TrainConfig().resolved(device)
     return config.epochs, config.img_size, text.defaults_text(device)
@@ -191,8 +189,6 @@ class DefaultModel:
 def load_default_model() -> DefaultModel | None:
     """``$POKEDEMO_MODEL`` (a Hub repo id, downloaded now, or a run folder), else the bundled starter; None when
     neither is usable. A model that cannot be loaded is logged and replaced by the starter."""
-    from pokedemo.checkpoint import CheckpointError, checkpoint_info
-
     spec, starter = default_model(), starter_checkpoint()
     try:
         path = resolve_model(spec)
@@ -215,8 +211,6 @@ def load_default_model() -> DefaultModel | None:
 def checkpoint_choices(root: str | os.PathLike, default: DefaultModel | None = None) -> list[tuple[str, str]]:
     """(label, run directory) of every usable checkpoint under ``root`` and the default model, newest first:
     the default model comes first until someone trains a run."""
-    from pokedemo.checkpoint import list_checkpoints
-
     entries = [(info.created_at, info.label(), str(info.path)) for info in list_checkpoints(root)]
     if default is not None and all(Path(value).resolve() != default.path for _, _, value in entries):
         entries.append((default.created_at, default.label, str(default.path)))
@@ -260,8 +254,6 @@ def data_root_for(predictor: Any, folder: str | None) -> str | None:
     """The folder the checkpoint was trained on (also the bundled data in another clone), else the Train tab's
     folder (e.g. a checkpoint from the Hub trained elsewhere); None for a run on a Hub dataset no longer here
     (``evaluate_split`` fetches its recorded commit again)."""
-    from pokedemo.checkpoint import recorded_data_root
-
     recorded = recorded_data_root(predictor.checkpoint.config)
     if recorded is not None:
         return str(recorded)
@@ -283,8 +275,6 @@ def test_report(predictor: Any, folder: str | None) -> dict[str, Any]:
 
 def hub_choice(spec: str, path: Path) -> tuple[str, str]:
     """(label, value) of a model loaded from the Hub, for the checkpoint pickers."""
-    from pokedemo.checkpoint import read_config
-
     try:
         test = ((read_config(path).get("metrics") or {}).get("test") or {}).get("accuracy")
     except Exception:  # noqa: BLE001 - the label is cosmetic; the download validated the files already
@@ -299,9 +289,6 @@ class HubLoadError(ValueError):
 def fetch_hub_model(spec: str, token: str | None = None) -> Path:
     """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into the Hub cache; HubLoadError otherwise.
     An empty token falls back to HF_TOKEN, then the cached login."""
-    from pokedemo.checkpoint import CheckpointError
-    from pokedemo.hub import download_checkpoint
-
     try:
         return download_checkpoint(spec.strip(), token=token or None)
     except (HubError, CheckpointError) as err:
@@ -322,9 +309,6 @@ def model_download(run_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any
 def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str | None) -> str:
     """Push a local run to a Hub repo; the Markdown line the push panel shows (link, or what went wrong).
     An empty token falls back to HF_TOKEN, then the cached login."""
-    from pokedemo.checkpoint import CheckpointError
-    from pokedemo.hub import push_checkpoint_details
-
     try:
         result = push_checkpoint_details(run_dir, repo_id.strip(), private=bool(private), token=token or None)
     except (HubError, CheckpointError) as err:

@@ -14,8 +14,15 @@ from typing import Any
 
 import pandas as pd
 
+from pokedemo.checkpoint import CheckpointError
 from pokedemo.config import TrainConfig, defaults_note
+from pokedemo.data import DatasetError
+from pokedemo.doctor import format_counts, split_sentence
 from pokedemo.events import Cancelled, Event, Failed, Finished
+from pokedemo.hub import one_line, scrub
+from pokedemo.images import ImageLoadError
+from pokedemo.metrics import MATRIX_MAX_CLASSES, top_confusions
+from pokedemo.report import per_class_table
 
 _log = logging.getLogger(__name__)
 
@@ -86,23 +93,17 @@ def progress_html(fraction: float, text: str) -> str:
 def per_class_frame(report: dict[str, Any]) -> pd.DataFrame:
     """THE per-class table of a test report (Train tab and the "where does it go wrong" panel alike):
     precision / recall / F1 in percent per class, plus the macro-average row."""
-    from pokedemo.report import per_class_table
-
     rows = [[name, *(percent(v) for v in (p, r, f1)), n] for name, p, r, f1, n in per_class_table(report)]
     return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
 def many_classes(report: dict[str, Any] | None) -> bool:
     """Too many classes for a readable confusion matrix (picture or table): show the top confusions instead."""
-    from pokedemo.metrics import MATRIX_MAX_CLASSES
-
     return bool(report) and len(report["classes"]) > MATRIX_MAX_CLASSES
 
 
 def top_confusions_markdown(report: dict[str, Any], limit: int = 15) -> str:
     """The most frequent mistakes as a Markdown table, for reports with too many classes for a matrix."""
-    from pokedemo.metrics import top_confusions
-
     items = top_confusions(report, limit)
     head = f"**Most frequent mistakes** ({len(report['classes'])} classes are too many for a confusion matrix)"
     if not items:
@@ -140,8 +141,6 @@ def confusion_html(report: dict[str, Any], title: str = "") -> str:
 
 
 def _top_confusions_html(report: dict[str, Any], title: str, limit: int = 15) -> str:
-    from pokedemo.metrics import top_confusions
-
     caption = f"<div style='font-weight:600;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
     rows = "".join(f"<tr><td>{html.escape(i['true'])}</td><td>{html.escape(i['predicted'])}</td>"
                    f"<td style='text-align:right'>{i['count']}</td><td style='text-align:right'>{percent(i['share'])}"
@@ -307,8 +306,6 @@ def _differently_labelled(dataset, group: list[int]) -> tuple[int, int]:
 
 def doctor_markdown(report: dict[str, Any]) -> str:
     """The dataset doctor's report (``pokedemo.doctor.diagnose``) as Markdown for the Train tab's panel."""
-    from pokedemo.doctor import format_counts, split_sentence
-
     lines = [(f"**{report['n_images']} images in {len(report['classes'])} classes** "
               f"(checked in {report['seconds']:.1f}s)"), ""]
     lines += ["| class | images |", "|---|---:|"]
@@ -430,8 +427,6 @@ def push_done(result: Any) -> str:
 
 def push_failed(err: BaseException, token: str | None, expected: bool = True) -> str:
     """A failed push in one token-free line; ``expected`` = a HubError/CheckpointError (else a bug's type too)."""
-    from pokedemo.hub import one_line, scrub
-
     if expected:
         return f"❌ Push failed: {scrub(str(err), token)}"
     return f"❌ Push failed unexpectedly ({scrub(one_line(err, first=True, typed=True), token)})"
@@ -439,8 +434,6 @@ def push_failed(err: BaseException, token: str | None, expected: bool = True) ->
 
 def hub_load_failed(spec: str, err: BaseException, token: str | None, expected: bool = True) -> str:
     """Why a Hub model could not be loaded, one token-free line (without the ❌, which the panel adds)."""
-    from pokedemo.hub import one_line, scrub
-
     if expected:
         return f"Could not load {spec.strip()} from the Hub: {scrub(str(err), token)}"
     return f"Could not load {spec.strip()}: {scrub(one_line(err, first=True, typed=True), token)}"
@@ -452,10 +445,6 @@ def hub_loaded(spec: str) -> str:
 
 def friendly_error(exc: BaseException) -> str:
     """One line for the user: the engine's own messages as they are, anything else with its type."""
-    from pokedemo.checkpoint import CheckpointError
-    from pokedemo.data import DatasetError
-    from pokedemo.images import ImageLoadError
-
     if isinstance(exc, ImageLoadError):
         return f"This file cannot be used as an image: {exc}"
     if isinstance(exc, (CheckpointError, DatasetError, ValueError, OSError)):

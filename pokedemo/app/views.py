@@ -13,12 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
-from pokedemo.app.text import format_duration, percent
+from pokedemo.app.text import format_duration, many_classes, percent
 from pokedemo.events import (
-    BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
+    BatchProgress,
+    Cancelled,
+    CompareFinished,
+    EpochEnd,
+    Event,
+    Failed,
+    Finished,
+    NewBest,
+    RunStarted,
+    Stage,
     Tagged,
 )
+from pokedemo.images import ImageLoadError, load_image
+from pokedemo.metrics import classification_report
+from pokedemo.report import confusion_image, errors_gallery
 
 LOG_LINES = 12
 RUN_LABELS = ("pretrained", "scratch")
@@ -238,8 +251,6 @@ def plot_value(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 def report_on_items(items: list[dict[str, Any]], classes: list[str], keep: set[str]) -> dict[str, Any]:
     """Classification report restricted to the evaluated images whose path is in ``keep``."""
-    from pokedemo.metrics import classification_report
-
     chosen = [it for it in items if it["path"] in keep]
     index = {name: i for i, name in enumerate(classes)}
     return classification_report([index[it["true"]] for it in chosen], [index[it["pred"]] for it in chosen],
@@ -249,19 +260,14 @@ def report_on_items(items: list[dict[str, Any]], classes: list[str], keep: set[s
 def confusion_picture(report: dict[str, Any] | None):
     """The confusion matrix as a PIL image (class names on both axes, counts, colour), None without a report
     and above MATRIX_MAX_CLASSES classes (unreadable; the captions list the top confusions instead)."""
-    from pokedemo.app.text import many_classes
-
     if not report or many_classes(report):
         return None
-    from pokedemo.report import confusion_image
 
     return confusion_image(report)
 
 
 def errors_items(report: dict[str, Any]) -> list:
     """(picture, caption) of each misclassified test image, for a gr.Gallery."""
-    from pokedemo.report import errors_gallery
-
     return errors_gallery(report)
 
 
@@ -281,9 +287,7 @@ def conflict_thumbnails(report: dict[str, Any], root: str | os.PathLike | None =
 
 
 def _thumbnail(path: Path):
-    from PIL import Image
 
-    from pokedemo.images import ImageLoadError, load_image
 
     try:
         img = load_image(path, max_side=THUMB_SIDE * 2)
@@ -295,8 +299,6 @@ def _thumbnail(path: Path):
 
 def _strip(tiles: list[tuple[Any, str]], gap: int = 8, label_height: int = 24):
     """Tiles side by side on white, bottom-aligned, each with its label centred underneath."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.load_default(size=15)
     height = max(im.height for im, _ in tiles)
     width = sum(max(im.width, 60) for im, _ in tiles) + gap * (len(tiles) - 1)
