@@ -5,6 +5,9 @@ config, and the config records the SHA-256 of the weights it describes. A run ki
 leaves either the previous consistent pair or a pair whose hash check fails, never a checkpoint that looks
 valid but is not. While a run trains its status is ``"training"``; such runs are hidden from listings and
 refused by ``load_checkpoint`` unless explicitly allowed. No pickle is ever loaded.
+
+torch, safetensors and the model builders are imported by the functions that read or write weights: listing
+runs and reading ``config.json`` (the CLI, the app's menus) does not load torch.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pokedemo import __version__
+from pokedemo.config import PROJECT_ROOT
 
 FORMAT = "pokedemo-checkpoint"
 FORMAT_VERSION = 1
@@ -105,7 +111,6 @@ def library_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from pokedemo import __version__
 
     versions = {"pokedemo": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
     try:
@@ -147,8 +152,6 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 def recorded_data_root(config: dict[str, Any]) -> Path | None:
     """The folder a run was trained on, found on this machine: the recorded absolute path when it is here, else
     the same folder inside this project (a run on the bundled data/pokemon, from any clone and any cwd)."""
-    from pokedemo.config import PROJECT_ROOT
-
     dataset = config.get("dataset") or {}
     root, project_path = dataset.get("root"), dataset.get("project_path")
     candidates = [Path(root)] if root and Path(root).is_absolute() else []

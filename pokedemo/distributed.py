@@ -14,6 +14,7 @@ engine (``pokedemo.train``) stays one loop; it asks a ``Parallel`` object at a f
 - ``is_main``: only rank 0 creates the run folder, writes checkpoint/history and reports progress.
 
 Without torchrun, ``SINGLE`` answers every hook with "one process": no process group, nothing changes.
+torch is imported inside the functions that use it: the CLI imports this module before it parses arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from pokedemo.config import resolve_device
 
 # A rank that dies leaves the others blocked in a collective: gloo notices a closed connection at once, but a
 # hung peer is only noticed when a collective times out. Ten minutes covers the slowest single step we run
@@ -61,7 +64,6 @@ class Parallel:
         """The device of this rank: cuda:LOCAL_RANK on CUDA (set as the current device), else as resolved."""
         import torch
 
-        from pokedemo.config import resolve_device
 
         device = resolve_device(preference)
         if self.enabled and device.type == "cuda":
@@ -208,8 +210,6 @@ def from_env() -> Parallel | None:
 
 def backend_for(preference: str) -> str:
     """NCCL when this run trains on CUDA, gloo otherwise (CPU, and MPS which has no collective backend)."""
-    from pokedemo.config import resolve_device
-
     return "nccl" if resolve_device(preference).type == "cuda" else "gloo"
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pokedemo.images import image_to_tensor, load_image
+
 DISPLAY_MAX_SIDE = 512  # overlays are for looking at: big uploads are shown at most this large,
 DISPLAY_MIN_SIDE = 128  # and tiny ones (an 8x8 icon) at least this large (longer side)
 _HOOK_LAYERS = {"resnet18": "layer4", "efficientnet_lite0": "bn2"}  # names inside Classifier.features
@@ -174,8 +176,6 @@ def blend_overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
 def grad_cam(predictor: Any, source: Any, target: int | str | None = None) -> CamResult:
     """Grad-CAM of `source` (path, bytes, file object, PIL image) for `target` (class name or index; default
     the top class). Raises ImageLoadError for unreadable images, ValueError for an unknown class."""
-    from pokedemo.images import image_to_tensor, load_image
-
     image = load_image(source)
     cam, probs, index = class_activation(predictor, image_to_tensor(image, predictor.image_size), target)
     display = _display_copy(image)

@@ -18,8 +18,9 @@ import torch
 
 from pokedemo.checkpoint import WEIGHTS_FILE, CheckpointError, LoadedCheckpoint, load_checkpoint, recorded_data_root
 from pokedemo.config import TrainConfig, default_checkpoint_root, resolve_device
-from pokedemo.data import DatasetError
+from pokedemo.data import DatasetError, cached_tensors, scan_dataset, split_from_record
 from pokedemo.device_plan import execution_plan
+from pokedemo.hub import is_hub_dataset, open_data, part_of
 from pokedemo.images import ImageLoadError, image_to_tensor, load_image
 from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.metrics import report_with_items
@@ -148,9 +149,6 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
 
     DATA_ROOT may be a Hub dataset (``hf://datasets/...``); when it brings its own split, only its test part
     is evaluated (its training images say nothing about accuracy)."""
-    from pokedemo.data import scan_dataset
-    from pokedemo.hub import open_data, part_of
-
     source = open_data(data_root)
     dataset = scan_dataset(source.root, image_size=predictor.image_size, require_splittable=False)
     unknown = [c for c in dataset.classes if c not in predictor.classes]
@@ -177,9 +175,6 @@ def recorded_split(predictor: Predictor, data_root: str | os.PathLike | None = N
                    part: str = "test") -> tuple[Any, list[int]]:
     """(dataset, indices of its ``part`` images) of the split the checkpoint recorded, found again on this machine
     (or in ``data_root``); DatasetError / CheckpointError (one line) when they are not all here."""
-    from pokedemo.data import scan_dataset, split_from_record
-    from pokedemo.hub import is_hub_dataset, open_data
-
     config = predictor.checkpoint.config
     root = data_root or _recorded_root(config)
     if root and is_hub_dataset(str(root)):
@@ -206,15 +201,12 @@ def _recorded_root(config: dict[str, Any]) -> Path | None:
     found = recorded_data_root(config)
     source = (config.get("dataset") or {}).get("source") or {}
     if found is None and source.get("spec"):
-        from pokedemo.hub import open_data
 
         return open_data(source["spec"]).root
     return found
 
 
 def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:
-    from pokedemo.data import cached_tensors
-
     indices = list(indices)
     if not indices:
         raise DatasetError("no readable images to evaluate")

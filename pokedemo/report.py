@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from pokedemo.images import ImageLoadError, load_image
+
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
 MISCLASSIFIED_HEADERS = ["path", "true", "predicted", "prob"]
 GALLERY_THUMB_SIDE = 256
@@ -60,8 +62,6 @@ def errors_gallery(report: dict[str, Any], data_root: str | os.PathLike | None =
     """Misclassified images for a gr.Gallery, most confident mistakes first, captioned
     "true → predicted (p)". Thumbnails are PIL images (Gradio serves them from its cache; raw paths
     outside its allowed folders would be refused). Files missing since the evaluation are skipped."""
-    from pokedemo.images import ImageLoadError, load_image
-
     root = _data_root(report, data_root)
     if root is None:
         raise ValueError("errors_gallery needs the evaluated data folder (data_root) to find the images")

@@ -28,8 +28,10 @@ from pokedemo.app.text import (
 )
 from pokedemo.app.views import CompareView, RunView
 from pokedemo.events import BatchProgress, Cancelled, CompareFinished, Event, Failed, Finished, Tagged
+from pokedemo.gradcam import grad_cam
 from pokedemo.options import config_from_values
 from pokedemo.training_data import run_on
+from pokedemo.uploads import UploadError, extract_dataset_zip, new_upload_dir
 
 INFO_SECONDS = 6                    # how long an info toast stays
 UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
@@ -122,8 +124,6 @@ class DemoApp:
 
     def upload_zip(self, zip_path: str | None, seed: float, img_size: float):
         """Extract an uploaded zip safely; returns (dataset folder, summary)."""
-        from pokedemo.uploads import UploadError, extract_dataset_zip, new_upload_dir
-
         if not zip_path:
             return gr.skip(), gr.skip()
         try:
@@ -319,8 +319,6 @@ class DemoApp:
 
     def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
         """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
-        from pokedemo.gradcam import grad_cam
-
         if not checkpoint or not image:
             return None, "", gr.skip()
         try:
