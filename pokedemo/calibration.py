@@ -20,8 +20,8 @@ import torch.nn.functional as F
 # keep lowering its loss); the lower bound caps that sharpening at 10x the logits.
 MIN_TEMPERATURE = 0.1
 MAX_TEMPERATURE = 10.0
-# Fewer validation images than this leave T at 1: fitted on five images, T made the probabilities on unseen
-# images worse in most runs, while from ten images on it mostly improved them (BENCHMARKS.md, issue 13).
+# Fewer validation images than this leave T at 1: a temperature fitted on a handful of images does not carry
+# over to unseen images (BENCHMARKS.md, "calibration needs 10 validation images").
 MIN_CALIBRATION_IMAGES = 10
 HEAD_KEYS = ("head.weight", "head.bias")
 

@@ -57,8 +57,8 @@ DEVICE_DEFAULT_FIELDS = ("img_size", "epochs")
 DEVICE_DEFAULTS = {
     "cpu": DeviceDefaults(128, 4, "the fastest setting that still reaches high accuracy on a small CPU "
                                   "(see BENCHMARKS.md)", last_epoch_scale=1.25),
-    # Issue 12, H200: 224 px and 10 epochs gave clearly better accuracy on unseen images than 128 px and
-    # 4 epochs; on a GPU the difference costs seconds. Apple MPS is unmeasured and keeps the CPU defaults.
+    # On a GPU 224 px and 10 epochs generalise better than the CPU's 128 px and 4 epochs and cost seconds
+    # (BENCHMARKS.md). Devices without their own entry (Apple MPS) take the CPU defaults.
     "cuda": DeviceDefaults(224, 10, "a GPU trains at the backbones' native 224 px for 10 epochs in seconds, "
                                     "and that generalises better than the small CPU setting"),
 }

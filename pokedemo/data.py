@@ -4,8 +4,8 @@ Images are read by ``pokedemo.images`` (the one loader and preprocessing); train
 ``pokedemo.augment``. See docs/ARCHITECTURE.md ("data.py contract"). torch is imported lazily so that scanning
 a folder does not pay torch's import time (the app and the CLI's `doctor` only need PIL + numpy for that).
 
-Over 500 lines on purpose: scan, duplicate groups, split and tensor cache all work on one ``ImageRecord`` list
-and one pass over the files; split into modules they would pass that state back and forth.
+Scan, duplicate groups, split and tensor cache live together because they all work on one ``ImageRecord`` list
+and one pass over the files.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ MAX_DECODE_THREADS = 32  # past this, the Python-level work per file (holding th
 def _workers() -> int:
     """Threads that read, hash and decode images: one per usable core, plus one to hide file I/O.
 
-    PIL (decode, resize) and hashlib release the GIL, so threads scale with cores: 3 on a 2-core CPU box as
-    before, 17 on a 16-core GPU machine (the cap used to be 8). Cores this process may use, not the machine's.
+    PIL (decode, resize) and hashlib release the GIL, so threads scale with cores (3 on 2 cores, 17 on 16).
+    Cores this process may use, not the machine's.
     """
     try:
         cores = len(os.sched_getaffinity(0))

@@ -4,11 +4,9 @@ The engine (training, head fitting, evaluation) and the Predictor ask an ``Execu
 these per call, so every forward pass of a run follows one rule. The device itself is still chosen once by
 ``pokedemo.config.resolve_device``; the device-dependent *defaults* (image size, epochs) live in config.py.
 
-Why CUDA differs from the CPU (issue 12, H200 timeline of efficientnet_lite0 fine-tuning): with channels_last,
-bf16 autocast and several batch shapes (256 in head fitting, 32 and a partial last batch in training, 128 in
-evaluation), head fitting and the first epoch took ~39 s while later epochs took 0.5 s; with cuDNN off they
-took 3 s, so the time was one-time per-shape cuDNN work, on the depthwise convolutions (resnet18, which has
-none, did not pay it in channels_last + bf16; the tutorial loop, fp32 NCHW, did not pay it). So on CUDA:
+Why CUDA differs from the CPU: cuDNN does one-time work for every new batch shape, and for depthwise
+convolutions in channels_last + bf16 that work dwarfs the epochs themselves (the GPU timeline in BENCHMARKS.md).
+So on CUDA:
 
 - depthwise-heavy nets run NCHW in fp32 (cuDNN may still use TF32 for the dense 1x1 convolutions,
   ``torch.backends.cudnn.allow_tf32``); dense nets keep channels_last + bf16/fp16 autocast, the layout and
@@ -18,11 +16,10 @@ none, did not pay it in channels_last + bf16; the tutorial loop, fp32 NCHW, did 
   shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for every layer.
 
 The CPU plan: channels_last (faster oneDNN convolutions), fp32, natural batch sizes with a partial last
-batch, and small passes (issue 13): evaluation and head fitting in 16-image batches, and a training batch run as
+batch, and small passes: evaluation and head fitting in 16-image batches, and a training batch run as
 16-image forward/backward passes whose gradients add up to the batch's when no layer mixes the images of a
-batch (BatchNorm frozen). On a 2-core CPU the activations of 128 images at 160 px do not fit the caches; 16 at a
-time ran 2-2.5x more images per second, 16 of 32 in training 1.15-1.3x (BENCHMARKS.md). Whether the CUDA plan
-removes the one-time cost is still to be timed on a GPU (scripts/gpu_check.sh).
+batch (BatchNorm frozen). Small passes keep a pass's activations inside the CPU caches (figures in
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -132,7 +129,7 @@ def execution_plan(device: torch.device, model: nn.Module, batch_size: int,
     """
     batch = max(1, min(batch_size, n_train)) if n_train else max(1, batch_size)
     if device.type != "cuda":
-        # Small passes were measured on CPUs only; other devices (Apple's MPS) keep whole batches as before.
+        # Small passes pay off on CPUs; other devices (Apple's MPS) run whole batches.
         cpu = device.type == "cpu"
         return ExecutionPlan(device, channels_last=True, autocast_dtype=amp_dtype(device), batch_size=batch,
                              fixed_shapes=False, eval_batch=CPU_EVAL_BATCH if cpu else WHOLE_EVAL_BATCH,

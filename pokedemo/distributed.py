@@ -110,7 +110,7 @@ class Parallel:
 
     def vary_augmentation(self, seed: int) -> None:
         """Give each rank its own augmentation draws (they come from the global RNG, seeded alike on all ranks,
-        which would crop every rank's images the same way). Single process: untouched, as before."""
+        which would crop every rank's images the same way). Single process: untouched."""
         if self.enabled:
             import torch
 

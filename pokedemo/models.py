@@ -14,8 +14,8 @@ Importing this module imports torch only: torchvision, timm, safetensors and hug
 inside the functions that need them (together they take seconds), and ``BACKBONES`` is filled on first access
 because reading the configs needs those libraries.
 
-Over 500 lines on purpose: each backbone's recipe (build, weight sources, name mapping, normalisation, status)
-reads top to bottom beside the ``Classifier`` it feeds; the Hub settings it uses live in ``pokedemo.hub.client``.
+Each backbone's recipe (build, weight sources, name mapping, normalisation, status) reads top to bottom beside
+the ``Classifier`` it feeds; the Hub settings it uses live in ``pokedemo.hub.client``.
 """
 
 from __future__ import annotations

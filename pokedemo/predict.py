@@ -34,7 +34,7 @@ class Predictor:
     """A checkpoint loaded once, ready to classify images (thread-safe).
 
     Runs on ``device`` if given, else on the device ``resolve_device("auto")`` picks (a GPU when there is one),
-    following that device's execution plan, as training does; on the CPU that is exactly the old behaviour.
+    following that device's execution plan, as training does.
     """
 
     def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device | None = None):

@@ -548,7 +548,7 @@ def head_features(
     if plan.fixed_shapes:  # originals and mirrors in separate passes: the model sees one batch shape
         parts = [plan.forward_in_batches(features_of(view), data.train_x, check_stop) for view in (lambda x: x, flip)]
         return torch.cat(parts), torch.cat([data.train_y, data.train_y])
-    # Natural shapes (CPU): each batch with its mirrors in one pass, as before plans existed.
+    # Natural shapes (CPU): each batch with its mirrors in one pass.
     both = features_of(lambda x: torch.cat([x, flip(x)]))
     features = plan.forward_in_batches(both, data.train_x, check_stop)
     step, n = plan.eval_batch, len(data.train_x)

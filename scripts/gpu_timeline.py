@@ -6,7 +6,7 @@ seconds since it started.
 Variants change one choice of the execution plan (pokedemo/device_plan.py) so a GPU session can tell which one
 the one-time cuDNN cost follows:
   default        the device's plan (CUDA: NCHW fp32 for depthwise nets, one batch shape)
-  old            the plan before issue 12: channels_last, autocast, natural batch shapes, 128-image evaluation
+  old            no CUDA-specific rules: channels_last, autocast, natural batch shapes, 128-image evaluation
   nchw-amp       NCHW with autocast          cl-fp32   channels_last without autocast
   natural        natural batch shapes (partial last batch, 128-image evaluation), layout/dtype as default
   nocudnn        cuDNN off                   bench     cudnn.benchmark on          nohead    no head fitting
