@@ -17,13 +17,18 @@ pinned memory, still fp32); on CPU machines the default rows are the CPU ones.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +36,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: the checkout's own pokedemo package
     sys.path.insert(0, str(REPO_ROOT))
 
+from pokedemo.config import TrainConfig, resolve_device  # noqa: E402
+from pokedemo.data import scan_dataset, split_dataset  # noqa: E402
+from pokedemo.events import EpochEnd, Finished  # noqa: E402
+from pokedemo.images import load_image  # noqa: E402
 from pokedemo.startup import set_thread_policy  # noqa: E402 - needs REPO_ROOT on sys.path
+from pokedemo.training_data import run_on  # noqa: E402
 
 ROWS = {
     # name: (loop, backbone, pretrained)
@@ -82,9 +92,6 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
     from torch.utils.data import DataLoader, Dataset as TorchDataset
     from torchvision import transforms as T
 
-    from pokedemo.config import resolve_device
-    from pokedemo.data import scan_dataset, split_dataset
-    from pokedemo.images import load_image
     from pokedemo.models import build_classifier
 
     device, loader_options = torch.device("cpu"), {}
@@ -150,10 +157,7 @@ def reference_loop(data: str, backbone: str, pretrained: bool, epochs: int, seed
 
 def pokedemo_loop(data: str, backbone: str, pretrained: bool, seed: int, out: str) -> dict[str, Any]:
     """pokedemo's default training, exactly what the app's Train button runs (TrainConfig defaults)."""
-    from pokedemo.config import TrainConfig
-    from pokedemo.events import EpochEnd, Finished
     from pokedemo.train import train
-    from pokedemo.training_data import run_on
 
     config = TrainConfig(backbone=backbone, pretrained=pretrained, seed=seed)
     start, final, rates = time.perf_counter(), None, []
@@ -233,10 +237,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out: str) -> dict[str, Any]:
     """One training of ``recipe`` with ``seed`` (which also re-draws the split); wall time includes decoding."""
-    from pokedemo.config import TrainConfig, resolve_device
-    from pokedemo.events import Finished
     from pokedemo.train import train
-    from pokedemo.training_data import run_on
 
     config = TrainConfig(**{**budget, **RECIPES[recipe], "seed": seed})
     start, cpu_start, final = time.perf_counter(), time.process_time(), None
@@ -312,8 +313,6 @@ def budget_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
     """Per recipe: mean/std/min/max of test accuracy, mean top probability (where reported), wall and CPU seconds
     over the seeds that finished, and the ratios of mean wall and CPU time to the first recipe's."""
-    import statistics
-
     def spread(values: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "min": min(values), "max": max(values)}
@@ -370,10 +369,6 @@ def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
     """End-to-end predict latency (decode + preprocess + forward) on a ~1000 px JPEG, model loaded once: the torch
     Predictor and the ONNX export (predict_onnx.py's reading + onnxruntime) side by side, alternating call by call
     so that a loaded machine slows both alike."""
-    import io
-    import statistics
-    import tempfile
-
     from PIL import Image
 
     from pokedemo.predict import get_predictor
@@ -407,9 +402,6 @@ def bench_predict(checkpoint: str, repeats: int = 50) -> dict[str, Any]:
 def onnx_predictor(checkpoint: str, folder: Path) -> Callable[[bytes], Any]:
     """Export ``checkpoint`` into ``folder`` (checked as ``python -m pokedemo export`` checks it) and return the
     exported script's way to classify one encoded picture: its reading, then onnxruntime with torch's threads."""
-    import importlib.util
-    import io
-
     import onnxruntime as ort
     import torch
 
@@ -428,8 +420,6 @@ def onnx_predictor(checkpoint: str, folder: Path) -> Callable[[bytes], Any]:
 
 def bench_app_start(port: int = 7861, timeout: float = 60.0) -> dict[str, Any]:
     """Seconds from `python app.py` to the first successful HTTP answer."""
-    import urllib.request
-
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
     start = time.perf_counter()

@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import random
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -32,6 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from pokedemo.config import TrainConfig, resolve_device  # noqa: E402 - needs ROOT on sys.path
+from pokedemo.events import Finished  # noqa: E402
+from pokedemo.training_data import training_data  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pokemon"
 HOST = "127.0.0.1"  # never anything else: this script must not load someone else's server
 
@@ -96,10 +103,7 @@ def free_port() -> int:
 
 def make_checkpoint(data: Path, root: Path) -> Path:
     """A short real training (efficientnet_lite0, pretrained, 1 epoch) to predict with."""
-    from pokedemo.config import TrainConfig
-    from pokedemo.events import Finished
     from pokedemo.train import train
-    from pokedemo.training_data import training_data
 
     started = time.monotonic()
     config = TrainConfig(backbone="efficientnet_lite0", epochs=1)
@@ -178,7 +182,6 @@ MAX_REQUESTS = [5000]
 
 def run_training(url: str, data: Path, results: Results, training: threading.Event, workdir: Path,
                  timeout: float) -> None:
-    from pokedemo.config import TrainConfig, resolve_device
 
     # The values the app's sliders show on this machine (the device's defaults for size and epochs).
     cfg = TrainConfig(backbone="efficientnet_lite0").resolved(resolve_device("auto"))
@@ -211,8 +214,6 @@ def process_cpu_s(pid: int) -> float:
 
 
 def own_cpu_s() -> float:
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -255,7 +256,6 @@ def main() -> None:
         checkpoints = workdir / "checkpoints"
         checkpoint = args.checkpoint.resolve() if args.checkpoint else make_checkpoint(args.data, checkpoints)
         if args.checkpoint:  # the app only loads checkpoints under its own folder
-            import shutil
 
             checkpoint = Path(shutil.copytree(checkpoint, checkpoints / checkpoint.name))
         port = free_port()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pokedemo.doctor import diagnose
 from pokedemo.images import IMAGE_EXTENSIONS, load_image
 
 MAX_SIDE = 256
@@ -83,8 +84,6 @@ def bundle(src: Path, dst: Path) -> dict[str, int]:
 
 def dataset_card(dst: Path, command: str) -> str:
     """README.md for DST from the doctor's report on DST itself (no timings: the card must be reproducible)."""
-    from pokedemo.doctor import diagnose
-
     report = diagnose(dst)
     counts = report["classes"]
     rows = "\n".join(f"| {name} | {n} |" for name, n in counts.items())

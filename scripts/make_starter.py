@@ -32,14 +32,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pokedemo import checkpoint as ckpt
+from pokedemo.cli import ProgressPrinter, compare_with_progress, format_compare_table
 from pokedemo.config import (
     PROJECT_ROOT,
     STARTER_COMPARISON,
     TrainConfig,
     bundled_data_dir,
     project_relative,
+    resolve_device,
     starter_checkpoint,
 )
+from pokedemo.events import CompareFinished, Tagged
 from pokedemo.options import command_line
 
 # The default recipe with the one backbone that fits the size budget and trains offline: efficientnet_lite0 has
@@ -50,8 +53,6 @@ README_FILE = "README.md"
 
 def starter_config(args: argparse.Namespace) -> TrainConfig:
     """The default recipe with the starter's backbone, its device defaults filled in (they are recorded)."""
-    from pokedemo.config import resolve_device
-
     overrides = {k: v for k, v in (("epochs", args.epochs), ("img_size", args.img_size)) if v is not None}
     config = dataclasses.replace(TrainConfig(), backbone=STARTER_BACKBONE, device=args.device, **overrides)
     return config.resolved(resolve_device(config.device))
@@ -59,9 +60,6 @@ def starter_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_comparison(config: TrainConfig, data: Path, out_root: Path) -> Any:
     """pokedemo's compare with the CLI's progress printing; returns CompareFinished or exits."""
-    from pokedemo.cli import ProgressPrinter, compare_with_progress, format_compare_table
-    from pokedemo.events import CompareFinished, Tagged
-
     final = compare_with_progress(config, data, out_root, ProgressPrinter())
     if not isinstance(final, CompareFinished):
         inner = final.event if isinstance(final, Tagged) else final
@@ -114,8 +112,6 @@ def add_reproduce(run_dir: Path, command: str, config: TrainConfig, data: Path) 
 
 
 def machine_description(config: TrainConfig) -> str:
-    from pokedemo.config import resolve_device
-
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, device {resolve_device(config.device)}"
 
 
