@@ -24,6 +24,7 @@ import functools
 import os
 import socket
 import threading
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,6 @@ def _host_reachable(url: str, timeout: float = 3.0) -> bool:
     """Quick TCP probe of the URL's host, so that a machine without network fails in seconds instead of
     hanging inside urlopen (which has no timeout). The probe runs in a daemon thread because DNS resolution
     is not covered by the socket timeout. With a proxy configured a direct probe proves nothing: skip it."""
-    import urllib.request
-
     if urllib.request.getproxies():
         return True
     reached: list[bool] = []

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pokedemo import __version__
+
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})  # the spellings huggingface_hub accepts too
 OFFLINE_ENV_VARS = ("POKEDEMO_OFFLINE", "HF_HUB_OFFLINE")
 
@@ -282,7 +284,6 @@ def hub_api(ctx: HubContext) -> Any:
     """huggingface_hub's HfApi for this context's endpoint and token, identifying pokedemo to the Hub."""
     from huggingface_hub import HfApi
 
-    from pokedemo import __version__
 
     return HfApi(endpoint=ctx.endpoint, token=ctx.token, library_name="pokedemo", library_version=__version__)
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from pokedemo.config import BUNDLED_DATA, PROJECT_ROOT, STARTER_CHECKPOINT
@@ -55,7 +56,6 @@ def gradio_version(root: str | os.PathLike = PROJECT_ROOT) -> str:
     pinned = re.search(r"^\s*gradio\s*==\s*([\w.]+)", text, flags=re.MULTILINE)
     if pinned:
         return pinned.group(1)
-    from importlib.metadata import version
 
     return version("gradio")
 
