@@ -5,6 +5,10 @@
 
 Every user error is one line on stderr and exit status 2, never a traceback. Progress bars go to stderr;
 results to stdout (``train``'s last stdout line is one JSON object).
+
+Only ``pokedemo.config`` and ``pokedemo.options`` are imported at the top: every other module is imported by
+the command that uses it, so ``--help`` and argument errors answer without loading torch, numpy, PIL or the
+engine's own modules.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from pokedemo.config import TrainConfig
+from pokedemo.config import TrainConfig, default_data_dir, default_model, defaults_note
 from pokedemo.options import add_training_arguments, config_from_args
 
 EXIT_USER_ERROR = 2
@@ -43,8 +47,6 @@ def _add_data_option(parser: argparse.ArgumentParser) -> None:
 
 
 def data_dir_from(args: argparse.Namespace) -> str:
-    from pokedemo.config import default_data_dir
-
     return args.data or default_data_dir()
 
 
@@ -196,7 +198,7 @@ def run_training(events, progress: "ProgressPrinter", stop: threading.Event) -> 
 def _exit_for(final: Any) -> int:
     """Cancelled (Ctrl-C) → 130 like an interrupted program; any other unfinished run → 2 with its message."""
     from pokedemo.events import Cancelled
-    from pokedemo.hub import one_line  # lazily: pokedemo.hub loads numpy and PIL, which --help does without
+    from pokedemo.hub import one_line
 
     if isinstance(final, Cancelled):
         return 130
@@ -312,7 +314,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pokedemo.config import default_model
     from pokedemo.hub import one_line
     from pokedemo.predict import Predictor, predict_files
 
@@ -451,8 +452,6 @@ class ProgressPrinter:
             f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), device {event.device}"
         )
         if self.device_defaults:
-            from pokedemo.config import defaults_note
-
             self._write(defaults_note(event.device, self.device_defaults))
             self.device_defaults = ()  # once: a comparison's second run uses the same values
         if event.unreadable:
