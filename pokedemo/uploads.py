@@ -133,11 +133,19 @@ def new_upload_dir(parent: str | os.PathLike | None = None, max_age_s: float = 2
     """A fresh folder for one upload under ``<tmp>/pokedemo-uploads``; uploads older than a day are removed."""
     base = Path(parent) if parent else Path(tempfile.gettempdir()) / "pokedemo-uploads"
     base.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in base.iterdir():
+    remove_stale_folders(base, max_age_s)
+    return Path(tempfile.mkdtemp(prefix="upload-", dir=base))
+
+
+def remove_stale_folders(base: str | os.PathLike, max_age_s: float, now: float | None = None) -> list[Path]:
+    """Remove the folders in ``base`` not modified for more than ``max_age_s`` seconds; returns them."""
+    now = time.time() if now is None else now
+    removed = []
+    for old in Path(base).iterdir() if Path(base).is_dir() else []:
         try:
-            if old.is_dir() and now - old.stat().st_mtime > max_age_s:
+            if old.is_dir() and not old.is_symlink() and now - old.stat().st_mtime > max_age_s:
                 shutil.rmtree(old, ignore_errors=True)
+                removed.append(old)
         except OSError:
             continue  # removed by a concurrent request
-    return Path(tempfile.mkdtemp(prefix="upload-", dir=base))
+    return removed

@@ -70,6 +70,9 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)  # branch name -> commit oid
     created_at: str = field(default_factory=_now)
+    # What the tree listing claims, path -> size, over every commit: a size for a stored file (a listing that
+    # understates it) or a file that is only listed (a huge fake repo that costs nothing to serve).
+    listed: dict[str, int] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str:
@@ -160,10 +163,12 @@ class FakeHub:
         return token
 
     def create_repo(self, repo_id: str, *, private: bool = False, files: dict[str, bytes] | None = None,
-                    kind: str = "model", sdk: str | None = None, hardware: str | None = None) -> Repo:
-        """Create a repo directly (e.g. a repo that is not a pokedemo model)."""
+                    kind: str = "model", sdk: str | None = None, hardware: str | None = None,
+                    listed: dict[str, int] | None = None) -> Repo:
+        """Create a repo directly (e.g. a repo that is not a pokedemo model); ``listed``: see ``Repo.listed``."""
         with self.lock:
-            repo = Repo(repo_id=repo_id, private=private, kind=kind, sdk=sdk, hardware=hardware)
+            repo = Repo(repo_id=repo_id, private=private, kind=kind, sdk=sdk, hardware=hardware,
+                        listed=dict(listed or {}))
             repo.add_commit("main", "initial commit", {".gitattributes": b"*.safetensors filter=lfs diff=lfs\n"})
             if files:
                 repo.add_commit("main", "add files", {**repo.resolve("main").files, **files})
@@ -408,10 +413,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         return 200, {}, self._runtime(repo)
 
     def _tree(self, repo_id: str, revision: str, prefix: str, recursive: bool, kind: str = "model"):
-        commit = self._commit(self._readable_repo(repo_id, kind), revision)
+        repo = self._readable_repo(repo_id, kind)
+        commit = self._commit(repo, revision)
         base = f"{prefix.rstrip('/')}/" if prefix else ""
         entries: dict[str, dict] = {}
-        for path, data in sorted(commit.files.items()):
+        files = {path: (git_blob_oid(data), len(data)) for path, data in commit.files.items()}
+        for path, size in repo.listed.items():  # claimed sizes and listed-only files
+            files[path] = (files[path][0] if path in files else git_blob_oid(path.encode()), size)
+        for path, (oid, size) in sorted(files.items()):
             if not path.startswith(base):
                 continue
             rel = path[len(base):].split("/")
@@ -421,7 +430,7 @@ class _HubHandler(BaseHTTPRequestHandler):
                     entries.setdefault(folder, {"type": "directory", "path": folder, "size": 0,
                                                 "oid": git_blob_oid(folder.encode())})
             if recursive or len(rel) == 1:
-                entries[path] = {"type": "file", "path": path, "oid": git_blob_oid(data), "size": len(data)}
+                entries[path] = {"type": "file", "path": path, "oid": oid, "size": size}
         if prefix and not entries:
             raise HubHTTPError(404, f"{prefix} does not exist at {revision}", code="EntryNotFound")
         return 200, {}, list(entries.values())

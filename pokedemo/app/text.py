@@ -451,3 +451,55 @@ def friendly_error(exc: BaseException) -> str:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     _log.error("unexpected error in the app", exc_info=exc)  # a bug: keep the traceback for the server log
     return f"unexpected error ({type(exc).__name__}: {exc})"
+
+
+# ------------------------------------------------------------------------------------------ public mode
+# What a visitor reads when the app is open to others (pokedemo.app.public). The refusals say what is allowed
+# and nothing about what was asked: the same words whether a server path exists or not.
+
+PUBLIC_DATA_REFUSED = ("In this public demo a dataset is the bundled data (data/pokemon), a .zip you upload, or a "
+                       "Hub dataset (hf://datasets/NAMESPACE/NAME); folders on the server are not available.")
+PUBLIC_DATA_LABEL = ("Dataset: data/pokemon (bundled), a .zip you upload below, or hf://datasets/NAMESPACE/NAME "
+                     "(public demo: folders on the server are not available)")
+PUBLIC_PUSH_TOKEN_NEEDED = ("❌ Enter your own Hugging Face access token (write) to push: this public demo never "
+                            "uses the server's token.")
+PUBLIC_TOKEN_INFO = ("Needed to push (a 'write' token), and to load your private models or datasets: this public "
+                     "demo never uses the server's token. Used for this action only, never shown or saved.")
+
+
+def public_caps(limits: Any) -> str:
+    """The fair-use limits of a run in public mode, as one clause."""
+    return (f"at most {limits.max_epochs} epochs at {limits.max_img_size} px, stopped after "
+            f"{limits.max_run_minutes} minutes (the best epoch so far is kept)")
+
+
+def public_banner(limits: Any) -> str:
+    """The line the page shows when public mode is on (``limits``: ``pokedemo.app.public.PublicLimits``)."""
+    return (f"🌐 **Public demo.** Datasets: the bundled data, a .zip you upload or a Hub dataset. Your runs and "
+            f"uploads are yours alone (other visitors never see them), up to {limits.session_mb} MB, and are "
+            f"deleted {format_hours(limits.session_hours)} after your last action. One training at a time for "
+            f"everyone ({public_caps(limits)}); yours waits in the queue with its position shown. Pushing to "
+            "the Hub needs your own token.")
+
+
+def public_caps_refused(limits: Any) -> str:
+    return f"In this public demo a run is limited to {public_caps(limits)}; lower the epochs or the image size."
+
+
+def public_time_limit(limits: Any) -> str:
+    return (f"Stopped after {limits.max_run_minutes} minutes, the time limit of a run in this public demo; the best "
+            "epoch so far is kept.")
+
+
+def public_space_full(used: int, limit: int) -> str:
+    from pokedemo.hub_limits import human_size
+
+    return (f"Your files in this public demo take {human_size(used)} of the {human_size(limit)} each visitor may "
+            "use; nothing more can be saved for you now (they are deleted a while after your last action).")
+
+
+def format_hours(hours: float) -> str:
+    """1 hour, 2 hours, 30 minutes."""
+    if hours < 1:
+        return f"{round(hours * 60)} minutes"
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")

@@ -1,0 +1,203 @@
+"""Bounded Hub downloads: a repo's file list and sizes are read from the Hub before anything is downloaded.
+
+A dataset or model over the limits is refused in one line before the first byte is written. A download that
+grows past the size limit anyway (a listing that understates the files) is stopped at the chunk that would
+cross it, and every file it had written into the Hub cache is removed again; files cached before stay.
+
+The limits are read when a download starts, from the environment (bytes, or a number with a unit: ``2GB``,
+``500MB``), with defaults that fit a free Space's disk:
+
+=============================  ========  =============================
+variable                       default   counts
+=============================  ========  =============================
+``POKEDEMO_MAX_DATASET_BYTES`` 2GB       the files a dataset download fetches
+``POKEDEMO_MAX_DATASET_FILES`` 50000     the files a dataset download fetches
+``POKEDEMO_MAX_MODEL_BYTES``   1GB       the files a model download fetches
+``POKEDEMO_MAX_MODEL_FILES``   1000      the files a model download fetches
+=============================  ========  =============================
+
+Only the files a download would fetch count (``allow_patterns``): a model repo with other large files is fine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pokedemo.hub import HubError
+
+DEFAULT_LIMITS = {"dataset": ("2GB", "50000"), "model": ("1GB", "1000")}
+
+
+class DownloadTooLarge(HubError):
+    """A Hub download over this app's limits; the message is one line (what, how big, the limit, the variable)."""
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    kind: str  # "dataset" or "model"
+    max_bytes: int
+    max_files: int
+
+    @property
+    def bytes_variable(self) -> str:
+        return f"POKEDEMO_MAX_{self.kind.upper()}_BYTES"
+
+    @property
+    def files_variable(self) -> str:
+        return f"POKEDEMO_MAX_{self.kind.upper()}_FILES"
+
+
+def download_limits(repo_type: str) -> DownloadLimits:
+    """The limits of a ``"dataset"`` or ``"model"`` download as the environment sets them now."""
+    from huggingface_hub.utils._parsing import parse_size  # huggingface_hub's own "2GB" parser (pinned version)
+
+    kind = "dataset" if repo_type == "dataset" else "model"
+    default_bytes, default_files = DEFAULT_LIMITS[kind]
+    limits = DownloadLimits(kind, 0, 0)
+    values = {}
+    for field, variable, default in (("max_bytes", limits.bytes_variable, default_bytes),
+                                     ("max_files", limits.files_variable, default_files)):
+        raw = os.environ.get(variable, "").strip() or default
+        try:
+            values[field] = parse_size(raw)
+        except ValueError:
+            raise HubError(f"{variable}={raw!r} is not a size (bytes, or a number with a unit such as 2GB)") from None
+    return DownloadLimits(kind, **values)
+
+
+def human_size(size: float) -> str:
+    """Bytes in the decimal units the limits are written in: 950 B, 12.3 MB, 2.0 GB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+# ----------------------------------------------------------------------------------------- before downloading
+
+
+@dataclass(frozen=True)
+class RepoSize:
+    files: int
+    bytes: int
+
+
+def check_listing(entries: Iterable[Any], limits: DownloadLimits, label: str) -> RepoSize:
+    """Sum the files (``RepoFile``) of a Hub tree listing; DownloadTooLarge as soon as the count or the size
+    passes a limit, so a huge listing is not read to its end."""
+    files = size = 0
+    for entry in entries:
+        files += 1
+        size += entry.lfs.size if entry.lfs is not None else int(entry.size or 0)
+        if files > limits.max_files:
+            raise DownloadTooLarge(
+                f"{label} has more than {limits.max_files:,} files, over this app's limit for a {limits.kind} "
+                f"(set by {limits.files_variable}); nothing was downloaded")
+        if size > limits.max_bytes:
+            raise DownloadTooLarge(
+                f"{label} holds more than {human_size(limits.max_bytes)}, over this app's limit for a "
+                f"{limits.kind} (set by {limits.bytes_variable}); nothing was downloaded")
+    return RepoSize(files, size)
+
+
+def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | None, limits: DownloadLimits,
+                    label: str, allow_patterns: list[str] | None = None) -> RepoSize:
+    """The files a download of ``repo_id`` at ``revision`` would fetch, checked against ``limits`` from the
+    Hub's tree listing (read page by page, stopped as soon as a limit is passed)."""
+    from huggingface_hub import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
+    listing = api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
+    files = (entry for entry in listing if isinstance(entry, RepoFile))  # folders have no size
+    return check_listing(filter_repo_objects(files, allow_patterns=allow_patterns, key=lambda entry: entry.path),
+                         limits, label)
+
+
+# ------------------------------------------------------------------------------------------- while downloading
+
+
+def byte_guard_bar_class(max_bytes: int, message: str):
+    """A silent tqdm class for ``snapshot_download``: each byte bar (the download's aggregate bars count every
+    chunk before it is written) raises DownloadTooLarge when its count would pass ``max_bytes``."""
+    from tqdm.auto import tqdm
+
+    class ByteGuardBar(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._counts_bytes = kwargs.get("unit") == "B"
+            self._seen = 0
+            kwargs["disable"] = True  # no progress bars: the CLI keeps stderr for its one-line messages
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if self._counts_bytes:
+                self._seen += int(n or 0)
+                if self._seen > max_bytes:
+                    raise DownloadTooLarge(message)
+            return super().update(n)
+
+    return ByteGuardBar
+
+
+_repo_locks: dict[Path, threading.Lock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+def _repo_lock(folder: Path) -> threading.Lock:
+    """One bounded download of a repo at a time in this process, so removing a stopped download's new files
+    never removes the files of another download of the same repo."""
+    with _repo_locks_guard:
+        return _repo_locks.setdefault(folder, threading.Lock())
+
+
+def _present(folders: Iterable[Path]) -> set[Path]:
+    return {path for folder in folders if folder.exists() for path in [folder, *folder.rglob("*")]}
+
+
+def _remove_new(folders: Iterable[Path], before: set[Path]) -> None:
+    """Remove every file, link and folder under ``folders`` that is not in ``before`` (deepest first)."""
+    for path in sorted(_present(folders) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def bounded_snapshot_download(repo_id: str, *, repo_type: str, revision: str | None, endpoint: str,
+                              cache_dir: str, token: str | bool | None, label: str,
+                              allow_patterns: list[str] | None = None, local_files_only: bool = False) -> Path:
+    """``snapshot_download`` into the Hub cache within ``download_limits(repo_type)``: the listing is checked
+    first (DownloadTooLarge, nothing written), the bytes while downloading (stopped, its files removed).
+
+    ``token`` goes to huggingface_hub as it is (``False``: send none, not even HF_TOKEN). huggingface_hub's own
+    errors propagate for the caller to word."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    limits = download_limits(repo_type)
+    if not local_files_only:
+        api = HfApi(endpoint=endpoint, token=token)
+        check_repo_size(api, repo_id, repo_type=repo_type, revision=revision, limits=limits, label=label,
+                        allow_patterns=allow_patterns)
+    stopped = (f"stopped downloading {label}: it grew past {human_size(limits.max_bytes)}, this app's limit for a "
+               f"{limits.kind} (set by {limits.bytes_variable}), although the Hub listed less; its partial files "
+               "were removed")
+    name = repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    folders = [Path(cache_dir) / name, Path(cache_dir) / ".locks" / name]
+    with _repo_lock(folders[0].resolve()):
+        before = _present(folders)
+        try:
+            folder = snapshot_download(
+                repo_id, repo_type=repo_type, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+                token=token, allow_patterns=allow_patterns, local_files_only=local_files_only,
+                tqdm_class=byte_guard_bar_class(limits.max_bytes, stopped),
+            )
+        except DownloadTooLarge:
+            _remove_new(folders, before)
+            raise
+    return Path(folder)

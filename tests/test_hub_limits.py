@@ -1,0 +1,138 @@
+"""Bounded Hub downloads against the local Hub stand-in with the real huggingface_hub client: a repo over the
+limits is refused from its listing before any byte is written, a listing that understates the files is caught
+while downloading (stopped, its files removed, earlier cached files kept), the limits come from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pokedemo.hub import HubError
+from pokedemo.hub_env import hub_cache_dir, hub_endpoint
+from pokedemo.hub_limits import (
+    DownloadLimits, DownloadTooLarge, bounded_snapshot_download, check_listing, download_limits, human_size,
+)
+
+
+def fetch(repo_id: str, repo_type: str = "dataset", **kwargs) -> Path:
+    return bounded_snapshot_download(repo_id, repo_type=repo_type, revision=kwargs.pop("revision", None),
+                                     endpoint=hub_endpoint(), cache_dir=hub_cache_dir(), token=False,
+                                     label=f"{repo_type} {repo_id}", **kwargs)
+
+
+def cached_files(repo_id: str, repo_type: str = "dataset") -> list[str]:
+    """Every file and link of the repo in the Hub cache, and its lock files (relative paths)."""
+    name = f"{repo_type}s--{repo_id.replace('/', '--')}"
+    cache = Path(hub_cache_dir())
+    return sorted(str(p.relative_to(cache)) for folder in (cache / name, cache / ".locks" / name)
+                  if folder.exists() for p in folder.rglob("*") if not p.is_dir())
+
+
+def downloads_of(hub, repo_id: str) -> list[str]:
+    return [r.path for r in hub.requests if "/resolve/" in r.path and repo_id in r.path]
+
+
+SMALL = {"a/0.png": b"x" * 100, "b/0.png": b"y" * 100}
+
+
+def test_dataset_over_the_size_limit_is_refused_from_its_listing(hub_env):
+    hub_env.create_repo("alice/huge", kind="dataset", files=SMALL, listed={"data/train.parquet": 3_000_000_000})
+    with pytest.raises(DownloadTooLarge) as err:
+        fetch("alice/huge")
+    message = str(err.value)
+    assert "\n" not in message and "more than 2.0 GB" in message and "POKEDEMO_MAX_DATASET_BYTES" in message
+    assert "nothing was downloaded" in message
+    assert downloads_of(hub_env, "alice/huge") == [] and cached_files("alice/huge") == []
+
+
+def test_dataset_over_the_file_limit_is_refused_from_its_listing(hub_env):
+    listed = {f"c{i % 5}/{i:06d}.png": 10 for i in range(50_001)}  # 500 kB in all: only the count is too much
+    hub_env.create_repo("alice/many", kind="dataset", files=SMALL, listed=listed)
+    with pytest.raises(DownloadTooLarge, match="more than 50,000 files"):
+        fetch("alice/many")
+    assert downloads_of(hub_env, "alice/many") == [] and cached_files("alice/many") == []
+
+
+def test_model_limit_counts_only_the_files_the_download_fetches(hub_env):
+    hub_env.create_repo("alice/model", files={"config.json": b"{}"}, listed={"model.safetensors": 1_500_000_000,
+                                                                          "other/huge.bin": 9_000_000_000})
+    with pytest.raises(DownloadTooLarge, match="more than 1.0 GB.*model.*POKEDEMO_MAX_MODEL_BYTES"):
+        fetch("alice/model", repo_type="model", allow_patterns=["config.json", "model.safetensors"])
+    folder = fetch("alice/model", repo_type="model", allow_patterns=["config.json"])  # the big files are not asked
+    assert (folder / "config.json").read_bytes() == b"{}"
+    assert downloads_of(hub_env, "huge.bin") == []
+
+
+def test_limits_come_from_the_environment(hub_env, monkeypatch):
+    hub_env.create_repo("alice/small", kind="dataset", files=SMALL)
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_BYTES", "150")
+    with pytest.raises(DownloadTooLarge, match="more than 150 B"):
+        fetch("alice/small")
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_BYTES", "1kb")
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_FILES", "1")
+    with pytest.raises(DownloadTooLarge, match="more than 1 files"):
+        fetch("alice/small")
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_FILES", "3")  # with the stand-in's .gitattributes
+    assert (fetch("alice/small") / "a" / "0.png").read_bytes() == SMALL["a/0.png"]
+    monkeypatch.setenv("POKEDEMO_MAX_MODEL_BYTES", "lots")
+    with pytest.raises(HubError, match="POKEDEMO_MAX_MODEL_BYTES='lots' is not a size"):
+        download_limits("model")
+
+
+def test_defaults_fit_a_free_space(monkeypatch):
+    for name in ("DATASET", "MODEL"):
+        for what in ("BYTES", "FILES"):
+            monkeypatch.delenv(f"POKEDEMO_MAX_{name}_{what}", raising=False)
+    assert download_limits("dataset") == DownloadLimits("dataset", 2_000_000_000, 50_000)
+    assert download_limits("model") == DownloadLimits("model", 1_000_000_000, 1000)
+
+
+def test_understated_listing_is_stopped_while_downloading_and_its_files_removed(hub_env, monkeypatch):
+    """The listing claims 10 bytes per file, the files hold 1500: the download passes the check, is stopped at
+    the chunk that crosses the limit, and what it wrote is removed; the snapshot cached earlier stays whole."""
+    repo = hub_env.create_repo("alice/liar", kind="dataset", files=SMALL)
+    first = fetch("alice/liar")
+    kept = cached_files("alice/liar")
+    big = {f"c{k}/{k}.png": bytes([k]) * 1500 for k in range(3)}
+    repo.add_commit("main", "bigger", {**repo.resolve("main").files, **big})
+    repo.listed.update({path: 10 for path in big})
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_BYTES", "2000")
+    with pytest.raises(DownloadTooLarge) as err:
+        fetch("alice/liar")
+    assert "stopped downloading" in str(err.value) and "partial files were removed" in str(err.value)
+    assert downloads_of(hub_env, "/c") != []  # it did start downloading
+    assert cached_files("alice/liar") == kept  # only the first snapshot's files, all of them
+    assert (first / "a" / "0.png").read_bytes() == SMALL["a/0.png"]
+
+
+def test_offline_uses_the_cache_without_asking_the_hub(hub_env, monkeypatch):
+    hub_env.create_repo("alice/cached", kind="dataset", files=SMALL)
+    folder = fetch("alice/cached")
+    monkeypatch.setenv("POKEDEMO_MAX_DATASET_BYTES", "1")  # a listing check would refuse; offline none is made
+    before = len(hub_env.requests)
+    assert fetch("alice/cached", local_files_only=True, revision=folder.name) == folder
+    assert len(hub_env.requests) == before
+
+
+def test_check_listing_stops_reading_at_the_limit():
+    class Entry:
+        lfs = None
+
+        def __init__(self, size: int):
+            self.size = size
+
+    read = []
+
+    def listing():
+        for i in range(1_000_000):
+            read.append(i)
+            yield Entry(400)
+
+    with pytest.raises(DownloadTooLarge):
+        check_listing(listing(), DownloadLimits("dataset", 1000, 10), "x")
+    assert len(read) == 3
+
+
+def test_human_size():
+    assert [human_size(n) for n in (999, 12_345_678, 2_000_000_000)] == ["999 B", "12.3 MB", "2.0 GB"]
