@@ -88,35 +88,35 @@ class RepoSize:
     bytes: int
 
 
-def check_listing(entries: Iterable[Any], limits: DownloadLimits, label: str) -> RepoSize:
-    """Sum the files (``RepoFile``) of a Hub tree listing; DownloadTooLarge as soon as the count or the size
-    passes a limit, so a huge listing is not read to its end."""
+def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str) -> RepoSize:
+    """Count and sum the files of a repo listing (``RepoSibling`` with sizes); DownloadTooLarge over a limit."""
     files = size = 0
-    for entry in entries:
+    for sibling in siblings:
         files += 1
-        size += entry.lfs.size if entry.lfs is not None else int(entry.size or 0)
-        if files > limits.max_files:
-            raise DownloadTooLarge(
-                f"{label} has more than {limits.max_files:,} files, over this app's limit for a {limits.kind} "
-                f"(set by {limits.files_variable}); nothing was downloaded")
-        if size > limits.max_bytes:
-            raise DownloadTooLarge(
-                f"{label} holds more than {human_size(limits.max_bytes)}, over this app's limit for a "
-                f"{limits.kind} (set by {limits.bytes_variable}); nothing was downloaded")
+        size += sibling.lfs.size if sibling.lfs is not None else int(sibling.size or 0)
+    if files > limits.max_files:
+        raise DownloadTooLarge(
+            f"{label} has {files:,} files, over this app's limit of {limits.max_files:,} for a {limits.kind} (set "
+            f"by {limits.files_variable}); nothing was downloaded")
+    if size > limits.max_bytes:
+        raise DownloadTooLarge(
+            f"{label} holds {human_size(size)}, over this app's limit of {human_size(limits.max_bytes)} for a "
+            f"{limits.kind} (set by {limits.bytes_variable}); nothing was downloaded")
     return RepoSize(files, size)
 
 
 def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | None, limits: DownloadLimits,
                     label: str, allow_patterns: list[str] | None = None) -> RepoSize:
-    """The files a download of ``repo_id`` at ``revision`` would fetch, checked against ``limits`` from the
-    Hub's tree listing (read page by page, stopped as soon as a limit is passed)."""
-    from huggingface_hub import RepoFile
+    """The files a download of ``repo_id`` at ``revision`` would fetch, checked against ``limits``.
+
+    One request: the repo's info with its files' sizes (``files_metadata``). The Hub lists at most 100,000
+    files there, so a file limit above that is not seen from the listing (the size guard while downloading
+    still holds)."""
     from huggingface_hub.utils import filter_repo_objects
 
-    listing = api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
-    files = (entry for entry in listing if isinstance(entry, RepoFile))  # folders have no size
-    return check_listing(filter_repo_objects(files, allow_patterns=allow_patterns, key=lambda entry: entry.path),
-                         limits, label)
+    info = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
+    fetched = filter_repo_objects(info.siblings or [], allow_patterns=allow_patterns, key=lambda s: s.rfilename)
+    return check_listing(fetched, limits, label)
 
 
 # ------------------------------------------------------------------------------------------- while downloading

@@ -324,11 +324,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         raise HubHTTPError(404, f"no route for {method} {split.path}")
 
     def _repo_route(self, method: str, kind: str, repo_id: str, rest: list[str], query: dict, body: bytes):
+        blobs = query.get("blobs", "").lower() == "true"  # files_metadata=True: sizes in the siblings
         if not rest and method == "GET":
-            return self._repo_info(repo_id, "main", kind)
+            return self._repo_info(repo_id, "main", kind, blobs)
         action, args = rest[0], rest[1:]
         if action == "revision" and args and method == "GET":
-            return self._repo_info(repo_id, args[0], kind)
+            return self._repo_info(repo_id, args[0], kind, blobs)
         if action == "tree" and args and method == "GET":
             recursive = query.get("recursive", "").lower() == "true"
             return self._tree(repo_id, args[0], "/".join(args[1:]), recursive, kind)
@@ -389,14 +390,16 @@ class _HubHandler(BaseHTTPRequestHandler):
                 return 400, {}, {"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []}
         return 200, {}, {"errors": [], "warnings": []}
 
-    def _repo_info(self, repo_id: str, revision: str, kind: str = "model"):
+    def _repo_info(self, repo_id: str, revision: str, kind: str = "model", blobs: bool = False):
         repo = self._readable_repo(repo_id, kind)
         commit = self._commit(repo, revision)
+        files = _listing(repo, commit)
         info = {
             "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
             "author": repo.namespace, "sha": commit.oid, "lastModified": commit.date, "createdAt": repo.created_at,
             "private": repo.private, "disabled": False, "gated": False, "tags": [], "downloads": 0, "likes": 0,
-            "siblings": [{"rfilename": path} for path in sorted(commit.files)],
+            "siblings": [{"rfilename": path, **({"blobId": oid, "size": size} if blobs else {})}
+                         for path, (oid, size) in sorted(files.items())],
         }
         if kind == "space":
             info.update(sdk=repo.sdk, runtime=self._runtime(repo))
@@ -417,10 +420,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         commit = self._commit(repo, revision)
         base = f"{prefix.rstrip('/')}/" if prefix else ""
         entries: dict[str, dict] = {}
-        files = {path: (git_blob_oid(data), len(data)) for path, data in commit.files.items()}
-        for path, size in repo.listed.items():  # claimed sizes and listed-only files
-            files[path] = (files[path][0] if path in files else git_blob_oid(path.encode()), size)
-        for path, (oid, size) in sorted(files.items()):
+        for path, (oid, size) in sorted(_listing(repo, commit).items()):
             if not path.startswith(base):
                 continue
             rel = path[len(base):].split("/")
@@ -484,6 +484,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_oid(data)}"',
                    "Content-Type": "application/octet-stream", "Accept-Ranges": "none"}
         return 200, headers, data
+
+
+def _listing(repo: Repo, commit: Commit) -> dict[str, tuple[str, int]]:
+    """path -> (git oid, size) of a commit as the Hub lists it: the stored files, with ``repo.listed`` over them."""
+    files = {path: (git_blob_oid(data), len(data)) for path, data in commit.files.items()}
+    for path, size in repo.listed.items():
+        files[path] = (files[path][0] if path in files else git_blob_oid(path.encode()), size)
+    return files
 
 
 def _url_prefix(kind: str) -> str:
