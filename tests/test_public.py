@@ -129,6 +129,23 @@ def test_a_link_out_of_the_uploads_is_refused(policy, tmp_path):
             policy.data_spec(spec, ALICE)
 
 
+def test_image_paths_only_from_the_upload_folders(policy, tmp_path):
+    uploads, examples = tmp_path / "gradio", tmp_path / "examples"
+    for folder in (uploads, examples):
+        make_tiny_dataset(folder, classes=("x",), per_class=1)
+    mine, example = uploads / "x" / "000.png", examples / "x" / "000.png"
+    server = make_tiny_dataset(tmp_path / "server", classes=("x",), per_class=1) / "x" / "000.png"
+    assert policy.image_path(str(mine), [uploads, examples]) == str(mine)
+    assert policy.image_path(str(example), [uploads, examples]) == str(example)
+    (uploads / "link.png").symlink_to(server)
+    for path in (server, tmp_path / "server" / "x" / "nothere.png", uploads / "x", uploads / "link.png",
+                 f"{uploads}/../server/x/000.png", "x/000.png", "/etc/hostname", "a\x00b"):
+        with pytest.raises(PublicRefusal) as err:
+            policy.image_path(str(path), [uploads, examples])
+        assert str(err.value) == text.PUBLIC_IMAGE_REFUSED, path
+    assert PublicPolicy.create(False, root=tmp_path / "p").image_path(str(server), [uploads]) == str(server)
+
+
 def test_locally_every_folder_passes_as_typed(tmp_path, clean_env):
     policy = PublicPolicy.create(False, data_dir=str(bundled_data_dir()), root=tmp_path / "public")
     for spec in ("/etc", "../x", str(tmp_path)):

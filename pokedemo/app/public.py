@@ -121,7 +121,7 @@ class SessionFiles:
     SWEEP_EVERY_S = 60.0
 
     def __init__(self, root: str | os.PathLike, limits: PublicLimits):
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # compared with paths a visitor sends, as text first
         self.limits = limits
         self._lock = threading.Lock()
         self._last_sweep = float("-inf")
@@ -207,22 +207,27 @@ class PublicPolicy:
         return str(upload)
 
     def _own_upload(self, spec: str, session: str) -> Path | None:
-        """The existing folder ``spec`` names inside this session's uploads, else None. Decided on the text
-        first, so a path outside is never looked at on disk; then once more with links resolved."""
+        """The existing folder ``spec`` names inside this session's uploads (``uploads/<folder>`` or its full
+        path), else None."""
         uploads = self.sessions.uploads(session)
-        try:
-            written = Path(spec)
-            if not written.is_absolute():
-                if written.parts[:1] != (UPLOADS,):
-                    return None
-                written = uploads.parent / written
-            lexical = Path(os.path.normpath(written))
-            if lexical == uploads or not lexical.is_relative_to(uploads):
+        written = Path(spec)
+        if not written.is_absolute():
+            if written.parts[:1] != (UPLOADS,):
                 return None
-            resolved = lexical.resolve()
-        except (ValueError, OSError):  # NUL bytes, names too long, ...
-            return None
-        return lexical if resolved.is_relative_to(uploads.resolve()) and resolved.is_dir() else None
+            written = uploads.parent / written
+        found = inside(written, uploads)
+        return found if found is not None and found != uploads and found.is_dir() else None
+
+    def image_path(self, path: str | os.PathLike | None, folders: list[str | os.PathLike]) -> str | None:
+        """THE gate of image inputs given as a path: locally as given; in public mode only a file inside
+        ``folders`` (what the server itself received from the visitor: its upload folder, the examples),
+        PublicRefusal with the same words for any other path."""
+        if not self.public or not path:
+            return str(path) if path else None
+        found = next((f for f in (inside(path, folder) for folder in folders) if f is not None), None)
+        if found is None or not found.is_file():
+            raise PublicRefusal(text.PUBLIC_IMAGE_REFUSED)
+        return str(found)
 
     def shown_upload(self, folder: str | os.PathLike, session: str) -> str:
         """How an uploaded dataset appears in the dataset box: ``uploads/<folder>`` in public mode (no server
@@ -276,6 +281,23 @@ class PublicPolicy:
     def push_refusal(self, token: str | None) -> str | None:
         """Why a push cannot go ahead with ``token`` (public mode without a token), else None."""
         return text.PUBLIC_PUSH_TOKEN_NEEDED if self.public and not (token and token.strip()) else None
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> Path | None:
+    """``path`` (absolute) when it lies inside ``folder``, else None. Decided on the text first, so a path
+    outside is never looked at on disk; then once more with links resolved."""
+    folder = Path(folder)
+    try:
+        written = Path(path)
+        if not written.is_absolute():
+            return None
+        lexical = Path(os.path.normpath(written))
+        if not lexical.is_relative_to(folder):
+            return None
+        resolved = lexical.resolve()
+    except (ValueError, OSError, TypeError):  # NUL bytes, names too long, not a path at all
+        return None
+    return lexical if resolved.is_relative_to(folder.resolve()) else None
 
 
 @contextmanager
