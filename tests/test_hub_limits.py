@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pokedemo.hub import HubError
-from pokedemo.hub_env import hub_cache_dir, hub_endpoint
-from pokedemo.hub_limits import (
-    DownloadLimits, DownloadTooLarge, bounded_snapshot_download, download_limits, human_size,
+from pokedemo.hub import (
+    DownloadLimits, DownloadTooLarge, HubError, download_checkpoint, download_limits, hub_cache_dir, human_size,
+    open_data,
 )
+from pokedemo.hub.datasets import download_dataset
+from pokedemo.hub.client import RepoRef, read_context
+from pokedemo.hub.limits import bounded_snapshot_download
 
 
-def fetch(repo_id: str, repo_type: str = "dataset", **kwargs) -> Path:
-    return bounded_snapshot_download(repo_id, repo_type=repo_type, revision=kwargs.pop("revision", None),
-                                     endpoint=hub_endpoint(), cache_dir=hub_cache_dir(), token=False,
-                                     label=f"{repo_type} {repo_id}", **kwargs)
+def fetch(repo_id: str, repo_type: str = "dataset", revision: str | None = None, **kwargs) -> Path:
+    ctx = read_context("download", RepoRef(repo_id, revision), False)
+    return bounded_snapshot_download(ctx, repo_type=repo_type, label=f"{repo_type} {repo_id}", **kwargs)
 
 
 def cached_files(repo_id: str, repo_type: str = "dataset") -> list[str]:
@@ -118,3 +119,31 @@ def test_offline_uses_the_cache_without_asking_the_hub(hub_env, monkeypatch):
 
 def test_human_size():
     assert [human_size(n) for n in (999, 12_345_678, 2_000_000_000)] == ["999 B", "12.3 MB", "2.0 GB"]
+
+
+# ------------------------------------------------------------------------------- through pokedemo.hub's API
+
+
+def test_hub_datasets_and_models_are_bounded(hub_env):
+    hub_env.create_repo("alice/huge-set", kind="dataset", files=SMALL, listed={"train.parquet": 3_000_000_000})
+    with pytest.raises(DownloadTooLarge, match=r"^hf://datasets/alice/huge-set holds 3.0 GB, over"):
+        open_data("hf://datasets/alice/huge-set")
+    hub_env.create_repo("alice/huge-model", files={"config.json": b"{}"}, listed={"model.safetensors": 2_000_000_000})
+    with pytest.raises(DownloadTooLarge, match=r"^model repo alice/huge-model holds 2.0 GB, over"):
+        download_checkpoint("alice/huge-model")
+    assert downloads_of(hub_env, "/huge-") == []
+    assert cached_files("alice/huge-set") == [] and cached_files("alice/huge-model", "model") == []
+
+
+def test_token_false_never_sends_the_servers_token(hub_env, monkeypatch):
+    owner = hub_env.add_user("owner")
+    monkeypatch.setenv("HF_TOKEN", owner)  # the server's own token, e.g. a Space secret
+    hub_env.create_repo("owner/private-set", private=True, kind="dataset", files=SMALL)
+    hub_env.create_repo("owner/private-model", private=True, files={"config.json": b"{}"})
+    start = len(hub_env.requests)
+    with pytest.raises(HubError, match="dataset repo owner/private-set not found"):
+        open_data("hf://datasets/owner/private-set", token=False)
+    with pytest.raises(HubError, match="model repo owner/private-model not found"):
+        download_checkpoint("owner/private-model", token=False)
+    assert hub_env.requests[start:] and not any(r.authorized for r in hub_env.requests[start:])
+    assert (download_dataset(RepoRef("owner/private-set")) / "a" / "0.png").is_file()  # None: HF_TOKEN is used

@@ -34,7 +34,8 @@ from typing import Any
 
 from pokedemo.app import text
 from pokedemo.config import BUNDLED_DATA, bundled_data_dir
-from pokedemo.hub_env import TRUE_VALUES
+from pokedemo.hub import is_hub_dataset
+from pokedemo.hub.client import TRUE_VALUES
 from pokedemo.uploads import remove_stale_folders
 
 PUBLIC_ENV = "POKEDEMO_PUBLIC"           # 1/true/yes/on forces public mode on, 0/false/no/off off
@@ -183,7 +184,7 @@ class PublicPolicy:
         (default: ``$POKEDEMO_PUBLIC_DIR``, else ``<tmp>/pokedemo-public``)."""
         bundled = bundled_data_dir()
         shared = {os.path.normpath(BUNDLED_DATA): bundled, str(bundled): bundled}
-        if data_dir and not data_dir.strip().startswith("hf://"):
+        if data_dir and not is_hub_dataset(data_dir):
             shared[os.path.normpath(data_dir.strip())] = Path(data_dir.strip())
         root = root or os.environ.get(PUBLIC_DIR_ENV, "").strip() or Path(tempfile.gettempdir()) / "pokedemo-public"
         limits = limits or PublicLimits.from_env()
@@ -196,7 +197,7 @@ class PublicPolicy:
         as typed. Public: the shared data, a folder under this visitor's uploads (``uploads/<folder>`` or its
         full path) or a Hub address; PublicRefusal with the same words for anything else."""
         spec = (spec or "").strip()
-        if not self.public or not spec or spec.startswith("hf://"):
+        if not self.public or not spec or is_hub_dataset(spec):
             return spec  # hf:// addresses: the bounded Hub download decides
         shared = self.shared_data.get(os.path.normpath(spec))
         if shared is not None:

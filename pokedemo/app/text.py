@@ -494,7 +494,7 @@ def public_time_limit(limits: Any) -> str:
 
 
 def public_space_full(used: int, limit: int) -> str:
-    from pokedemo.hub_limits import human_size
+    from pokedemo.hub import human_size
 
     return (f"Your files in this public demo take {human_size(used)} of the {human_size(limit)} each visitor may "
             "use; nothing more can be saved for you now (they are deleted a while after your last action).")

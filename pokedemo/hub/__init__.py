@@ -22,6 +22,7 @@ from pokedemo.hub.client import (
     parse_repo_ref,
     scrub,
 )
+from pokedemo.hub.limits import DownloadLimits, DownloadTooLarge, download_limits, human_size
 from pokedemo.hub.datasets import DataSource, is_hub_dataset, open_data, part_of, push_dataset
 from pokedemo.hub.models import (
     OnnxExport,
@@ -36,6 +37,8 @@ __all__ = [
     "CARD_FILE",
     "TIMM_WEIGHTS_FILE",
     "DataSource",
+    "DownloadLimits",
+    "DownloadTooLarge",
     "HubError",
     "OnnxExport",
     "PushResult",
@@ -43,9 +46,11 @@ __all__ = [
     "build_model_card",
     "deploy_space",
     "download_checkpoint",
+    "download_limits",
     "downloads_disabled",
     "hub_cache_dir",
     "hub_endpoint",
+    "human_size",
     "is_hub_dataset",
     "looks_like_repo_id",
     "offline_mode",

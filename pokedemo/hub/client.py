@@ -98,8 +98,11 @@ def downloads_disabled() -> bool:
     return env_flag("POKEDEMO_OFFLINE") or offline_mode()
 
 
-def effective_token(token: str | None) -> str | None:
-    """The explicit token, else huggingface_hub's own resolution (HF_TOKEN, then the cached login)."""
+def effective_token(token: str | bool | None) -> str | None:
+    """The explicit token, else huggingface_hub's own resolution (HF_TOKEN, then the cached login); ``False``:
+    no token at all, never the server's (a public app acting for a visitor who gave none)."""
+    if token is False:
+        return None
     if token and token.strip():
         return token.strip()
     from huggingface_hub import get_token
@@ -260,12 +263,12 @@ def hub_errors(ctx: HubContext) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------- context and API
 
 
-def read_context(action: str, ref: RepoRef, token: str | None) -> HubContext:
+def read_context(action: str, ref: RepoRef, token: str | bool | None) -> HubContext:
     """The context of a read from the Hub (a download), with the token resolved now."""
     return _context(action, ref, effective_token(token))
 
 
-def write_context(action: str, ref: RepoRef, token: str | None) -> HubContext:
+def write_context(action: str, ref: RepoRef, token: str | bool | None) -> HubContext:
     """The context of a write to the Hub (push, dataset push, Space deploy): refused at once, with one line,
     when offline or without a token, before anything is sent."""
     if offline_mode():
@@ -285,7 +288,14 @@ def hub_api(ctx: HubContext) -> Any:
     from huggingface_hub import HfApi
 
 
-    return HfApi(endpoint=ctx.endpoint, token=ctx.token, library_name="pokedemo", library_version=__version__)
+    return HfApi(endpoint=ctx.endpoint, token=library_token(ctx), library_name="pokedemo",
+                 library_version=__version__)
+
+
+def library_token(ctx: HubContext) -> str | bool:
+    """The token to hand huggingface_hub: the context's, else ``False`` (send none). Never None, which would
+    make huggingface_hub fall back to HF_TOKEN or the cached login on its own: the context has decided."""
+    return ctx.token or False
 
 
 def check_can_write(api: Any, ctx: HubContext) -> None:

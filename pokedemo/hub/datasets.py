@@ -52,11 +52,11 @@ from pokedemo.hub.client import (
     hub_errors,
     offline_mode,
     parse_repo_ref,
-    quiet_progress_bar,
     read_context,
     scrub,
     write_context,
 )
+from pokedemo.hub.limits import bounded_snapshot_download
 from pokedemo.uploads import UploadError, extract_dataset_zip
 
 PREFIX = "hf://datasets/"
@@ -115,7 +115,7 @@ def parse_dataset_spec(spec: str) -> RepoRef:
     return parse_repo_ref(text[len(PREFIX):])
 
 
-def open_data(spec: str | os.PathLike | DataSource, *, token: str | None = None) -> DataSource:
+def open_data(spec: str | os.PathLike | DataSource, *, token: str | bool | None = None) -> DataSource:
     """A data spec (local folder, ``hf://datasets/...`` address or an already opened source) → DataSource."""
     if isinstance(spec, DataSource):
         return spec
@@ -131,17 +131,13 @@ def open_data(spec: str | os.PathLike | DataSource, *, token: str | None = None)
 # ----------------------------------------------------------------------------------------------- download
 
 
-def download_dataset(ref: RepoRef, *, token: str | None = None) -> Path:
-    """The snapshot folder (``.../snapshots/<commit sha>``) of a dataset repo in the normal Hub cache."""
-    from huggingface_hub import snapshot_download
-
+def download_dataset(ref: RepoRef, *, token: str | bool | None = None) -> Path:
+    """The snapshot folder (``.../snapshots/<commit sha>``) of a dataset repo in the normal Hub cache, within
+    the dataset download limits (``pokedemo.hub.limits``). ``token`` False: none at all, not HF_TOKEN."""
     ctx = read_context("download", ref, token)
     with _dataset_errors(ctx):
-        folder = snapshot_download(
-            ref.repo_id, repo_type="dataset", revision=ref.revision, endpoint=ctx.endpoint, cache_dir=ctx.cache_dir,
-            token=ctx.token, local_files_only=offline_mode(), tqdm_class=quiet_progress_bar(),
-        )
-    return Path(folder)
+        return bounded_snapshot_download(ctx, repo_type="dataset", label=f"{PREFIX}{ref.label}",
+                                         local_files_only=offline_mode())
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from pokedemo.checkpoint import (
     read_config,
 )
 from pokedemo.hub.card import CARD_FILE, TIMM_WEIGHTS_FILE, build_model_card
+from pokedemo.hub.limits import bounded_snapshot_download
 from pokedemo.hub.client import (
     HubContext,
     HubError,
@@ -43,7 +44,6 @@ from pokedemo.hub.client import (
     hub_errors,
     offline_mode,
     parse_repo_ref,
-    quiet_progress_bar,
     read_context,
     write_context,
 )
@@ -88,19 +88,16 @@ class PushResult:
 # --------------------------------------------------------------------------------------------- pull
 
 
-def download_checkpoint(spec: str, *, token: str | None = None) -> Path:
+def download_checkpoint(spec: str, *, token: str | bool | None = None) -> Path:
     """``NAMESPACE/NAME[@REVISION]`` → the snapshot directory in the normal Hub cache, validated like a
-    local checkpoint. Offline (HF_HUB_OFFLINE=1) a cached snapshot is used. Raises HubError (one line)."""
-    from huggingface_hub import snapshot_download
-
+    local checkpoint; within the model download limits (``pokedemo.hub.limits``). Offline (HF_HUB_OFFLINE=1) a
+    cached snapshot is used. ``token`` False: none at all, not HF_TOKEN. Raises HubError (one line)."""
     ref = parse_repo_ref(spec)
     ctx = read_context("download", ref, token)
     with hub_errors(ctx):
-        folder = snapshot_download(
-            ref.repo_id, revision=ref.revision, endpoint=ctx.endpoint, cache_dir=ctx.cache_dir, token=ctx.token,
-            allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode(), tqdm_class=quiet_progress_bar(),
-        )
-    return _validated_snapshot(Path(folder), ref)
+        folder = bounded_snapshot_download(ctx, repo_type="model", label=f"model repo {ref.label}",
+                                           allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode())
+    return _validated_snapshot(folder, ref)
 
 
 def _validated_snapshot(folder: Path, ref: RepoRef) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pokedemo.hub import HubError
+from pokedemo.hub.client import HubContext, HubError, hub_api, library_token, quiet_progress_bar
 
 DEFAULT_LIMITS = {"dataset": ("2GB", "50000"), "model": ("1GB", "1000")}
 
@@ -122,16 +122,15 @@ def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | N
 # ------------------------------------------------------------------------------------------- while downloading
 
 
-def byte_guard_bar_class(max_bytes: int, message: str):
-    """A silent tqdm class for ``snapshot_download``: each byte bar (the download's aggregate bars count every
-    chunk before it is written) raises DownloadTooLarge when its count would pass ``max_bytes``."""
-    from tqdm.auto import tqdm
+def byte_guard_bar_class(max_bytes: int, message: str) -> type:
+    """The silent progress bar of ``snapshot_download``, guarding the size: each byte bar (the download's
+    aggregate bars count every chunk before it is written) raises DownloadTooLarge when its count would pass
+    ``max_bytes``."""
 
-    class ByteGuardBar(tqdm):
+    class ByteGuardBar(quiet_progress_bar()):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._counts_bytes = kwargs.get("unit") == "B"
             self._seen = 0
-            kwargs["disable"] = True  # no progress bars: the CLI keeps stderr for its one-line messages
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
@@ -168,21 +167,18 @@ def _remove_new(folders: Iterable[Path], before: set[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def bounded_snapshot_download(repo_id: str, *, repo_type: str, revision: str | None, endpoint: str,
-                              cache_dir: str, token: str | bool | None, label: str,
-                              allow_patterns: list[str] | None = None, local_files_only: bool = False) -> Path:
-    """``snapshot_download`` into the Hub cache within ``download_limits(repo_type)``: the listing is checked
-    first (DownloadTooLarge, nothing written), the bytes while downloading (stopped, its files removed).
-
-    ``token`` goes to huggingface_hub as it is (``False``: send none, not even HF_TOKEN). huggingface_hub's own
-    errors propagate for the caller to word."""
-    from huggingface_hub import HfApi, snapshot_download
+def bounded_snapshot_download(ctx: HubContext, *, repo_type: str, label: str, allow_patterns: list[str] | None = None,
+                              local_files_only: bool = False) -> Path:
+    """``snapshot_download`` of ``ctx.ref`` into the Hub cache within ``download_limits(repo_type)``: the
+    listing is checked first (DownloadTooLarge, nothing written), the bytes while downloading (stopped, its
+    files removed). huggingface_hub's own errors propagate for the caller to word."""
+    from huggingface_hub import snapshot_download
     from huggingface_hub.file_download import repo_folder_name
 
+    repo_id, revision, cache_dir = ctx.ref.repo_id, ctx.ref.revision, ctx.cache_dir
     limits = download_limits(repo_type)
     if not local_files_only:
-        api = HfApi(endpoint=endpoint, token=token)
-        check_repo_size(api, repo_id, repo_type=repo_type, revision=revision, limits=limits, label=label,
+        check_repo_size(hub_api(ctx), repo_id, repo_type=repo_type, revision=revision, limits=limits, label=label,
                         allow_patterns=allow_patterns)
     stopped = (f"stopped downloading {label}: it grew past {human_size(limits.max_bytes)}, this app's limit for a "
                f"{limits.kind} (set by {limits.bytes_variable}), although the Hub listed less; its partial files "
@@ -193,8 +189,8 @@ def bounded_snapshot_download(repo_id: str, *, repo_type: str, revision: str | N
         before = _present(folders)
         try:
             folder = snapshot_download(
-                repo_id, repo_type=repo_type, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
-                token=token, allow_patterns=allow_patterns, local_files_only=local_files_only,
+                repo_id, repo_type=repo_type, revision=revision, endpoint=ctx.endpoint, cache_dir=cache_dir,
+                token=library_token(ctx), allow_patterns=allow_patterns, local_files_only=local_files_only,
                 tqdm_class=byte_guard_bar_class(limits.max_bytes, stopped),
             )
         except DownloadTooLarge:
