@@ -14,10 +14,6 @@ from typing import Any
 from pokedemo.startup import set_thread_policy
 
 
-def on_spaces() -> bool:
-    return os.environ.get("SYSTEM") == "spaces" or bool(os.environ.get("SPACE_ID"))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Pokédemo: train, compare and try an image classifier.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -38,9 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def server_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``demo.launch`` that decide where the app listens."""
+    from pokedemo.app.public import on_spaces
+
     if on_spaces():
         return {}  # the Space sets GRADIO_SERVER_NAME/PORT; Gradio reads them
     return {"server_name": args.host, "server_port": args.port, "share": args.share}
+
+
+def public_for(settings: dict[str, Any]) -> bool:
+    """Public mode for these launch settings: on a Space, with --share, on a host other than loopback, or as
+    POKEDEMO_PUBLIC says (``pokedemo.app.public.public_mode``)."""
+    from pokedemo.app.public import public_mode
+
+    return public_mode(settings.get("server_name"), bool(settings.get("share")))
 
 
 def set_up_environment(args: argparse.Namespace) -> None:
@@ -57,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     set_up_environment(args)
     from pokedemo.app import build_demo, launch_options  # imports gradio: after --help has had its chance
 
-    demo = build_demo(checkpoint_root=args.checkpoints, data_dir=args.data)
-    demo.launch(**launch_options(), **server_settings(args))
+    settings = server_settings(args)
+    demo = build_demo(checkpoint_root=args.checkpoints, data_dir=args.data, public=public_for(settings))
+    demo.launch(**launch_options(), **settings)
 
 
 if __name__ == "__main__":

@@ -629,8 +629,8 @@ def test_both_panels_render_the_same_per_class_table_for_one_report(tmp_path, mo
     view = views.RunView()
     view.update(finished)
     train_table = app._train_outputs(view, done=True)[5]
-    monkeypatch.setattr(app, "_predictor", lambda checkpoint: object())
-    monkeypatch.setattr(sources, "test_report", lambda predictor, folder: report)
+    monkeypatch.setattr(app, "_predictor", lambda checkpoint, request: object())
+    monkeypatch.setattr(sources, "test_report", lambda predictor, folder, gate=None: report)
     inspect_table = app.inspect("some-run", "")[2]
     assert train_table.values.tolist() == inspect_table.values.tolist()
     assert train_table.values.tolist()[-1] == ["macro average", "83.3%", "75.0%", "73.3%", 4]
@@ -851,17 +851,24 @@ def test_not_a_zip_and_empty_zip_are_clear_errors(tmp_path):
 def test_app_listens_where_asked_locally_and_leaves_it_to_gradio_on_spaces(monkeypatch):
     import app
 
-    for name in ("SYSTEM", "SPACE_ID", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+    from pokedemo.app.public import on_spaces
+
+    for name in ("SYSTEM", "SPACE_ID", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "POKEDEMO_PUBLIC"):
         monkeypatch.delenv(name, raising=False)
-    assert app.server_settings(app.parse_args([])) == {"server_name": "127.0.0.1", "server_port": 7860,
-                                                      "share": False}
+    local = app.server_settings(app.parse_args([]))
+    assert local == {"server_name": "127.0.0.1", "server_port": 7860, "share": False}
+    assert app.public_for(local) is False  # python app.py: a local tool, public mode off
     args = app.parse_args(["--host", "0.0.0.0", "--port", "8080", "--share"])
     assert app.server_settings(args) == {"server_name": "0.0.0.0", "server_port": 8080, "share": True}
+    assert app.public_for(app.server_settings(args)) is True
+    assert app.public_for(app.server_settings(app.parse_args(["--share"]))) is True
     monkeypatch.setenv("SYSTEM", "spaces")
-    assert app.server_settings(args) == {}
+    assert app.server_settings(args) == {} and app.public_for({}) is True
     monkeypatch.delenv("SYSTEM")
     monkeypatch.setenv("SPACE_ID", "someone/pokedemo")
-    assert app.on_spaces()
+    assert on_spaces() and app.public_for({}) is True
+    monkeypatch.setenv("POKEDEMO_PUBLIC", "0")
+    assert app.public_for({}) is False
 
 
 def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default(monkeypatch):

@@ -16,12 +16,16 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
 
+from gradio.utils import get_upload_folder
+
 from pokedemo.app import sources, text, views
+from pokedemo.app.public import PublicPolicy, PublicRefusal, time_limit
 from pokedemo.app.text import (
     CHECKPOINT_TABLE_COLUMNS, COMPARE_COLUMNS, NO_CHECKPOINT, NO_DATASET, PER_CLASS_COLUMNS, empty_frame,
     friendly_error, progress_html,
@@ -31,7 +35,7 @@ from pokedemo.events import BatchProgress, Cancelled, CompareFinished, Event, Fa
 from pokedemo.gradcam import grad_cam
 from pokedemo.options import config_from_values
 from pokedemo.training_data import run_on
-from pokedemo.uploads import UploadError, extract_dataset_zip, new_upload_dir
+from pokedemo.uploads import UploadError, ZipLimits, extract_dataset_zip, new_upload_dir
 
 INFO_SECONDS = 6                    # how long an info toast stays
 UI_INTERVAL_S = 0.5                 # at most this often a batch-progress update is streamed to the browser
@@ -90,20 +94,46 @@ def session_of(request: gr.Request | None) -> str:
 
 
 class DemoApp:
-    """Event handlers; one instance per ``build_demo`` (its checkpoint root, default dataset and jobs)."""
+    """Event handlers; one instance per ``build_demo`` (its checkpoint root, default dataset, jobs and the
+    public-mode policy every visitor's folder, picture, run and Hub action goes through)."""
 
     def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str,
-                 default_model: sources.DefaultModel | None = None):
+                 default_model: sources.DefaultModel | None = None, policy: PublicPolicy | None = None):
         self.checkpoint_root = str(checkpoint_root)
-        self.data_dir = data_dir
+        self.policy = policy or PublicPolicy.create(False, data_dir)
+        self.data_dir = self.policy.shown_data_dir(data_dir)  # the dataset box's first value
         self.default_model = default_model  # the starter (or $POKEDEMO_MODEL): listed until newer runs exist
         self.jobs = JobRegistry()
         self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
+        self.example_folders: list[str] = []  # where the Predict tab's example pictures are (set by the layout)
 
-    def choices(self, loaded: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
-        """The pickers' entries: this app's runs (and the default model), then the Hub models ``loaded`` in this
-        browser session (a ``gr.State``: one user's Hub models never appear in another user's picker)."""
-        return sources.checkpoint_choices(self.checkpoint_root, self.default_model) + list(loaded or [])
+    def choices(self, loaded: list[tuple[str, str]] | None = None, session: str | None = None) -> list[tuple[str, str]]:
+        """The pickers' entries: this app's runs (and the default model), in public mode this visitor's own runs,
+        then the Hub models ``loaded`` in this browser session (a ``gr.State``: one user's Hub models never
+        appear in another user's picker)."""
+        own = (sources.checkpoint_choices(self.policy.runs_root(session, self.checkpoint_root))
+               if self.policy.public and session else [])
+        return own + sources.checkpoint_choices(self.checkpoint_root, self.default_model) + list(loaded or [])
+
+    def capped(self, config: Any) -> Any:
+        """``config`` (a TrainConfig) with epochs and image size lowered to the public-mode caps."""
+        if not self.policy.public:
+            return config
+        limits = self.policy.limits
+        return replace(config, epochs=min(config.epochs, limits.max_epochs),
+                       img_size=min(config.img_size, limits.max_img_size))
+
+    def training_defaults(self) -> tuple[int, int, str]:
+        """(epochs, image size, explanation) for this device (``sources.training_defaults``), within the caps."""
+        epochs, size, note = sources.training_defaults()
+        if self.policy.public:
+            epochs, size = min(epochs, self.policy.limits.max_epochs), min(size, self.policy.limits.max_img_size)
+        return epochs, size, note
+
+    def gate(self, folder: str | None, request: gr.Request | None) -> str:
+        """THE gate of every folder a visitor gives (public mode: the shared data, their uploads, Hub datasets);
+        PublicRefusal otherwise."""
+        return self.policy.data_spec(folder, session_of(request))
 
     def recorded_compare(self) -> dict[str, Any] | None:
         """What the Compare tab shows before anyone runs it: the comparison recorded beside the starter."""
@@ -119,19 +149,27 @@ class DemoApp:
 
     # ---- dataset
 
-    def scan(self, folder: str, seed: float, img_size: float) -> str:
+    def scan(self, folder: str, seed: float, img_size: float, request: gr.Request = None) -> str:
+        try:
+            folder = self.gate(folder, request)
+        except PublicRefusal as refusal:
+            return f"⚠️ {refusal}"
         return sources.summarise_dataset(folder, seed, img_size)
 
-    def upload_zip(self, zip_path: str | None, seed: float, img_size: float):
-        """Extract an uploaded zip safely; returns (dataset folder, summary)."""
+    def upload_zip(self, zip_path: str | None, seed: float, img_size: float, request: gr.Request = None):
+        """Extract an uploaded zip safely (public mode: into the visitor's own folder, within their disk share);
+        returns (dataset box value, summary)."""
         if not zip_path:
             return gr.skip(), gr.skip()
+        session = session_of(request)
         try:
-            root = extract_dataset_zip(zip_path, new_upload_dir())
-        except UploadError as exc:
+            budget = self.policy.upload_budget(session)
+            limits = ZipLimits(max_total_bytes=min(budget, ZipLimits.max_total_bytes)) if budget else ZipLimits()
+            root = extract_dataset_zip(zip_path, new_upload_dir(self.policy.upload_dir(session)), limits)
+        except (UploadError, PublicRefusal) as exc:
             gr.Warning(f"That zip cannot be used: {exc}")
             return gr.skip(), f"⚠️ That zip cannot be used: {exc}"
-        return str(root), sources.summarise_dataset(str(root), seed, img_size)
+        return self.policy.shown_upload(root, session), sources.summarise_dataset(str(root), seed, img_size)
 
     # ---- training
 
@@ -159,12 +197,12 @@ class DemoApp:
         from pokedemo.train import train
 
         view = RunView()
-        yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded),
+        yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded, request=request),
                                 data_dir, train, options)
         if isinstance(view.final, Finished):
             self.finished_runs[session_of(request)] = view.final.run_dir
         _notify(view.final)
-        yield self._train_outputs(view, done=True, loaded=loaded)
+        yield self._train_outputs(view, done=True, loaded=loaded, request=request)
 
     def compare(self, data_dir: str, loaded: list | None = None, request: gr.Request = None, **options: Any):
         """Stream a pretrained-vs-scratch comparison; the table and both confusion matrices at the end."""
@@ -173,34 +211,46 @@ class DemoApp:
         view = CompareView()
         epochs = int(float(options.get("epochs") or 0))
         # A comparison trains both: the options describe its pretrained run whatever the checkbox says.
-        yield from self._stream(view, request, lambda: self._compare_outputs(view, epochs, loaded=loaded),
+        yield from self._stream(view, request,
+                                lambda: self._compare_outputs(view, epochs, loaded=loaded, request=request),
                                 data_dir, compare, {**options, "pretrained": True})
         message = view.message()
         if message:
             gr.Warning(message)
-        yield self._compare_outputs(view, epochs, done=True, loaded=loaded)
+        yield self._compare_outputs(view, epochs, done=True, loaded=loaded, request=request)
 
     def _stream(self, view: RunView | CompareView, request, outputs, data_dir, engine,
                 options: dict[str, Any]) -> Iterator[tuple]:
-        """Run the engine as this session's one job, yielding ``outputs()`` as its events update ``view``."""
-        with self.jobs.running_job(session_of(request)) as stop:
-            for _ in _drive(self._start(data_dir, stop, engine, options), view, stop):
+        """Run the engine as this session's one job, yielding ``outputs()`` as its events update ``view``; in public
+        mode the job is stopped at the time limit (the engine keeps its best epoch)."""
+        session = session_of(request)
+        with self.jobs.running_job(session) as stop, time_limit(stop, self.policy.run_seconds) as expired:
+            events = self._start(data_dir, stop, engine, options, session)
+            reason = text.public_time_limit(self.policy.limits)
+            for _ in _drive(_worded_when(expired, reason, events), view, stop):
                 yield outputs()
 
-    def _start(self, data_dir, stop, engine, options: dict[str, Any]) -> Iterator[Event]:
+    def _start(self, data_dir, stop, engine, options: dict[str, Any], session: str) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
-        folder = (data_dir or "").strip()
+        try:
+            folder = self.policy.data_spec(data_dir, session)
+        except PublicRefusal as refusal:
+            return iter([Failed(message=str(refusal))])
         if not folder:
             return iter([Failed(message=NO_DATASET)])
         if stop.is_set():
             return iter([Cancelled(run_dir=None, epoch=0, seconds=0.0, message="Stopped before training began.")])
         try:
             config = config_from_values(options)
-        except (TypeError, ValueError) as exc:
-            return iter([Failed(message=f"invalid training option: {exc}")])
-        return run_on(folder, config, lambda data: engine(config, data, self.checkpoint_root, stop=stop))
+            self.policy.check_training(config.epochs, config.img_size, session)
+        except (TypeError, ValueError) as exc:  # PublicRefusal is a ValueError: its words as they are
+            return iter([Failed(message=str(exc) if isinstance(exc, PublicRefusal)
+                                else f"invalid training option: {exc}")])
+        runs = str(self.policy.runs_root(session, self.checkpoint_root))
+        return run_on(folder, config, lambda data: engine(config, data, runs, stop=stop))
 
-    def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None) -> tuple:
+    def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None,
+                       request: gr.Request = None) -> tuple:
         loss, accuracy = map(views.plot_value, views.curve_frames(view.points))
         report = view.final.test_metrics if done and isinstance(view.final, Finished) else None
         return (
@@ -209,7 +259,7 @@ class DemoApp:
             text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
             views.confusion_picture(report),
             *(self._errors_of(report) if report else ("", [])),
-            *(self._select_checkpoints(loaded, view.run_dir) if done else (gr.skip(),) * 3),
+            *(self._select_checkpoints(loaded, request, view.run_dir) if done else (gr.skip(),) * 3),
         )
 
     def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
@@ -220,7 +270,7 @@ class DemoApp:
             return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
 
     def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False,
-                         loaded: list | None = None) -> tuple:
+                         loaded: list | None = None, request: gr.Request = None) -> tuple:
         accuracy, loss = map(views.plot_value, views.compare_frames(view.points))
         results = view.final.results if done and isinstance(view.final, CompareFinished) else None
         runs = [view.runs[r].run_dir for r in views.RUN_LABELS]
@@ -230,12 +280,13 @@ class DemoApp:
             progress_html(view.fraction, view.status), accuracy, loss, "\n".join(view.log), summary,
             text.compare_table(results, epochs) if results else empty_frame(COMPARE_COLUMNS),
             text.compare_confusions(results) if results else "",
-            *(self._select_checkpoints(loaded, *runs) if done else (gr.skip(),) * 3),
+            *(self._select_checkpoints(loaded, request, *runs) if done else (gr.skip(),) * 3),
         )
 
-    def _select_checkpoints(self, loaded: list | None, first: str | None, second: str | None = None) -> tuple:
+    def _select_checkpoints(self, loaded: list | None, request: gr.Request | None, first: str | None,
+                            second: str | None = None) -> tuple:
         """Dropdown updates after a run: the new run selected in Predict (and in Compare A/B)."""
-        choices = self.choices(loaded)
+        choices = self.choices(loaded, session_of(request))
         known = {value for _, value in choices}
 
         def dropdown(run: str | None) -> gr.Dropdown:
@@ -245,15 +296,24 @@ class DemoApp:
 
     # ---- checkpoints and prediction
 
-    def refresh(self, loaded: list | None, *current: str | None) -> tuple:
+    def refresh(self, loaded: list | None, checkpoint: str | None, ckpt_a: str | None, ckpt_b: str | None,
+                request: gr.Request = None) -> tuple:
         """Re-list checkpoints (and this session's Hub models) for each dropdown, keeping its selection when it
         still exists."""
-        choices = self.choices(loaded)
+        choices = self.choices(loaded, session_of(request))
         known = [value for _, value in choices]
         return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
-                     for value in current)
+                     for value in (checkpoint, ckpt_a, ckpt_b))
 
-    def predict(self, image: dict | str | None, checkpoint: str | None):
+    def image(self, value: dict | str | None) -> str | bytes | None:
+        """The picture in gr.Image's raw value; in public mode a path only inside Gradio's upload folder or the
+        examples' folder (a visitor may send any path in the payload), PublicRefusal otherwise."""
+        source = image_source(value)
+        if isinstance(source, bytes) or not source:
+            return source
+        return self.policy.image_path(source, [get_upload_folder(), *self.example_folders])
+
+    def predict(self, image: dict | str | None, checkpoint: str | None, request: gr.Request = None):
         """(label confidences, caption) for gr.Label; a friendly caption instead of any error.
 
         ``image`` is gr.Image's raw value (the event does not preprocess, see ``layout._wire_checkpoints``).
@@ -263,30 +323,49 @@ class DemoApp:
         if not image:
             return None, text.NO_IMAGE
         try:
-            predictor = self._predictor(checkpoint)
-            return predictor.predict_dict(image_source(image)), text.model_caption(predictor)
+            source = self.image(image)
+            predictor = self._predictor(checkpoint, request)
+            return predictor.predict_dict(source), text.model_caption(predictor)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never an error page
             message = friendly_error(exc)
             gr.Warning(message)
             return None, f"⚠️ {message}"
 
-    def _predictor(self, checkpoint: str):
-        return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model)
+    def _predictor(self, checkpoint: str, request: gr.Request | None):
+        """The model a visitor picked: this app's runs, its default model, Hub models and, in public mode, the
+        visitor's own runs (named through the policy's gate); a Hub model with the visitor's token only."""
+        session = session_of(request)
+        own = self.policy.runs_root(session, self.checkpoint_root) if self.policy.public else None
+        if self.policy.public:
+            folders = [*sources.model_folders(self.checkpoint_root, self.default_model), own]
+            checkpoint, from_hub = self.policy.model_reference(checkpoint, folders, self.checkpoint_root)
+            if from_hub:  # never resolved against the server's folders, never with the server's token
+                checkpoint = str(sources.fetch_hub_model(checkpoint, self.policy.hub_token(None)))
+        return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model, own)
 
-    def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):
+    def _own_run(self, checkpoint: str, request: gr.Request | None) -> Path:
+        """A run of this app's checkpoint folder or, in public mode, of this visitor's own runs."""
+        if self.policy.public:
+            own = self.policy.runs_root(session_of(request), self.checkpoint_root)
+            checkpoint, _ = self.policy.model_reference(checkpoint, [self.checkpoint_root, own], self.checkpoint_root)
+            return sources.run_of_this_app(checkpoint, self.checkpoint_root, own)
+        return sources.run_of_this_app(checkpoint, self.checkpoint_root)
+
+    def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None,
+                            request: gr.Request = None):
         """Evaluate two saved checkpoints on the test images both held out; (caption, table, confusions)."""
         if not first or not second:
             return "Pick two checkpoints above.", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
         try:
-            return self._compare_checkpoints(first, second, folder)
+            return self._compare_checkpoints(first, second, self.gate(folder, request), request)
         except Exception as exc:  # noqa: BLE001 - shown as a message (missing data, other classes, ...)
             return f"⚠️ {friendly_error(exc)}", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
 
-    def _compare_checkpoints(self, first: str, second: str, folder: str | None):
-        predictors = [self._predictor(first), self._predictor(second)]
+    def _compare_checkpoints(self, first: str, second: str, folder: str, request: gr.Request | None):
+        predictors = [self._predictor(first, request), self._predictor(second, request)]
         if predictors[0].classes != predictors[1].classes:
             raise ValueError("these checkpoints were trained on different classes, so their test sets differ")
-        reports = [sources.test_report(p, folder) for p in predictors]
+        reports = [self._test_report(p, folder, request) for p in predictors]
         held_out = [{it["path"] for it in r["items"]} for r in reports]
         common = held_out[0] & held_out[1]
         if not common:
@@ -298,32 +377,43 @@ class DemoApp:
 
     # ---- seeing inside: doctor, mistakes, Grad-CAM
 
-    def doctor(self, folder: str | None):
+    def _test_report(self, predictor: Any, folder: str, request: gr.Request | None) -> dict[str, Any]:
+        """A model on its test images; in public mode the folder its config records passes the gate too."""
+        gate = (lambda root: self.gate(root, request)) if self.policy.public else None
+        return sources.test_report(predictor, folder, gate)
+
+    def doctor(self, folder: str | None, request: gr.Request = None):
         """(report, conflict strips, accordion) of the Train tab's dataset doctor."""
-        report, strips = sources.doctor_panel(folder)
+        try:
+            report, strips = sources.doctor_panel(self.gate(folder, request))
+        except PublicRefusal as refusal:
+            report, strips = f"⚠️ {refusal}", []
         return (report, gr.Gallery(value=strips, visible=bool(strips)),
                 gr.Accordion(label=text.doctor_title(report)))
 
-    def inspect(self, checkpoint: str | None, folder: str | None):
+    def inspect(self, checkpoint: str | None, folder: str | None, request: gr.Request = None):
         """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
         empty = (None, empty_frame(PER_CLASS_COLUMNS), [])
         if not checkpoint:
             return (NO_CHECKPOINT, *empty)
         try:
-            predictor = self._predictor(checkpoint)
-            report = sources.test_report(predictor, folder)
+            folder = self.gate(folder, request)
+            predictor = self._predictor(checkpoint, request)
+            report = self._test_report(predictor, folder, request)
         except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
             return (f"⚠️ {friendly_error(exc)}", *empty)
         return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
                 views.errors_items(report))
 
-    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
+    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None,
+                request: gr.Request = None):
         """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
         if not checkpoint or not image:
             return None, "", gr.skip()
         try:
-            predictor = self._predictor(checkpoint)
-            result = grad_cam(predictor, image_source(image), sources.cam_target_value(target, predictor.classes))
+            source = self.image(image)
+            predictor = self._predictor(checkpoint, request)
+            result = grad_cam(predictor, source, sources.cam_target_value(target, predictor.classes))
         except Exception as exc:  # noqa: BLE001 - the label's caption already explains unusable images
             return None, f"⚠️ No heatmap: {friendly_error(exc)}", gr.skip()
         choices = sources.cam_choices(predictor.classes)
@@ -345,31 +435,39 @@ class DemoApp:
 
     # ---- the Hugging Face Hub
 
-    def load_from_hub(self, spec: str | None, loaded: list | None = None, token: str | None = None):
+    def load_from_hub(self, spec: str | None, loaded: list | None = None, token: str | None = None,
+                      request: gr.Request = None):
         """Download a model by repo id and select it in the Predict picker; (message, picker, this session's
-        Hub models: the ``gr.State`` the pickers list after the local runs)."""
+        Hub models: the ``gr.State`` the pickers list after the local runs). The panel's token, else locally
+        the server's login; in public mode no token at all."""
         if not (spec or "").strip():
             return text.LOAD_NO_REPO, gr.skip(), gr.skip()
         try:
-            path = sources.fetch_hub_model(spec, token)
+            path = sources.fetch_hub_model(spec, self.policy.hub_token(token))
         except sources.HubLoadError as err:
             return f"❌ {err}", gr.skip(), gr.skip()
         choice = sources.hub_choice(spec, path)
         loaded = [c for c in (loaded or []) if c[1] != choice[1]] + [choice]
-        return text.hub_loaded(spec), gr.Dropdown(choices=self.choices(loaded), value=choice[1]), loaded
+        choices = self.choices(loaded, session_of(request))
+        return text.hub_loaded(spec), gr.Dropdown(choices=choices, value=choice[1]), loaded
 
-    def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None):
-        """Push the selected local run to a Hub repo; a Markdown line with the link or the problem."""
+    def push(self, checkpoint: str | None, repo_id: str | None, private: bool, token: str | None,
+             request: gr.Request = None):
+        """Push the selected local run to a Hub repo; a Markdown line with the link or the problem. In public
+        mode only with the visitor's own token."""
+        refusal = self.policy.push_refusal(token)
+        if refusal:
+            return refusal
         if checkpoint:
             try:
-                checkpoint = str(sources.run_of_this_app(checkpoint, self.checkpoint_root))
+                checkpoint = str(self._own_run(checkpoint, request))
             except Exception as exc:  # noqa: BLE001 - e.g. a model that came from the Hub itself
                 return f"❌ Only runs trained here can be pushed: {friendly_error(exc)}"
         if not checkpoint:
             return text.PUSH_NO_CHECKPOINT
         if not (repo_id or "").strip():
             return text.PUSH_NO_REPO
-        return sources.push_run(checkpoint, repo_id, private, token)
+        return sources.push_run(checkpoint, repo_id, private, self.policy.hub_token(token))
 
     def auto_push(self, repo_id: str | None, private: bool, token: str | None, enabled: bool,
                   request: gr.Request = None):
@@ -379,12 +477,14 @@ class DemoApp:
             return gr.skip()
         if not (repo_id or "").strip():
             return text.AUTO_PUSH_NO_REPO
-        return self.push(run, repo_id, private, token)
+        return self.push(run, repo_id, private, token, request)
 
-    def on_load(self, folder: str, seed: float, img_size: float, *current: str | None) -> tuple:
+    def on_load(self, folder: str, seed: float, img_size: float, checkpoint: str | None, ckpt_a: str | None,
+                ckpt_b: str | None, request: gr.Request = None) -> tuple:
         """Each page visit: describe the prefilled dataset and list checkpoints made since the app started."""
-        summary = sources.summarise_dataset(folder, seed, img_size) if (folder or "").strip() else NO_DATASET
-        return (summary, *self.refresh(None, *current))  # a new page is a new session: no Hub models yet
+        summary = self.scan(folder, seed, img_size, request) if (folder or "").strip() else NO_DATASET
+        # A new page is a new session: no Hub models yet.
+        return (summary, *self.refresh(None, checkpoint, ckpt_a, ckpt_b, request))
 
 
 def backbone_dropdown(current: str | None) -> gr.Dropdown:
@@ -395,8 +495,8 @@ def backbone_dropdown(current: str | None) -> gr.Dropdown:
 
 
 def image_source(value: dict | str | None) -> str | bytes | None:
-    """The file path (or, for a data: URL, the bytes) inside gr.Image's raw value; uploads were already moved
-    into Gradio's cache and checked by Gradio before the handler runs."""
+    """The file path (or, for a data: URL, the bytes) inside gr.Image's raw value. Gradio checks a path sent
+    as an uploaded file (``meta``: FileData); a bare path in the payload is not checked (``DemoApp.image``)."""
     if not isinstance(value, dict):
         return value or None
     url = value.get("url") or ""
@@ -422,6 +522,17 @@ def _drive(events: Iterator[Event], view: RunView | CompareView, stop: threading
             stop.set()
             for event in events:
                 view.update(event)
+
+
+def _worded_when(expired: threading.Event, reason: str, events: Iterator[Event]) -> Iterator[Event]:
+    """The engine's events, a Cancelled one (also inside Tagged) saying ``reason`` first when ``expired`` is
+    set: the run was stopped by the time limit, not by the visitor."""
+    for event in events:
+        inner = event.event if isinstance(event, Tagged) else event
+        if isinstance(inner, Cancelled) and expired.is_set():
+            worded = replace(inner, message=f"{reason} {inner.message}")
+            event = replace(event, event=worded) if isinstance(event, Tagged) else worded
+        yield event
 
 
 def _info(message: str) -> None:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from pokedemo.app.handlers import DemoApp, backbone_dropdown
-from pokedemo.app.sources import (
-    load_default_model, prefilled_data_dir, test_split_examples, training_defaults, warm_up,
-)
+from pokedemo.app.public import PublicPolicy, public_mode
+from pokedemo.app.sources import load_default_model, prefilled_data_dir, test_split_examples, warm_up
 from pokedemo.app.text import (
     CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, DOWNLOAD_BUTTON,
     DOWNLOAD_FILES_LABEL, DOWNLOAD_INTRO, DOWNLOAD_TITLE, EXAMPLES_LABEL, INTRO, MODEL_PICKER_INFO, NO_CHECKPOINT,
-    NO_DATASET, PER_CLASS_COLUMNS, TOP_CLASS, compare_table, defaults_text, empty_frame, progress_html,
+    NO_DATASET, PER_CLASS_COLUMNS, PUBLIC_DATA_LABEL, PUBLIC_TOKEN_INFO, TOP_CLASS, compare_table, defaults_text,
+    empty_frame, progress_html, public_banner,
 )
 from pokedemo.app.views import LOG_LINES
 from pokedemo.config import TrainConfig, default_checkpoint_root
@@ -48,8 +49,9 @@ def _plot(title: str, y_title: str, colours: dict[str, str], y_lim: list[float] 
 
 def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     gr.Markdown("### 1 · Dataset")
-    ui["data_dir"] = gr.Textbox(label="Dataset folder on this machine (one sub-folder per class), or hf://datasets/NAMESPACE/NAME",
-                                value=app.data_dir, placeholder="data/pokemon")
+    label = (PUBLIC_DATA_LABEL if app.policy.public
+             else "Dataset folder on this machine (one sub-folder per class), or hf://datasets/NAMESPACE/NAME")
+    ui["data_dir"] = gr.Textbox(label=label, value=app.data_dir, placeholder="data/pokemon")
     ui["scan"] = gr.Button("Scan folder", size="sm")
     ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")
     ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…")
@@ -60,11 +62,14 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
                                      visible=False, elem_id="doctor-conflicts")
 
 
-def _options_panel(ui: dict[str, Any]) -> None:
+def _options_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     # Image size and epochs are device defaults: the page shows the CPU's until page load (training_defaults)
     # sets the ones of the device training runs on, without importing torch while the page is built.
     # A widget keyed by a TrainConfig field marked app=True is that option's input (``option_widgets``).
-    cfg, help_for = TrainConfig().resolved("cpu"), TrainConfig.help_for
+    # In public mode the sliders end at the caps (the handlers refuse API calls above them).
+    cfg, help_for = app.capped(TrainConfig().resolved("cpu")), TrainConfig.help_for
+    max_epochs, max_size = (app.policy.limits.max_epochs, app.policy.limits.max_img_size) if app.policy.public \
+        else (30, 320)
     gr.Markdown("### 2 · How to train")
     # Choices and default come on page load (backbone_dropdown): reading weight statuses imports torch.
     ui["backbone"] = gr.Dropdown([], value=None, label="Backbone (the network)", allow_custom_value=True,
@@ -73,14 +78,14 @@ def _options_panel(ui: dict[str, Any]) -> None:
                                    info="Untick to start from random weights (training from scratch).")
     ui["strategy"] = gr.Radio([("fine-tune all layers", "finetune"), ("train only the new last layer", "linear")],
                               value=cfg.strategy, label="What to train", info=help_for("strategy"))
-    ui["epochs"] = gr.Slider(1, 30, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"),
+    ui["epochs"] = gr.Slider(1, max_epochs, value=cfg.epochs, step=1, label="Epochs", info=help_for("epochs"),
                              elem_id="epochs")
     ui["defaults_note"] = gr.Markdown(defaults_text("cpu"), elem_id="defaults-note")
     with gr.Accordion("More options", open=False):
         ui["lr"] = gr.Number(value=cfg.lr, label="Learning rate", info=help_for("lr"))
         ui["batch_size"] = gr.Slider(4, 128, value=cfg.batch_size, step=4, label="Batch size",
                                      info=help_for("batch_size"))
-        ui["img_size"] = gr.Slider(32, 320, value=cfg.img_size, step=16, label="Image size (px)",
+        ui["img_size"] = gr.Slider(32, max_size, value=cfg.img_size, step=16, label="Image size (px)",
                                    info=help_for("img_size"))
         ui["seed"] = gr.Number(value=cfg.seed, precision=0, label="Seed", info=help_for("seed"))
     with gr.Row():
@@ -92,7 +97,7 @@ def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
             _dataset_panel(app, ui)
-            _options_panel(ui)
+            _options_panel(app, ui)
         with gr.Column(scale=2):  # wide, so both charts and their legends fit side by side
             gr.Markdown("### 3 · Watch it learn")
             ui["progress"] = gr.HTML(progress_html(0, "Not started: choose a dataset, then press ▶ Train."))
@@ -119,6 +124,7 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
             ui["image"] = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Your image",
                                    height=340, elem_id="predict-image")
             examples = test_split_examples(app.default_model.path if app.default_model else None)
+            app.example_folders = sorted({str(Path(example).parent) for example in examples})
             if examples:
                 gr.Examples([[p] for p in examples], inputs=[ui["image"]], elem_id="predict-examples",
                             label=EXAMPLES_LABEL, examples_per_page=len(examples))
@@ -127,7 +133,7 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                 ui["checkpoint"] = gr.Dropdown(choices, value=choices[0][1] if choices else None, scale=5,
                                                label="Model", allow_custom_value=True, info=MODEL_PICKER_INFO)
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
-            _hub_panel(ui)
+            _hub_panel(app, ui)
             _download_panel(ui)
             ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
@@ -159,7 +165,7 @@ def _cam_panel(ui: dict[str, Any]) -> None:
     ui["cam_caption"] = gr.Markdown(elem_id="cam-caption")
 
 
-def _hub_panel(ui: dict[str, Any]) -> None:
+def _hub_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     with gr.Accordion("Hugging Face Hub: load a model, or share the selected one", open=False, elem_id="hub"):
         with gr.Row(equal_height=True):
             ui["hub_repo"] = gr.Textbox(label="Load from the Hub", placeholder="namespace/name or namespace/name@v1",
@@ -172,9 +178,11 @@ def _hub_panel(ui: dict[str, Any]) -> None:
         with gr.Row(equal_height=True):
             ui["push_repo"] = gr.Textbox(label="Repo id", placeholder="your-name/pokemon-classifier", scale=3)
             ui["push_private"] = gr.Checkbox(label="Private", value=False, scale=1)
+        token_info = PUBLIC_TOKEN_INFO if app.policy.public else (
+            "Leave empty to use HF_TOKEN or your saved `hf auth login`. Also used to load a private model above; "
+            "used for that action only, never shown or saved.")
         ui["push_token"] = gr.Textbox(label="Access token (write)", type="password", placeholder="hf_…",
-                                      info="Leave empty to use HF_TOKEN or your saved `hf auth login`. It is "
-                                           "used for this push only, never shown or saved.")
+                                      info=token_info, elem_id="push-token")
         ui["push_auto"] = gr.Checkbox(label="Also push each run from the Train tab when it finishes", value=False,
                                       info="Uses the repo id, privacy and token above.")
         ui["push"] = gr.Button("Push to Hub", variant="secondary", size="sm")
@@ -266,7 +274,8 @@ def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
     ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
                         _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
                         api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
-    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub, [ui["hub_repo"], ui["hub_loaded"]],
+    gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub,
+          _pick(ui, ("hub_repo", "hub_loaded", "push_token")),
           [ui["hub_load_msg"], ui["checkpoint"], ui["hub_loaded"]], api_name="load_from_hub", concurrency_limit=2,
           concurrency_id="hub")
     ui["push"].click(app.push, _pick(ui, ("checkpoint", "push_repo", "push_private", "push_token")), ui["push_msg"],
@@ -314,18 +323,26 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str | None = None,
-               default_model: bool = True) -> gr.Blocks:
+               default_model: bool = True, public: bool | None = None) -> gr.Blocks:
     """The whole app. Nothing is trained or loaded here; only checkpoints are listed (and a ``$POKEDEMO_MODEL``
     from the Hub downloaded). ``data_dir`` None: the bundled data (or ``$POKEDEMO_DATA``); ``default_model``
-    False leaves the starter (or ``$POKEDEMO_MODEL``) out of the model pickers."""
-    app = DemoApp(checkpoint_root or default_checkpoint_root(), prefilled_data_dir() if data_dir is None else data_dir,
-                  load_default_model() if default_model else None)
+    False leaves the starter (or ``$POKEDEMO_MODEL``) out of the model pickers; ``public`` None: public mode
+    as the environment says (``pokedemo.app.public.public_mode``; app.py also knows the host and --share)."""
+    data_dir = prefilled_data_dir() if data_dir is None else data_dir
+    policy = PublicPolicy.create(public_mode() if public is None else public, data_dir)
+    app = DemoApp(checkpoint_root or default_checkpoint_root(), data_dir,
+                  load_default_model() if default_model else None, policy)
     # The engine imports and the default model loads in the background while the page is built and served.
     default_path = app.default_model.path if app.default_model else None
     threading.Thread(target=warm_up, args=(default_path,), name="pokedemo-warm-up", daemon=True).start()
     ui: dict[str, Any] = {}
-    with gr.Blocks(title="Pokédemo — transfer learning") as demo:
+    # Public mode: Gradio's own copies of uploads go after the time a visitor's files are kept.
+    kept_s = int(policy.limits.session_hours * 3600)
+    with gr.Blocks(title="Pokédemo — transfer learning",
+                   delete_cache=(min(kept_s, 3600), kept_s) if policy.public else None) as demo:
         gr.Markdown(INTRO)
+        if policy.public:
+            gr.Markdown(public_banner(policy.limits), elem_id="public-banner")
         with gr.Tabs():
             with gr.Tab("① Train", id="train"):
                 _train_tab(app, ui)
@@ -341,7 +358,7 @@ def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str |
         demo.load(backbone_dropdown, ui["backbone"], ui["backbone"], api_visibility="private",
                   concurrency_limit=None)
         # The device's defaults first: the dataset scan then fills the tensor cache at the size training uses.
-        demo.load(training_defaults, None, _pick(ui, ("epochs", "img_size", "defaults_note")),
+        demo.load(app.training_defaults, None, _pick(ui, ("epochs", "img_size", "defaults_note")),
                   api_visibility="private", concurrency_limit=None).then(
             app.on_load, load_inputs, [ui["summary"], *_pick(ui, CHECKPOINT_PICKERS)],
             api_visibility="private", concurrency_limit=2, concurrency_id="scan").then(

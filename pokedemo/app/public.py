@@ -34,7 +34,7 @@ from typing import Any
 
 from pokedemo.app import text
 from pokedemo.config import BUNDLED_DATA, bundled_data_dir
-from pokedemo.hub import is_hub_dataset
+from pokedemo.hub import is_hub_dataset, written_as_repo_id
 from pokedemo.hub.client import TRUE_VALUES
 from pokedemo.uploads import remove_stale_folders
 
@@ -251,6 +251,24 @@ class PublicPolicy:
         """Bytes an upload may unpack to (None locally: the upload's own limit); PublicRefusal when full."""
         return self.sessions.space_left(session) if self.public else None
 
+    # ---- models
+
+    def model_reference(self, reference: str | None, folders: list[str | os.PathLike],
+                        root: str | os.PathLike) -> tuple[str, bool]:
+        """THE gate of a model a visitor names: (reference, whether it is a Hub repo id). Locally as given (the
+        model resolver decides). Public: a Hub repo id as written (never looked up on disk), a folder inside
+        ``folders`` or a run name under ``root``; PublicRefusal with the same words for anything else."""
+        ref = (reference or "").strip()
+        if not self.public:
+            return ref, False
+        if written_as_repo_id(ref):
+            return ref, True
+        written = Path(ref) if Path(ref).is_absolute() else Path(root).absolute() / ref
+        found = next((f for f in (inside(written, folder) for folder in folders) if f is not None), None)
+        if found is None:
+            raise PublicRefusal(text.PUBLIC_MODEL_REFUSED)
+        return str(found), False
+
     # ---- runs
 
     def runs_root(self, session: str, default_root: str | os.PathLike) -> Path:
@@ -287,7 +305,7 @@ class PublicPolicy:
 def inside(path: str | os.PathLike, folder: str | os.PathLike) -> Path | None:
     """``path`` (absolute) when it lies inside ``folder``, else None. Decided on the text first, so a path
     outside is never looked at on disk; then once more with links resolved."""
-    folder = Path(folder)
+    folder = Path(folder).absolute()
     try:
         written = Path(path)
         if not written.is_absolute():

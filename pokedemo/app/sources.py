@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pokedemo.app import text
 from pokedemo.app.views import conflict_thumbnails
@@ -234,20 +234,24 @@ def model_folders(root: str | os.PathLike, default: DefaultModel | None) -> list
     return [Path(root), Path(hub_cache_dir()), *([default.path] if default is not None else [])]
 
 
-def app_predictor(reference: str, root: str | os.PathLike, default: DefaultModel | None) -> Any:
-    """The cached Predictor of a model the app may load: a run under ``root``, the default model, or a Hub
-    model (by repo id or its snapshot). HubLoadError, in the app's words, when a Hub model cannot be fetched."""
+def app_predictor(reference: str, root: str | os.PathLike, default: DefaultModel | None,
+                  own: str | os.PathLike | None = None) -> Any:
+    """The cached Predictor of a model the app may load: a run under ``root`` (or under ``own``: a public-mode
+    visitor's runs), the default model, or a Hub model (by repo id or its snapshot). HubLoadError, in the app's
+    words, when a Hub model cannot be fetched."""
     from pokedemo.predict import get_predictor
 
+    folders = model_folders(root, default) + ([Path(own)] if own is not None else [])
     try:
-        return get_predictor(reference, root=root, only_inside=model_folders(root, default))
+        return get_predictor(reference, root=root, only_inside=folders)
     except HubError as err:
         raise HubLoadError(text.hub_load_failed(str(reference), err, None)) from None
 
 
-def run_of_this_app(reference: str, root: str | os.PathLike) -> Path:
-    """The folder of a run trained by this app (under ``root``); CheckpointError for anything else."""
-    return resolve_model(reference, root=root, only_inside=[root], hub=False)
+def run_of_this_app(reference: str, root: str | os.PathLike, own: str | os.PathLike | None = None) -> Path:
+    """The folder of a run trained by this app (under ``root``, or ``own``: a public-mode visitor's runs);
+    CheckpointError for anything else."""
+    return resolve_model(reference, root=root, only_inside=[root, *([own] if own is not None else [])], hub=False)
 
 
 def data_root_for(predictor: Any, folder: str | None) -> str | None:
@@ -262,11 +266,19 @@ def data_root_for(predictor: Any, folder: str | None) -> str | None:
     return (folder or "").strip() or None
 
 
-def test_report(predictor: Any, folder: str | None) -> dict[str, Any]:
-    """The checkpoint evaluated on the test images its run held out (with ``items`` and ``root``)."""
+def test_report(predictor: Any, folder: str | None, gate: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The checkpoint evaluated on the test images its run held out (with ``items`` and ``root``). ``gate``
+    (public mode): the folder a checkpoint records must pass it (a model's config can name any path), else the
+    Train tab's ``folder``, already gated, is used instead."""
     from pokedemo.predict import evaluate_split
 
-    return evaluate_split(predictor, data_root=data_root_for(predictor, folder))
+    root = data_root_for(predictor, folder)
+    if gate is not None and root is not None and root != folder:
+        try:
+            root = gate(root)
+        except ValueError:
+            root = (folder or "").strip() or None
+    return evaluate_split(predictor, data_root=root)
 
 
 
@@ -286,11 +298,11 @@ class HubLoadError(ValueError):
     """A Hub model the app cannot load; the message is the app's one token-free line."""
 
 
-def fetch_hub_model(spec: str, token: str | None = None) -> Path:
+def fetch_hub_model(spec: str, token: str | bool | None = None) -> Path:
     """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into the Hub cache; HubLoadError otherwise.
-    An empty token falls back to HF_TOKEN, then the cached login."""
+    No token (None or empty) falls back to HF_TOKEN, then the cached login; False sends none."""
     try:
-        return download_checkpoint(spec.strip(), token=token or None)
+        return download_checkpoint(spec.strip(), token=token if token is False else token or None)
     except (HubError, CheckpointError) as err:
         raise HubLoadError(text.hub_load_failed(spec, err, token)) from None
     except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback
@@ -306,11 +318,12 @@ def model_download(run_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any
     return [str(onnx_file), str(archive)], record
 
 
-def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str | None) -> str:
+def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool, token: str | bool | None) -> str:
     """Push a local run to a Hub repo; the Markdown line the push panel shows (link, or what went wrong).
-    An empty token falls back to HF_TOKEN, then the cached login."""
+    No token (None or empty) falls back to HF_TOKEN, then the cached login; False sends none."""
     try:
-        result = push_checkpoint_details(run_dir, repo_id.strip(), private=bool(private), token=token or None)
+        result = push_checkpoint_details(run_dir, repo_id.strip(), private=bool(private),
+                                         token=token if token is False else token or None)
     except (HubError, CheckpointError) as err:
         return text.push_failed(err, token)
     except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback

@@ -461,6 +461,8 @@ PUBLIC_DATA_REFUSED = ("In this public demo a dataset is the bundled data (data/
                        "Hub dataset (hf://datasets/NAMESPACE/NAME); folders on the server are not available.")
 PUBLIC_IMAGE_REFUSED = ("In this public demo a picture is one you upload, take with the webcam or paste, or one "
                         "of the examples; files on the server are not available.")
+PUBLIC_MODEL_REFUSED = ("This is not one of this app's checkpoints: in this public demo a model is one in the "
+                        "list, one of your runs or a Hub repo id (namespace/name).")
 PUBLIC_DATA_LABEL = ("Dataset: data/pokemon (bundled), a .zip you upload below, or hf://datasets/NAMESPACE/NAME "
                      "(public demo: folders on the server are not available)")
 PUBLIC_PUSH_TOKEN_NEEDED = ("❌ Enter your own Hugging Face access token (write) to push: this public demo never "

@@ -21,6 +21,7 @@ from pokedemo.hub.client import (
     one_line,
     parse_repo_ref,
     scrub,
+    written_as_repo_id,
 )
 from pokedemo.hub.limits import DownloadLimits, DownloadTooLarge, download_limits, human_size
 from pokedemo.hub.datasets import DataSource, is_hub_dataset, open_data, part_of, push_dataset
@@ -62,4 +63,5 @@ __all__ = [
     "push_checkpoint_details",
     "push_dataset",
     "scrub",
+    "written_as_repo_id",
 ]

@@ -140,8 +140,14 @@ def parse_repo_ref(spec: str, *, allow_revision: bool = True) -> RepoRef:
 def looks_like_repo_id(spec: str | os.PathLike | None) -> bool:
     """True when ``spec`` reads as ``NAMESPACE/NAME[@REVISION]`` and is no local path (existing, or written as
     one: ``./``, ``/``, ``~``, backslashes)."""
+    return written_as_repo_id(spec) and not os.path.exists(str(spec).strip())
+
+
+def written_as_repo_id(spec: str | os.PathLike | None) -> bool:
+    """True when ``spec`` is written as ``NAMESPACE/NAME[@REVISION]``, not as a path (``./``, ``/``, ``~``,
+    backslashes); the disk is not looked at."""
     text = str(spec or "").strip()
-    if not text or os.path.exists(text) or text.startswith((".", "/", "~")) or "\\" in text:
+    if not text or text.startswith((".", "/", "~")) or "\\" in text:
         return False
     try:
         parse_repo_ref(text)
