@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -154,7 +154,7 @@ class DemoApp:
             folder = self.gate(folder, request)
         except PublicRefusal as refusal:
             return f"⚠️ {refusal}"
-        return sources.summarise_dataset(folder, seed, img_size)
+        return self.policy.words(sources.summarise_dataset(folder, seed, img_size), session_of(request))
 
     def upload_zip(self, zip_path: str | None, seed: float, img_size: float, request: gr.Request = None):
         """Extract an uploaded zip safely (public mode: into the visitor's own folder, within their disk share);
@@ -169,7 +169,8 @@ class DemoApp:
         except (UploadError, PublicRefusal) as exc:
             gr.Warning(f"That zip cannot be used: {exc}")
             return gr.skip(), f"⚠️ That zip cannot be used: {exc}"
-        return self.policy.shown_upload(root, session), sources.summarise_dataset(str(root), seed, img_size)
+        shown = self.policy.shown_upload(root, session)
+        return shown, self.scan(shown, seed, img_size, request)
 
     # ---- training
 
@@ -227,7 +228,8 @@ class DemoApp:
         with self.jobs.running_job(session) as stop, time_limit(stop, self.policy.run_seconds) as expired:
             events = self._start(data_dir, stop, engine, options, session)
             reason = text.public_time_limit(self.policy.limits)
-            for _ in _drive(_worded_when(expired, reason, events), view, stop):
+            words = lambda message: self.policy.words(message, session)  # noqa: E731
+            for _ in _drive(_for_visitor(events, expired, reason, words), view, stop):
                 yield outputs()
 
     def _start(self, data_dir, stop, engine, options: dict[str, Any], session: str) -> Iterator[Event]:
@@ -359,7 +361,8 @@ class DemoApp:
         try:
             return self._compare_checkpoints(first, second, self.gate(folder, request), request)
         except Exception as exc:  # noqa: BLE001 - shown as a message (missing data, other classes, ...)
-            return f"⚠️ {friendly_error(exc)}", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
+            message = self.policy.words(friendly_error(exc), session_of(request))
+            return f"⚠️ {message}", empty_frame(CHECKPOINT_TABLE_COLUMNS), ""
 
     def _compare_checkpoints(self, first: str, second: str, folder: str, request: gr.Request | None):
         predictors = [self._predictor(first, request), self._predictor(second, request)]
@@ -388,6 +391,7 @@ class DemoApp:
             report, strips = sources.doctor_panel(self.gate(folder, request))
         except PublicRefusal as refusal:
             report, strips = f"⚠️ {refusal}", []
+        report = self.policy.words(report, session_of(request))
         return (report, gr.Gallery(value=strips, visible=bool(strips)),
                 gr.Accordion(label=text.doctor_title(report)))
 
@@ -401,7 +405,7 @@ class DemoApp:
             predictor = self._predictor(checkpoint, request)
             report = self._test_report(predictor, folder, request)
         except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
-            return (f"⚠️ {friendly_error(exc)}", *empty)
+            return (f"⚠️ {self.policy.words(friendly_error(exc), session_of(request))}", *empty)
         return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
                 views.errors_items(report))
 
@@ -524,13 +528,18 @@ def _drive(events: Iterator[Event], view: RunView | CompareView, stop: threading
                 view.update(event)
 
 
-def _worded_when(expired: threading.Event, reason: str, events: Iterator[Event]) -> Iterator[Event]:
-    """The engine's events, a Cancelled one (also inside Tagged) saying ``reason`` first when ``expired`` is
-    set: the run was stopped by the time limit, not by the visitor."""
+def _for_visitor(events: Iterator[Event], expired: threading.Event, reason: str,
+                 words: Callable[[str], str]) -> Iterator[Event]:
+    """The engine's events with the messages of Failed and Cancelled ones (also inside Tagged) in the visitor's
+    ``words``; a Cancelled one says ``reason`` first when ``expired`` is set (the time limit stopped the run,
+    not the visitor)."""
     for event in events:
         inner = event.event if isinstance(event, Tagged) else event
-        if isinstance(inner, Cancelled) and expired.is_set():
-            worded = replace(inner, message=f"{reason} {inner.message}")
+        if isinstance(inner, (Failed, Cancelled)):
+            message = words(inner.message)
+            if isinstance(inner, Cancelled) and expired.is_set():
+                message = f"{reason} {message}"
+            worded = replace(inner, message=message)
             event = replace(event, event=worded) if isinstance(event, Tagged) else worded
         yield event
 

@@ -82,7 +82,7 @@ class PublicLimits:
 
     max_epochs: int = 10
     max_img_size: int = 224
-    max_run_minutes: int = 10     # wall time of one training or comparison
+    max_run_minutes: float = 10.0  # wall time of one training or comparison
     session_mb: int = 500         # a visitor's runs and uploads together
     session_hours: float = 1.0    # a session's files are deleted this long after its last action
 
@@ -175,7 +175,10 @@ class PublicPolicy:
     public: bool
     shared_data: dict[str, Path]          # what a visitor may type for the shared data → its folder
     sessions: SessionFiles
-    limits: PublicLimits
+
+    @property
+    def limits(self) -> PublicLimits:
+        return self.sessions.limits
 
     @classmethod
     def create(cls, public: bool, data_dir: str | None = None, root: str | os.PathLike | None = None,
@@ -188,7 +191,7 @@ class PublicPolicy:
             shared[os.path.normpath(data_dir.strip())] = Path(data_dir.strip())
         root = root or os.environ.get(PUBLIC_DIR_ENV, "").strip() or Path(tempfile.gettempdir()) / "pokedemo-public"
         limits = limits or PublicLimits.from_env()
-        return cls(public=public, shared_data=shared, sessions=SessionFiles(root, limits), limits=limits)
+        return cls(public=public, shared_data=shared, sessions=SessionFiles(root, limits))
 
     # ---- data
 
@@ -236,6 +239,14 @@ class PublicPolicy:
         if not self.public:
             return str(folder)
         return Path(folder).relative_to(self.sessions.uploads(session).parent).as_posix()
+
+    def words(self, message: str, session: str) -> str:
+        """A message for this visitor with the server's paths as the visitor names them (public mode): their
+        uploads as ``uploads/...``, the bundled data as ``data/pokemon``."""
+        if not self.public or not message:
+            return message
+        message = message.replace(f"{self.sessions.uploads(session).parent}{os.sep}", "")
+        return message.replace(str(bundled_data_dir()), BUNDLED_DATA)
 
     def shown_data_dir(self, data_dir: str) -> str:
         """The app's dataset as the dataset box shows it: the bundled data as ``data/pokemon`` in public mode."""

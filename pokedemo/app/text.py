@@ -474,7 +474,7 @@ PUBLIC_TOKEN_INFO = ("Needed to push (a 'write' token), and to load your private
 def public_caps(limits: Any) -> str:
     """The fair-use limits of a run in public mode, as one clause."""
     return (f"at most {limits.max_epochs} epochs at {limits.max_img_size} px, stopped after "
-            f"{limits.max_run_minutes} minutes (the best epoch so far is kept)")
+            f"{limits.max_run_minutes:g} minutes (the best epoch so far is kept)")
 
 
 def public_banner(limits: Any) -> str:
@@ -491,7 +491,7 @@ def public_caps_refused(limits: Any) -> str:
 
 
 def public_time_limit(limits: Any) -> str:
-    return (f"Stopped after {limits.max_run_minutes} minutes, the time limit of a run in this public demo; the best "
+    return (f"Stopped after {limits.max_run_minutes:g} minutes, the time limit of a run in this public demo; the best "
             "epoch so far is kept.")
 
 
