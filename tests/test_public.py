@@ -146,6 +146,22 @@ def test_image_paths_only_from_the_upload_folders(policy, tmp_path):
     assert PublicPolicy.create(False, root=tmp_path / "p").image_path(str(server), [uploads]) == str(server)
 
 
+def test_models_by_repo_id_or_inside_the_apps_folders(policy, tmp_path):
+    root, own = tmp_path / "checkpoints", tmp_path / "own-runs"
+    for folder in (root / "run-1", own / "run-2"):
+        folder.mkdir(parents=True)
+    assert policy.model_reference("alice/model@v1", [root, own], root) == ("alice/model@v1", True)
+    assert policy.model_reference(str(own / "run-2"), [root, own], root) == (str(own / "run-2"), False)
+    assert policy.model_reference("run-1", [root, own], root) == (str(root / "run-1"), False)
+    for reference in (str(tmp_path), "/etc", "../x", "./alice/model", "~/x", f"{root}/../own-runs/run-2/../..",
+                      "a\x00b"):
+        with pytest.raises(PublicRefusal) as err:
+            policy.model_reference(reference, [root, own], root)
+        assert str(err.value) == text.PUBLIC_MODEL_REFUSED, reference
+    local = PublicPolicy.create(False, root=tmp_path / "p")
+    assert local.model_reference(" /etc ", [root], root) == ("/etc", False)
+
+
 def test_locally_every_folder_passes_as_typed(tmp_path, clean_env):
     policy = PublicPolicy.create(False, data_dir=str(bundled_data_dir()), root=tmp_path / "public")
     for spec in ("/etc", "../x", str(tmp_path)):

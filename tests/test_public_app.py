@@ -307,3 +307,18 @@ def test_an_idle_visitors_files_are_deleted_after_the_stated_time(public, tmp_pa
     monkeypatch.setattr(SessionFiles, "SWEEP_EVERY_S", 0.0)
     picker_values(visitor(public, tmp_path, "erin"))  # any visitor's next action sweeps
     assert not session.exists() and str(run) not in picker_values(dana)
+
+
+def test_a_model_named_by_a_server_path_is_refused_alike(public, hub_env, tmp_path):
+    client = visitor(public, tmp_path, "models")
+    picture = handle_file(str(public.data / "a" / "000.png"))
+    refused = f"⚠️ {text.PUBLIC_MODEL_REFUSED}"
+    for reference in (str(public.secret), str(public.secret / "nothing"), "../private/photos", "../nothing"):
+        assert client.predict(picture, reference, api_name="/predict")[1] == refused, reference
+        assert client.predict(reference, str(public.data), api_name="/inspect")[0] == refused
+    # Written as a repo id, a name is looked up on the Hub only, whether or not a folder of that name exists here.
+    existing, missing = "tests/data", "tests/nothing-here"
+    assert Path(existing).is_dir()
+    answers = [client.predict(picture, name, api_name="/predict")[1] for name in (existing, missing)]
+    assert all("not found" in answer for answer in answers)
+    assert answers[0].replace(existing, missing) == answers[1]

@@ -267,8 +267,8 @@ class PublicPolicy:
     def model_reference(self, reference: str | None, folders: list[str | os.PathLike],
                         root: str | os.PathLike) -> tuple[str, bool]:
         """THE gate of a model a visitor names: (reference, whether it is a Hub repo id). Locally as given (the
-        model resolver decides). Public: a Hub repo id as written (never looked up on disk), a folder inside
-        ``folders`` or a run name under ``root``; PublicRefusal with the same words for anything else."""
+        model resolver decides). Public: a Hub repo id as written (never looked up on disk), an existing folder
+        inside ``folders`` or a run name under ``root``; PublicRefusal with the same words for anything else."""
         ref = (reference or "").strip()
         if not self.public:
             return ref, False
@@ -276,7 +276,7 @@ class PublicPolicy:
             return ref, True
         written = Path(ref) if Path(ref).is_absolute() else Path(root).absolute() / ref
         found = next((f for f in (inside(written, folder) for folder in folders) if f is not None), None)
-        if found is None:
+        if found is None or not found.is_dir():
             raise PublicRefusal(text.PUBLIC_MODEL_REFUSED)
         return str(found), False
 
