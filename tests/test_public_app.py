@@ -316,6 +316,8 @@ def test_a_model_named_by_a_server_path_is_refused_alike(public, hub_env, tmp_pa
     for reference in (str(public.secret), str(public.secret / "nothing"), "../private/photos", "../nothing"):
         assert client.predict(picture, reference, api_name="/predict")[1] == refused, reference
         assert client.predict(reference, str(public.data), api_name="/inspect")[0] == refused
+        files, message = client.predict(reference, api_name="/download_model")
+        assert not files and text.PUBLIC_MODEL_REFUSED in message and "photos" not in message
     # Written as a repo id, a name is looked up on the Hub only, whether or not a folder of that name exists here.
     existing, missing = "tests/data", "tests/nothing-here"
     assert Path(existing).is_dir()

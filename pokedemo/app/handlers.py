@@ -426,15 +426,16 @@ class DemoApp:
 
     # ---- taking the model out
 
-    def download(self, checkpoint: str | None):
+    def download(self, checkpoint: str | None, request: gr.Request = None):
         """(files, message): the selected model as model.onnx and its run folder as a zip."""
         if not checkpoint:
             return None, text.DOWNLOAD_NO_CHECKPOINT
         try:
-            run_dir = self._predictor(checkpoint).checkpoint.path  # the same models the Predict tab may load
+            # The same models the Predict tab may load (in public mode: through the same gate).
+            run_dir = self._predictor(checkpoint, request).checkpoint.path
             files, record = sources.model_download(run_dir)
         except Exception as exc:  # noqa: BLE001 - a failed export or missing test pictures: a message
-            return None, text.download_failed(exc)
+            return None, self.policy.words(text.download_failed(exc), session_of(request))
         return files, text.download_ready(record)
 
     # ---- the Hugging Face Hub
