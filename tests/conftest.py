@@ -174,13 +174,63 @@ def launch_local(demo, **options) -> str:
 
 def unused_port() -> int:
     """A port that was free a moment ago, for an app started in another process (which must be told its port).
-    Another process may take it before the app binds it: callers start the app again on a fresh port when its
-    log says so (Gradio's "Cannot find empty port"), so the race costs a retry, never a failure."""
+    Another process may take it before the app binds it: ``start_app_process`` starts the app again on a fresh
+    port when its log says so (Gradio's "Cannot find empty port"), so the race costs a retry, never a failure."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_app_process(command, logs: Path, **popen) -> tuple:
+    """Start ``command(port)`` (an app.py process told its port) and wait until it serves; returns
+    (process, url, its log).
+
+    The port is picked here, and another process may take it before the app binds it: the app then exits
+    ("Cannot find empty port") and is started again on another port, so the race costs a retry, never a failure.
+    Each attempt logs to its own file under ``logs``, so a lost race's traceback is not the served app's log. The
+    app counts as serving once its own log names its URL (Gradio prints it when the server is up), never because
+    something answers on that port: that could be another process's app. The 600 s only guard a hang.
+    """
+    import subprocess
+
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**popen.pop("env", os.environ), "PYTHONUNBUFFERED": "1"}  # the URL line reaches the log at once
+    for _ in range(5):
+        port = unused_port()
+        log = logs / f"app-{len(list(logs.iterdir()))}.log"
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(command(port), stdout=handle, stderr=subprocess.STDOUT, env=env, **popen)
+        url = f"http://127.0.0.1:{port}"
+
+        def serving_or_gone() -> bool:
+            lines = log.read_text(errors="replace").splitlines()
+            return process.poll() is not None or any(
+                "Running on local URL" in line and line.rstrip().endswith(f":{port}") for line in lines)
+
+        assert wait_for(serving_or_gone, timeout=600, every=0.2), log.read_text()[-3000:]
+        if process.poll() is None:
+            return process, url + "/", log
+        if "empty port" not in log.read_text():
+            break
+    pytest.fail(f"the app did not start: {log.read_text()[-3000:]}", pytrace=False)
+
+
+# Seconds any one HTTP request of a test's gradio_client may take (httpx's default is 5 s, which an app still
+# importing torch on a loaded 2-core machine can miss). A safety net only: tests wait on answers and events, and
+# the queue's event stream carries a heartbeat every 15 s, so a long training never trips it.
+CLIENT_TIMEOUT_S = 120
+
+
+def app_client(url: str, downloads: Path | str | None = None):
+    """A gradio_client.Client for the app at ``url``: quiet, no analytics, generous request timeouts; files it
+    receives go to ``downloads`` (default: gradio_client's temporary folder)."""
+    from gradio_client import Client
+
+    options = {"download_files": str(downloads)} if downloads is not None else {}
+    return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S},
+                  **options)
 
 
 def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:

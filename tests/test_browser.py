@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import launch_local, make_tiny_dataset, train_folder
+from conftest import CLIENT_TIMEOUT_S, launch_local, make_tiny_dataset, train_folder
 
 from pokedemo.config import bundled_data_dir
 
@@ -18,6 +18,10 @@ pytestmark = pytest.mark.app
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 CLASSES = ("bulbasaur", "pikachu", "squirtle")
+# Every Playwright wait (actions, navigation, expect): Playwright's 5 s expect default can pass by while an app in
+# this process still imports torch on a loaded 2-core machine. A safety net only: each check waits for what the
+# page shows and returns as soon as it does.
+BROWSER_TIMEOUT_MS = CLIENT_TIMEOUT_S * 1000
 BROWSER_NAMES = ("chromium", "chromium-browser")
 
 
@@ -83,8 +87,10 @@ def test_switch_tabs_upload_an_image_and_see_the_prediction(chromium_launch, app
         browser = p.chromium.launch(**chromium_launch)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            expect.set_options(timeout=BROWSER_TIMEOUT_MS)
             page.goto(url)
-            expect(page.get_by_text("3 classes · 24 images")).to_be_visible(timeout=30_000)  # dataset summary
+            expect(page.get_by_text("3 classes · 24 images")).to_be_visible()  # dataset summary
             page.get_by_role("tab", name="③ Compare").click()
             expect(page.get_by_role("button", name="▶ Train both and compare")).to_be_visible()
             page.get_by_role("tab", name="② Predict").click()
@@ -92,11 +98,11 @@ def test_switch_tabs_upload_an_image_and_see_the_prediction(chromium_launch, app
             label = page.locator("#predict-label")
             top = label.locator("[data-testid=label-output-value]")  # the big top-1 class name
             name, share = expected_top(runs, data / "pikachu" / "003.png")
-            expect(top).to_have_text(name, timeout=30_000)
+            expect(top).to_have_text(name)
             expect(label).to_contain_text(share)
             expect(page.locator("#predict-caption")).to_contain_text("resnet18 from scratch")
-            expect(page.locator("#cam-caption")).to_contain_text(f"answer **{name}**".replace("**", ""),
-                                                                 timeout=30_000)  # Grad-CAM follows the label
+            # Grad-CAM follows the label
+            expect(page.locator("#cam-caption")).to_contain_text(f"answer **{name}**".replace("**", ""))
             expect(page.locator("#cam-image img")).to_be_visible()
 
             # An example (a picture from the starter's test split, named <class>-<file>) goes the same way.
@@ -105,10 +111,11 @@ def test_switch_tabs_upload_an_image_and_see_the_prediction(chromium_launch, app
             expect(shown).to_have_attribute("src", re.compile(r"squirtle-\w+\.jpg"))
             original = re.search(r"squirtle-(\w+\.jpg)", shown.get_attribute("src")).group(1)
             name, share = expected_top(runs, bundled_data_dir() / "squirtle" / original)
-            expect(top).to_have_text(name, timeout=30_000)
+            expect(top).to_have_text(name)
             expect(label).to_contain_text(share)
             expect(page.locator("#predict-caption")).not_to_contain_text("⚠️")
             page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
         finally:
+            expect.set_options(timeout=5_000)  # Playwright's default, for any later user of expect
             browser.close()
     assert (tmp_path / "predict.png").stat().st_size > 10_000

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
-from conftest import launch_local
-from gradio_client import Client, handle_file
+from conftest import CLIENT_TIMEOUT_S, app_client, launch_local
 
-from pokedemo.app import layout, sources, text
+from pokedemo.app import sources, text  # no gradio: the tests not marked ``app`` run without it
 from pokedemo.config import STARTER_COMPARISON, bundled_data_dir, starter_checkpoint
 
 ENV_SWITCHES = ("POKEDEMO_DATA", "POKEDEMO_MODEL", "POKEDEMO_CHECKPOINTS")
@@ -21,6 +21,8 @@ ENV_SWITCHES = ("POKEDEMO_DATA", "POKEDEMO_MODEL", "POKEDEMO_CHECKPOINTS")
 @pytest.fixture(scope="module")
 def first_screen(tmp_path_factory):
     """(url, demo) of ``build_demo()`` with no arguments, built and served from an unrelated working folder."""
+    from pokedemo.app import layout
+
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     saved_env = {name: os.environ.pop(name, None) for name in ENV_SWITCHES}
     saved_cwd = os.getcwd()
@@ -40,24 +42,69 @@ def component(demo, elem_id: str) -> dict:
     return next(c["props"] for c in demo.config["components"] if c["props"].get("elem_id") == elem_id)
 
 
+def component_id(demo, elem_id: str) -> int:
+    return next(c["id"] for c in demo.config["components"] if c["props"].get("elem_id") == elem_id)
+
+
 def starter_config() -> dict:
     return json.loads((starter_checkpoint() / "config.json").read_text())
 
 
+def page_load(url: str) -> dict[int, object]:
+    """What a browser tab does when it opens the app: every event the page's load triggers, then each event
+    chained after one that ran (``.then``/``.success``), in order, sent through the queue as the page sends them
+    (by ``fn_index``: these events are private, so gradio_client does not call them), each with its inputs'
+    values as the page holds them at that moment. Returns every component's value afterwards, by id."""
+    import httpx
+
+    config = httpx.get(url + "config", timeout=CLIENT_TIMEOUT_S).json()
+    values = {c["id"]: c["props"].get("value") for c in config["components"]}
+    events = config["dependencies"]
+    pending = [e for e in events if any(kind == "load" for _, kind in e["targets"])]
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as http:
+        while pending:
+            event = pending.pop(0)
+            outputs = _queued_event(http, session, event["id"], [values[i] for i in event["inputs"]])
+            for component, output in zip(event["outputs"], outputs, strict=True):
+                is_update = isinstance(output, dict) and output.get("__type__") == "update"
+                values[component] = output.get("value", values[component]) if is_update else output
+            pending += [e for e in events if e.get("trigger_after") == event["id"]]
+    return values
+
+
+def _queued_event(http, session: str, fn_index: int, inputs: list) -> list:
+    """Join the queue with one event and read the session's event stream until that event completes."""
+    joined = http.post("gradio_api/queue/join", json={"data": inputs, "fn_index": fn_index, "session_hash": session})
+    joined.raise_for_status()
+    event_id = joined.json()["event_id"]
+    with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[len("data:"):]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                assert message["success"], message
+                return message["output"]["data"]
+    raise AssertionError(f"the event stream ended before event {fn_index} completed")
+
+
+@pytest.mark.app
 def test_train_tab_is_prefilled_with_the_bundled_data_and_summarised_on_load(first_screen):
-    _, demo = first_screen
-    app = demo.pokedemo
-    assert Path(app.data_dir) == bundled_data_dir()
-    summary, *_ = app.on_load(app.data_dir, 0, 128, None, None, None)  # what the page's load event shows
+    url, demo = first_screen
+    assert Path(demo.pokedemo.data_dir) == bundled_data_dir()
+    assert component(demo, "data-dir")["value"] == str(bundled_data_dir())
+    summary = page_load(url)[component_id(demo, "dataset-summary")]  # what a new tab shows
     n_images = sum(1 for p in bundled_data_dir().rglob("*.jpg"))
     assert f"5 classes · {n_images} images" in summary
 
 
+@pytest.mark.app
 def test_starter_is_listed_preselected_and_answers_with_a_top_5(first_screen, tmp_path):
+    from gradio_client import handle_file
+
     url, demo = first_screen
     picker = next(c["props"] for c in demo.config["components"] if c["props"].get("label") == "Model")
     assert picker["value"] == str(starter_checkpoint()) and "pokemon-starter" in picker["choices"][0][0]
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    client = app_client(url, tmp_path)
     image = next(bundled_data_dir().glob("charmander/*.jpg"))
     label, caption = client.predict(handle_file(str(image)), picker["value"], api_name="/predict")
     probs = [c["confidence"] for c in label["confidences"]]
@@ -65,6 +112,7 @@ def test_starter_is_listed_preselected_and_answers_with_a_top_5(first_screen, tm
     assert "pokemon-starter" in caption
 
 
+@pytest.mark.app
 def test_examples_come_from_the_starters_test_split(first_screen):
     _, demo = first_screen
     examples = component(demo, "predict-examples")
@@ -75,6 +123,7 @@ def test_examples_come_from_the_starters_test_split(first_screen):
     assert all((name.split("-", 1)[0], name.split("-", 1)[1]) in tests for name in files)  # "<class>-<file>"
 
 
+@pytest.mark.app
 def test_compare_tab_shows_the_recorded_comparison(first_screen):
     _, demo = first_screen
     record = json.loads((starter_checkpoint() / STARTER_COMPARISON).read_text())

@@ -14,10 +14,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -25,7 +25,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
-from conftest import hold_at_batch_command, launch_local, make_tiny_dataset, reached_file, tiny_run, train_folder, unused_port, wait_for
+from conftest import (app_client, hold_at_batch_command, launch_local, make_tiny_dataset, reached_file,
+                      start_app_process, tiny_run, train_folder, wait_for)
 from test_hub import make_checkpoint, new_repo, tokens  # noqa: F401 - tokens is a fixture (by name)
 
 from pokedemo import checkpoint as ckpt
@@ -101,12 +102,17 @@ def test_edge_cases_inside_a_training_folder_are_skipped_or_used(tiny_dataset, e
 # ------------------------------------------------------------------------------------------ hostile zips
 
 
-def write_zip(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
+def write_zip(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = (),
+              executable: tuple[str, ...] = ()) -> Path:
+    """A zip of ``members``; those named in ``executable`` carry Unix mode rwxr-xr-x, as a zip made on Linux or
+    macOS records for an executable file."""
     with zipfile.ZipFile(path, "w") as archive:
         for name in dirs:
             archive.writestr(zipfile.ZipInfo(name), b"")
         for name, data in members.items():
-            archive.writestr(name, data)
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (stat.S_IFREG | (0o755 if name in executable else 0o644)) << 16
+            archive.writestr(info, data)
     return path
 
 
@@ -132,14 +138,17 @@ def test_zip_with_odd_but_harmless_content_becomes_a_clean_dataset(tmp_path):
     members["wrap/bulba/model.py"] = b"import os; os.system('rm -rf /')"
     members["__MACOSX/wrap/pika/._0.PNG"] = b"\x00\x05\x16\x07junk"
     members["wrap/.DS_Store"] = b"junk"
-    archive = write_zip(tmp_path / "up.zip", members, dirs=("wrap/", "wrap/empty/", "wrap/empty/deeper/"))
+    archive = write_zip(tmp_path / "up.zip", members, dirs=("wrap/", "wrap/empty/", "wrap/empty/deeper/"),
+                        executable=("wrap/bulba/model.py",))
+    with zipfile.ZipFile(archive) as made:  # the archive asks for an executable file...
+        assert (made.getinfo("wrap/bulba/model.py").external_attr >> 16) & 0o111
     root = extract_dataset_zip(archive, tmp_path / "out")
     assert root == tmp_path / "out" / "wrap"  # the single wrapping folder is unwrapped
     assert not (tmp_path / "out" / "__MACOSX").exists()
     dataset = scan_dataset(root, require_splittable=False)
     assert dataset.classes == ["bulba", "pika"]  # empty folders are not classes; junk files are not images
     assert sorted(Path(r.rel_path).suffix for r in dataset.records) == [".PNG"] * 2 + [".Png"] * 2 + [".png"] * 2
-    assert not (root / "bulba" / "model.py").stat().st_mode & 0o111  # nothing was made executable
+    assert not (root / "bulba" / "model.py").stat().st_mode & 0o111  # ...and gets none: nothing made executable
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd-copy", "C:/Windows/evil.png", "a/../../evil.png",
@@ -335,41 +344,16 @@ def test_a_kill_between_the_weights_and_config_renames_is_refused_not_loaded_wro
     assert ckpt.list_checkpoints(out) == []
 
 
-def start_app(data: Path, checkpoints: Path, log: Path, hold: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """app.py in its own process group, serving; returns (process, url). With ``hold``, training is held before
-    epoch 2's first batch while that file exists (tests/hold_at_batch.py). The port is picked here and another
-    process may take it before the app binds it: the app then exits ("Cannot find empty port") and is started
-    again on another port, so the race costs a retry, never a failure."""
-    for _ in range(5):
-        port = unused_port()
+def start_app(data: Path, checkpoints: Path, logs: Path, hold: Path | None = None) -> tuple:
+    """app.py in its own process group, serving: (process, url, its log). With ``hold``, training is held before
+    epoch 2's first batch while that file exists (tests/hold_at_batch.py)."""
+    def command(port: int) -> list[str]:
         args = ["app.py", "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
                 "--checkpoints", str(checkpoints)]
-        command = hold_at_batch_command(hold, 2, 0, *args) if hold else [sys.executable, *args]
-        start = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as handle:
-            proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(POKEDEMO_CHECKPOINTS=str(checkpoints)),
-                                    stdout=handle, stderr=handle, start_new_session=True)
-        url = f"http://127.0.0.1:{port}/"
-        if wait_until_serving(url, proc, log):
-            return proc, url
-        if "empty port" not in log.read_text()[start:]:
-            break
-    pytest.fail(f"the app did not start: {log.read_text()[-3000:]}")
+        return hold_at_batch_command(hold, 2, 0, *args) if hold else [sys.executable, *args]
 
-
-def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> bool:
-    """True once the app answers; False when its process ended first. The timeout only guards a hang."""
-    def up_or_gone() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    assert wait_for(up_or_gone, timeout=timeout, every=0.5), log.read_text()[-3000:]
-    return proc.poll() is None
+    return start_app_process(command, logs, cwd=ROOT, env=subprocess_env(POKEDEMO_CHECKPOINTS=str(checkpoints)),
+                             start_new_session=True)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -379,9 +363,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def client_for(url: str, downloads: Path):
-    from gradio_client import Client
-
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+    return app_client(url, downloads)
 
 
 def listed(client, root: Path) -> list[str]:
@@ -397,8 +379,8 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     data = make_tiny_dataset(tmp_path / "data")
     root = tmp_path / "checkpoints"
     earlier = tiny_run(data, root)
-    log, hold = tmp_path / "app.log", tmp_path / "hold"
-    proc, url = start_app(data, root, log, hold=hold)
+    logs, hold = tmp_path / "logs", tmp_path / "hold"
+    proc, url, log = start_app(data, root, logs, hold=hold)
     try:
         client = client_for(url, tmp_path / "dl")
         assert listed(client, root) == [str(earlier)]
@@ -411,7 +393,7 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     interrupted = next(p for p in root.iterdir() if p != earlier)
     assert run_status(interrupted) == "training"
 
-    proc, url = start_app(data, root, log)
+    proc, url, log_again = start_app(data, root, logs)
     try:
         client = client_for(url, tmp_path / "dl2")
         assert listed(client, root) == [str(earlier)]  # the interrupted run is hidden
@@ -423,7 +405,8 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
         assert len(listed(client, root)) == 2 and str(earlier) in listed(client, root)
     finally:
         kill_group(proc)
-    assert "Traceback" not in log.read_text()
+    for served_log in (log, log_again):
+        assert "Traceback" not in served_log.read_text(), served_log.read_text()[-3000:]
 
 
 @pytest.mark.app

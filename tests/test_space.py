@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import unused_port, wait_for
+from conftest import app_client, start_app_process
 
 from pokedemo.hub import HubError, space
 
@@ -85,42 +84,19 @@ def test_space_snapshot_runs_the_demo_with_the_starter(deployed, tmp_path):
     _, _, folder = deployed
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POKEDEMO_", "HF_", "PYTHONPATH"))}
     env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
-    for attempt in range(5):  # a port taken by another process between unused_port() and the bind: try another
-        port, log_path = unused_port(), tmp_path / f"app-{attempt}.log"
-        with open(log_path, "w+") as log:
-            process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder, env=env,
-                                       stdout=log, stderr=subprocess.STDOUT)
-            try:
-                if wait_until_up(f"http://127.0.0.1:{port}/", process, log_path):
-                    answer_a_prediction(f"http://127.0.0.1:{port}/", folder)
-                    return
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
-        if "empty port" not in log_path.read_text():
-            break
-    pytest.fail(f"the Space's app did not start: {log_path.read_text()[-3000:]}")
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> bool:
-    """True once the app answers, False when its process ended first (the timeout only guards a hang)."""
-
-    def up() -> bool:
-        if process.poll() is not None:
-            return True
-        try:
-            return urllib.request.urlopen(url, timeout=5).status == 200
-        except OSError:
-            return False
-
-    assert wait_for(up, timeout=600, every=0.5), log.read_text()[-3000:]
-    return process.poll() is None
+    command = lambda port: [sys.executable, "app.py", "--port", str(port)]  # noqa: E731
+    process, url, _ = start_app_process(command, tmp_path / "logs", cwd=folder, env=env)
+    try:
+        answer_a_prediction(url, folder)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def answer_a_prediction(url: str, folder: Path) -> None:
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(url, verbose=False)
+    client = app_client(url)
     image = folder / "data" / "pokemon" / "squirtle" / min(os.listdir(folder / "data/pokemon/squirtle"))
     starter = folder / "checkpoints" / "pokemon-starter"
     label, caption = client.predict(handle_file(str(image)), str(starter), api_name="/predict")

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("gradio_client", reason="the app's tests need gradio (engine and CLI tests run without it)")
 
-from conftest import make_tiny_dataset, wait_for  # noqa: E402
+from conftest import CLIENT_TIMEOUT_S, app_client, make_tiny_dataset, wait_for  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
@@ -40,7 +40,7 @@ HELD_AT = (2, 0)
 
 
 def client_for(url: str, tmp_path: Path) -> Client:
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    return app_client(url, tmp_path)
 
 
 @pytest.fixture
@@ -263,7 +263,8 @@ def test_a_browser_that_disconnects_mid_training_stops_the_run_and_keeps_the_bes
     before = {p.name for p in root.iterdir()}
     gate = batch_gate(*HELD_AT)
     browser = (f"from gradio_client import Client\n"
-               f"client = Client({url!r}, verbose=False, analytics_enabled=False)\n"
+               f"client = Client({url!r}, verbose=False, analytics_enabled=False, "
+               f"httpx_kwargs={{'timeout': {CLIENT_TIMEOUT_S}}})\n"
                f"job = client.submit({str(data)!r}, *{HELD_OPTIONS!r}, api_name='/train')\n"
                f"import time\ntime.sleep(3600)\n")
     proc = subprocess.Popen([sys.executable, "-c", browser])

@@ -51,10 +51,11 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     gr.Markdown("### 1 · Dataset")
     label = (PUBLIC_DATA_LABEL if app.policy.public
              else "Dataset folder on this machine (one sub-folder per class), or hf://datasets/NAMESPACE/NAME")
-    ui["data_dir"] = gr.Textbox(label=label, value=app.data_dir, placeholder="data/pokemon")
+    ui["data_dir"] = gr.Textbox(label=label, value=app.data_dir, placeholder="data/pokemon", elem_id="data-dir")
     ui["scan"] = gr.Button("Scan folder", size="sm")
     ui["zip"] = gr.File(label="… or upload a .zip of class folders", file_types=[".zip"], type="filepath")
-    ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…")
+    ui["summary"] = gr.Markdown(NO_DATASET if not app.data_dir else "Scanning the dataset…",
+                                elem_id="dataset-summary")
     with gr.Accordion(DOCTOR_TITLE, open=False, elem_id="doctor") as ui["doctor_box"]:
         ui["doctor"] = gr.Markdown(DOCTOR_EMPTY, elem_id="doctor-report")
         ui["conflicts"] = gr.Gallery(label="Label conflicts: one picture filed under two classes (folder under "
