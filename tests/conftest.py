@@ -7,6 +7,7 @@ whose data folder is missing fails: nothing is skipped for missing data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -159,6 +160,13 @@ def class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def probability_tolerance(plan) -> dict:
+    """``torch.testing.assert_close`` tolerances for probabilities the same model computes twice under one
+    execution plan, e.g. in different batches: float32 rounding, or, under autocast (bfloat16/float16 on a CUDA
+    GPU), that format's rounding (about 1e-3 on a probability)."""
+    return {"rtol": 0, "atol": 1e-5} if plan.autocast_dtype is None else {"rtol": 0, "atol": 1e-2}
+
+
 # ---------------------------------------------------------------- helpers shared by the app's test modules
 
 
@@ -181,6 +189,17 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused_port():
+    """A 127.0.0.1 port that refuses connections for as long as the block runs: a socket bound to it that does
+    not listen. Holding it keeps every other process from listening there (a released port could be taken)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 def start_app_process(command, logs: Path, **popen) -> tuple:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,6 +21,7 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import refused_port
 from hub_server import FakeHub  # tests/ is on sys.path while pytest collects this module
 from pokedemo import checkpoint as ckpt
 from pokedemo import hub
@@ -417,13 +417,12 @@ def test_offline_mode_uses_the_cache_and_explains_the_rest(hub_env, tokens, tmp_
 
 
 def test_unreachable_hub(hub_env, tokens, tmp_path, monkeypatch):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    hub_error(lambda: hub.download_checkpoint("alice/anything"), "cannot reach the Hugging Face Hub at 127.0.0.1")
     run = make_checkpoint(tmp_path)
-    hub_error(lambda: hub.push_checkpoint(run, "alice/anything", token=tokens.alice), "cannot reach the Hugging Face")
+    with refused_port() as port:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        hub_error(lambda: hub.download_checkpoint("alice/anything"), "cannot reach the Hugging Face Hub at 127.0.0.1")
+        hub_error(lambda: hub.push_checkpoint(run, "alice/anything", token=tokens.alice),
+                  "cannot reach the Hugging Face")
 
 
 # --------------------------------------------------------------------------------------------- app helpers

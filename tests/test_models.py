@@ -10,11 +10,13 @@ import importlib.util
 import random
 import subprocess
 import sys
+import time
 import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import refused_port
 from safetensors.torch import save_file
 
 from pokedemo import models
@@ -218,11 +220,12 @@ def test_host_probe_is_local_and_bounded(monkeypatch):
     import urllib.request
 
     monkeypatch.setattr(urllib.request, "getproxies", lambda: {})
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    assert _REAL_HOST_REACHABLE(f"http://127.0.0.1:{port}/weights.pth", timeout=2.0)
-    server.close()
-    assert not _REAL_HOST_REACHABLE(f"http://127.0.0.1:{port}/weights.pth", timeout=2.0)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the timeout is a safety net for a loaded machine
+        assert _REAL_HOST_REACHABLE(f"http://127.0.0.1:{server.getsockname()[1]}/weights.pth", timeout=60.0)
+    with refused_port() as port:  # refused at once: no waiting for the timeout
+        started = time.monotonic()
+        assert not _REAL_HOST_REACHABLE(f"http://127.0.0.1:{port}/weights.pth", timeout=60.0)
+        assert time.monotonic() - started < 30
 
 
 def test_resnet18_corrupt_cache_is_weights_unavailable(tmp_path):

@@ -1,17 +1,19 @@
 """Prediction and evaluation with a real (tiny) trained checkpoint."""
 
 import io
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import probability_tolerance
 from PIL import Image
 
 from pokedemo import checkpoint as ckpt
 from pokedemo.checkpoint import CheckpointError
 from pokedemo.data import DatasetError
-from pokedemo.images import ImageLoadError
+from pokedemo.images import ImageLoadError, image_to_tensor, load_image
 from pokedemo.predict import Predictor, evaluate_folder, evaluate_split, get_predictor, predict_files
 
 
@@ -179,7 +181,21 @@ def test_bad_image_raises_image_load_error(tiny_checkpoint):
         Predictor.load(tiny_checkpoint).predict(b"definitely not an image")
 
 
-def test_probabilities_are_batched(tiny_checkpoint):
+def test_probabilities_are_batched(tiny_checkpoint, tiny_data_dir):
+    """Images go through the model a batch per pass, and each row of the answer is its own image's, in order."""
     predictor = Predictor.load(tiny_checkpoint)
-    probs = predictor.probabilities(torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
+    files = [sorted((tiny_data_dir / name).iterdir())[i] for name, i in zip("abcab", (0, 0, 0, 1, 1))]
+    images = torch.stack([image_to_tensor(load_image(path), predictor.image_size) for path in files])
+    passes = []
+    hook = predictor.inference_model.register_forward_pre_hook(lambda _m, inputs: passes.append(len(inputs[0])))
+    try:
+        probs = predictor.probabilities(images)
+    finally:
+        hook.remove()
+    assert len(passes) == math.ceil(5 / predictor.plan.eval_batch) < 5  # not one pass per image
     assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5))
+    alone = torch.cat([predictor.probabilities(image[None]) for image in images])
+    tolerance = probability_tolerance(predictor.plan)
+    torch.testing.assert_close(probs, alone, **tolerance)
+    # Red, green and blue pictures get answers far apart, so rows mixed up or repeated would show above.
+    assert torch.cdist(probs, probs, p=float("inf")).max() > 2 * tolerance["atol"]

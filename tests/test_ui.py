@@ -378,7 +378,8 @@ def test_checkpoint_refresh_lists_new_runs(served, client):
     picks = client.predict(str(checkpoint), None, str(root / "deleted"), api_name="/refresh_checkpoints")
     listed = [value for _, value in picks[0]["choices"]]
     runs = [value for value in listed if Path(value).parent == root]
-    assert str(checkpoint) in runs and runs == sorted(runs, reverse=True)  # names start with the time
+    created = [json.loads((Path(run) / "config.json").read_text())["created_at"] for run in runs]
+    assert str(checkpoint) in runs and created == sorted(created, reverse=True)  # newest first
     assert listed[len(runs):] == [str(starter_checkpoint())]  # the starter is older than every run made here
     assert picks[0]["value"] == str(checkpoint)  # kept
     assert picks[1]["value"] == picks[2]["value"] == listed[0]  # empty or gone: the newest
@@ -669,14 +670,37 @@ def test_importing_the_app_changes_no_environment_variables():
     assert out.strip() == "[]"
 
 
-def test_app_main_sets_up_the_environment_before_importing_gradio(monkeypatch):
-    import app
+# Runs app.main in a fresh interpreter and records the environment at the moment gradio, and torch if it comes
+# first, start to be imported; gradio's import is then refused, which ends main before it builds anything.
+IMPORT_ORDER_SPY = """
+import importlib.abc, json, os, sys
+NAMES = ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+seen = {}
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("gradio", "torch") and name not in seen:
+            seen[name] = {k: os.environ.get(k) for k in NAMES}
+        if name == "gradio":
+            raise ImportError("the spy ends the app here")
+        return None
+for name in NAMES:
+    os.environ.pop(name, None)
+sys.meta_path.insert(0, Spy())
+import app
+try:
+    app.main(["--threads", "2"])
+except ImportError:
+    pass
+print(json.dumps(seen))
+"""
 
-    for name in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
-        monkeypatch.delenv(name, raising=False)
-    app.set_up_environment(app.parse_args(["--threads", "2"]))
-    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
-    assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+def test_app_main_sets_up_the_environment_before_importing_gradio():
+    seen = json.loads(_run_python(IMPORT_ORDER_SPY).strip().splitlines()[-1])
+    expected = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "2",
+                "OMP_WAIT_POLICY": "PASSIVE"}
+    assert "gradio" in seen and seen["gradio"] == expected, seen
+    assert seen.get("torch", expected) == expected, seen  # torch reads OMP_NUM_THREADS when it is imported
 
 
 def test_dataset_summary_reports_unreadable_duplicates_and_conflicts(tiny_dataset):
