@@ -74,7 +74,9 @@ def _val_nll_of_saved_model(run_dir, data_dir) -> float:
     val = split_from_record(dataset, config["split"]).val
     images = cached_tensors(dataset, val, config["image_size"])
     labels = torch.tensor([dataset.records[i].label for i in val])
-    probabilities = Predictor.load(run_dir).probabilities(images)  # what predict, the app and evaluate show
+    # What predict, the app and evaluate show, on the device the run was trained and calibrated on.
+    device = torch.device(config["train_config"]["device"])
+    probabilities = Predictor.load(run_dir, device=device).probabilities(images)
     return F.nll_loss(probabilities.double().log(), labels).item()
 
 

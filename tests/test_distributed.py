@@ -22,8 +22,9 @@ from conftest import REPO_ROOT, make_tiny_dataset
 from pokedemo.checkpoint import load_checkpoint
 from pokedemo.distributed import FAULT_ENV, SINGLE, Parallel, from_env
 
+# On the CPU (gloo) on any machine: with a single GPU, two ranks would ask for cuda:0 and cuda:1 (NCCL).
 ARGS = ["train", "--backbone", "efficientnet_lite0", "--epochs", "2", "--img-size", "32", "--batch-size", "8",
-        "--augment", "0"]
+        "--augment", "0", "--device", "cpu"]
 TOLERANCE_IMAGES = 1  # test accuracy may differ by at most one test image (float summation order of all-reduce)
 
 

@@ -75,7 +75,8 @@ def train_patch_model(data: Path, runs: Path, seed: int = 0, backbone: str = "re
                              seed=seed, device="cpu", **PATCH_RECIPE)
     final = list(train_folder(config, data, runs))[-1]
     assert isinstance(final, Finished), final
-    return Predictor.load(final.run_dir), final
+    # On the CPU too, where it was trained and where its float32 probabilities are what Grad-CAM's must match.
+    return Predictor.load(final.run_dir, device=torch.device("cpu")), final
 
 
 def patch_hits(predictor: Predictor, trials: int = 30, seed: int = 123) -> tuple[int, int]:
@@ -211,7 +212,8 @@ def test_concurrent_calls_are_serialised(effnet_predictor):
     for t in threads:
         t.join()
     assert not errors and len(results) == 4
-    assert all(np.allclose(r, results[0]) for r in results)
+    # Maps scaled to a peak of 1: a GPU's kernels may round differently from call to call, nothing more.
+    assert all(np.allclose(r, results[0], atol=1e-3) for r in results)
 
 
 def test_write_cam_overlays(effnet_predictor, tmp_path):

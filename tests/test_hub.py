@@ -264,7 +264,7 @@ def test_timm_loads_the_pushed_model_with_identical_outputs(hub_env, tokens, tmp
     assert any(r.path.endswith("/timm_model.safetensors") and r.method == "GET" for r in hub_env.requests)
     assert model.pretrained_cfg["label_names"] == list(CLASSES)
     data_config = timm.data.resolve_data_config({}, model=model)
-    predictor = Predictor.load(run)
+    predictor = Predictor.load(run, device=torch.device("cpu"))  # beside timm's model, in float32 on the CPU
     config = predictor.checkpoint.config
     assert tuple(data_config["input_size"]) == (3, 32, 32)
     assert list(data_config["mean"]) == config["mean"] and list(data_config["std"]) == config["std"]
