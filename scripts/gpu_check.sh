@@ -112,6 +112,9 @@ EOF
 section "resnet18 from scratch (target <= 8 s engine time at 30 epochs)"
 step 120 "$PY" -m pokedemo train --data "$DATA" --backbone resnet18 --scratch "${SCRATCH[@]}" --out "$OUT/cli-runs"
 
+section "what building the backbone is made of (fresh process)"
+step 120 "$PY" scripts/gpu_timeline.py "$DATA" efficientnet_lite0 1 startup
+
 for variant in $VARIANTS; do
     section "timeline: efficientnet_lite0 pretrained, variant $variant"
     step 120 "$PY" scripts/gpu_timeline.py "$DATA" efficientnet_lite0 1 "$variant" "${SIZE[@]}"

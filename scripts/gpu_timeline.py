@@ -10,6 +10,9 @@ the one-time cuDNN cost follows:
   nchw-amp       NCHW with autocast          cl-fp32   channels_last without autocast
   natural        natural batch shapes (partial last batch, 128-image evaluation), layout/dtype as default
   nocudnn        cuDNN off                   bench     cudnn.benchmark on          nohead    no head fitting
+  startup        no training: what building the backbone is made of, part by part, in this fresh process
+                 (torch._dynamo, which torchvision.ops imports; the rest of torchvision; timm; reading the
+                 weights and creating the model; moving it to the device, CUDA's start-up included)
 Meant for a GPU machine (it synchronises CUDA before timing the first batch) but runs on the CPU too.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import time
 
 t_import = time.perf_counter()
@@ -27,7 +31,7 @@ from pokedemo.training_data import run_on
 from pokedemo.config import TrainConfig, amp_dtype
 from pokedemo.device_plan import CPU_EVAL_BATCH
 
-VARIANTS = ("default", "old", "nchw-amp", "cl-fp32", "natural", "nocudnn", "bench", "nohead")
+VARIANTS = ("default", "old", "nchw-amp", "cl-fp32", "natural", "nocudnn", "bench", "nohead", "startup")
 
 
 def plan_override(variant: str):
@@ -46,6 +50,32 @@ def plan_override(variant: str):
         real(device, model, batch_size, n_train), **changes(device))
 
 
+def startup_breakdown(backbone: str, pretrained: bool) -> None:
+    """Seconds of each part of the engine's backbone build (``build_features`` and the move to the device), one
+    after another in this process, which has imported torch and the engine but nothing of the backbones."""
+    from pokedemo.config import resolve_device
+    from pokedemo.models import build_features
+
+    def timed(label: str, work):
+        start = time.perf_counter()
+        result = work()
+        print(f"  {time.perf_counter() - start:6.2f}s {label}", flush=True)
+        return result
+
+    device = resolve_device("auto")
+    timed("import torch._dynamo (torchvision.ops imports it)", lambda: importlib.import_module("torch._dynamo"))
+    timed("import torchvision (the rest)", lambda: importlib.import_module("torchvision"))
+    timed("import timm (the rest)", lambda: importlib.import_module("timm"))
+    features = timed("build_features: read the weights, create the model", lambda: build_features(backbone, pretrained))
+
+    def move():
+        features.to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    timed(f"move to {device} (CUDA start-up included)", move)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data")
@@ -55,6 +85,10 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
+    if args.variant == "startup":
+        print(f"[startup] imports {time.perf_counter() - t_import:.1f}s (torch and the engine)", flush=True)
+        startup_breakdown(args.backbone, args.pretrained == "1")
+        return
     override = plan_override(args.variant)
     if override is not None:
         engine.execution_plan = override
