@@ -2,6 +2,7 @@
 seconds since it started.
 
     PYTHONPATH=. python scripts/gpu_timeline.py DATA BACKBONE PRETRAINED(0|1) [VARIANT] [--img-size N] [--epochs N]
+        [--batch-size N] [--lr LR]
 
 Variants change one choice of the execution plan (pokedemo/device_plan.py) so a GPU session can tell which one
 the one-time cuDNN cost follows:
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("variant", nargs="?", default="default", choices=VARIANTS)
     parser.add_argument("--img-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="per-step overhead: fewer, larger steps")
+    parser.add_argument("--lr", type=float, default=None)
     args = parser.parse_args()
     if args.variant == "startup":
         print(f"[startup] imports {time.perf_counter() - t_import:.1f}s (torch and the engine)", flush=True)
@@ -96,7 +99,8 @@ def main() -> None:
         torch.backends.cudnn.enabled = False
     elif args.variant == "bench":
         torch.backends.cudnn.benchmark = True
-    sizes = {k: v for k, v in (("img_size", args.img_size), ("epochs", args.epochs)) if v is not None}
+    sizes = {k: v for k, v in (("img_size", args.img_size), ("epochs", args.epochs),
+                               ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     config = TrainConfig(backbone=args.backbone, pretrained=args.pretrained == "1",
                          head_warmup=args.variant != "nohead", **sizes)
     print(f"[{args.variant}] imports {time.perf_counter() - t_import:.1f}s", flush=True)
