@@ -11,9 +11,11 @@ So on CUDA:
 - depthwise-heavy nets run NCHW in fp32 (cuDNN may still use TF32 for the dense 1x1 convolutions,
   ``torch.backends.cudnn.allow_tf32``); dense nets keep channels_last + bf16/fp16 autocast, the layout and
   dtypes tensor cores are fastest in;
-- every forward pass sees ONE batch size: training drops the partial last batch (carried over, see
-  ``epoch_batches``), head fitting and evaluation pad their last batch up to the training batch size. Each new
-  shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for every layer.
+- every forward pass sees ONE batch size: training leaves the images that do not fill a last batch to the next
+  epoch (carried over; a one-epoch run tops them up instead, see ``epoch_batches``), head fitting and
+  evaluation pad their last batch with black images up to the training batch size and drop what the padding
+  gives. Each new shape is new engine work (selection, and on cuDNN 9 possibly runtime-compiled kernels) for
+  every layer.
 
 The CPU plan: channels_last (faster oneDNN convolutions), fp32, natural batch sizes with a partial last
 batch, and small passes: evaluation and head fitting in 16-image batches, and a training batch run as
@@ -70,20 +72,27 @@ class ExecutionPlan:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def steps_per_epoch(self, n: int) -> int:
-        """Optimisation steps per epoch over ``n`` training images."""
-        return n // self.batch_size if self.fixed_shapes else math.ceil(n / self.batch_size)
+    def steps_per_epoch(self, n: int, run_epochs: int) -> int:
+        """Optimisation steps per epoch over ``n`` training images in a run of ``run_epochs`` epochs."""
+        if not self.fixed_shapes:
+            return math.ceil(n / self.batch_size)
+        full, left = divmod(n, self.batch_size)
+        return full + int(run_epochs == 1 and left > 0)
 
-    def epoch_batches(self, n: int, generator: torch.Generator,
-                      carried: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Index batches of one epoch (reshuffled every epoch) and the indices left for the next epoch.
+    def epoch_batches(self, n: int, generator: torch.Generator, carried: torch.Tensor | None,
+                      run_epochs: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Index batches of one epoch (reshuffled every epoch) of a run of ``run_epochs`` epochs, and the indices
+        left for the next epoch.
 
         Natural shapes (CPU): one permutation, the last batch may be partial, nothing is carried.
-        Fixed shapes (CUDA): the partial last batch is dropped, but not lost: the dropped images (fewer than
-        one batch) open the next epoch, so every training image is trained on at least once in any two
-        consecutive epochs, each epoch still has every image at most once, and the steps per epoch stay
-        constant (the schedule does not change). Only the final epoch's remainder goes unused, and a
-        pretrained run's head has already been fitted on all of them.
+        Fixed shapes (CUDA): every batch is full and holds training images only, never padding. The images
+        that do not fill a last batch (fewer than one batch) are carried: they open the next epoch, so every
+        training image is trained on at least once in any two consecutive epochs, each epoch has every image at
+        most once, and the steps per epoch stay constant (the schedule does not change). In a run of two or
+        more epochs every image is therefore trained on: what the final epoch leaves over, the epoch before
+        trained. A one-epoch run has no next epoch, so its epoch tops the left-over images up to a full batch
+        with images it trained first (those few are trained on twice). A split smaller than one batch leaves
+        nothing over: the batch size is capped at the split (``execution_plan``).
         """
         order = torch.randperm(n, generator=generator).to(self.device)
         if not self.fixed_shapes:
@@ -91,8 +100,12 @@ class ExecutionPlan:
         if carried is not None and len(carried):
             first = torch.isin(order, carried)
             order = torch.cat([order[first], order[~first]])
-        full = self.steps_per_epoch(n) * self.batch_size
-        return list(order[:full].split(self.batch_size)), order[full:]
+        full = (n // self.batch_size) * self.batch_size
+        batches, left = list(order[:full].split(self.batch_size)), order[full:]
+        if run_epochs == 1 and len(left):
+            batches.append(torch.cat([left, order[:self.batch_size - len(left)]]))
+            left = left[:0]
+        return batches, left
 
     def forward_in_batches(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                            check_stop: Callable[[], None] | None = None) -> torch.Tensor:

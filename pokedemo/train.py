@@ -209,7 +209,7 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     meta = {**_checkpoint_meta(cfg, data, model, parallel), "execution": plan_record(plan)}
     return _Run(cfg=cfg, device=device, par=parallel, stop=stop, strategy=strategy, model=model, tensors=tensors,
                 data=data, plan=plan, run_dir=run_dir, meta=meta,
-                steps_per_epoch=plan.steps_per_epoch(len(tensors.train_y)), started=started)
+                steps_per_epoch=plan.steps_per_epoch(len(tensors.train_y), cfg.epochs), started=started)
 
 
 @dataclass
@@ -316,7 +316,7 @@ class _Run:
         the images this epoch's batches left out, carried into the next epoch)."""
         model, plan, data, device = self.model, self.plan, self.tensors, self.device
         model.train()  # BatchNorm stays in eval mode where the strategy keeps its statistics
-        batches, carried = plan.epoch_batches(len(data.train_y), steps.generator, carried)
+        batches, carried = plan.epoch_batches(len(data.train_y), steps.generator, carried, self.cfg.epochs)
         batches = self.par.even_batches(batches)  # torchrun: every batch splits evenly over the ranks
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)

@@ -12,7 +12,7 @@ import pokedemo.train as engine
 from pokedemo import events as ev
 from pokedemo.checkpoint import read_config
 from pokedemo.config import TrainConfig
-from pokedemo.device_plan import CPU_EVAL_BATCH, CPU_MICRO_BATCH, execution_plan, has_depthwise_convs
+from pokedemo.device_plan import CPU_EVAL_BATCH, CPU_MICRO_BATCH, ExecutionPlan, execution_plan, has_depthwise_convs
 
 from conftest import train_folder
 
@@ -39,7 +39,7 @@ def test_cpu_plan_keeps_natural_batches_in_small_passes(net):
     plan = execution_plan(CPU, net(), 32, n_train=559)
     assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (True, None, False)
     assert plan.batch_size == 32 and plan.eval_batch == CPU_EVAL_BATCH == 16 and plan.micro_batch == CPU_MICRO_BATCH == 16
-    assert plan.steps_per_epoch(559) == 18  # the partial last batch is trained on
+    assert plan.steps_per_epoch(559, 10) == 18  # the partial last batch is trained on
     assert execution_plan(CPU, net(), 8).micro_batch == 8  # never more than the batch
     other = execution_plan(torch.device("mps"), net(), 32)  # Apple GPUs: not measured, whole batches as before
     assert (other.eval_batch, other.micro_batch, other.fixed_shapes) == (128, 32, False)
@@ -49,7 +49,7 @@ def test_cuda_plan_depthwise_nets_run_nchw_fp32_with_one_batch_shape(monkeypatch
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     plan = execution_plan(CUDA, depthwise_net(), 32, n_train=559)
     assert (plan.channels_last, plan.autocast_dtype, plan.fixed_shapes) == (False, None, True)
-    assert plan.eval_batch == plan.batch_size == plan.micro_batch == 32 and plan.steps_per_epoch(559) == 17
+    assert plan.eval_batch == plan.batch_size == plan.micro_batch == 32 and plan.steps_per_epoch(559, 10) == 17
     assert plan.memory_format == torch.contiguous_format
 
 
@@ -63,12 +63,12 @@ def test_cuda_plan_dense_nets_keep_channels_last_and_autocast(monkeypatch):
 
 def test_batch_is_capped_at_a_tiny_training_split():
     plan = execution_plan(CUDA, depthwise_net(), 32, n_train=20)
-    assert plan.batch_size == plan.eval_batch == 20 and plan.steps_per_epoch(20) == 1
+    assert plan.batch_size == plan.eval_batch == 20 and plan.steps_per_epoch(20, 10) == 1
 
 
 def test_natural_batches_are_one_permutation_with_a_partial_last_batch():
     plan = execution_plan(CPU, dense_net(), 32)
-    batches, carried = plan.epoch_batches(70, torch.Generator().manual_seed(0))
+    batches, carried = plan.epoch_batches(70, torch.Generator().manual_seed(0), None, 10)
     assert [len(b) for b in batches] == [32, 32, 6] and len(carried) == 0
     assert torch.equal(torch.cat(batches), torch.randperm(70, generator=torch.Generator().manual_seed(0)))
 
@@ -76,10 +76,10 @@ def test_natural_batches_are_one_permutation_with_a_partial_last_batch():
 def test_fixed_batches_drop_the_remainder_and_open_the_next_epoch_with_it():
     plan = dataclasses.replace(execution_plan(CUDA, depthwise_net(), 32), device=CPU)
     generator = torch.Generator().manual_seed(0)
-    first, carried = plan.epoch_batches(70, generator)
+    first, carried = plan.epoch_batches(70, generator, None, 10)
     assert [len(b) for b in first] == [32, 32] and len(carried) == 6
     assert set(torch.cat(first).tolist()) | set(carried.tolist()) == set(range(70))
-    second, _ = plan.epoch_batches(70, generator, carried)
+    second, _ = plan.epoch_batches(70, generator, carried, 10)
     assert [len(b) for b in second] == [32, 32]
     assert set(carried.tolist()) <= set(second[0].tolist())  # last epoch's left-overs are trained on first
     assert len(set(torch.cat(second).tolist())) == 64  # no image twice within an epoch
@@ -300,3 +300,77 @@ def test_a_split_step_computes_the_whole_batchs_gradient():
     torch.testing.assert_close(split[1], whole[1])
     for a, b in zip(split[2], whole[2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ small datasets on the fixed-shape (CUDA) plan
+
+
+def test_a_one_epoch_fixed_shape_epoch_trains_every_image_in_full_batches():
+    plan = dataclasses.replace(execution_plan(CUDA, depthwise_net(), 32), device=CPU)
+    assert plan.steps_per_epoch(70, 1) == 3 and plan.steps_per_epoch(64, 1) == 2 and plan.steps_per_epoch(70, 2) == 2
+    batches, carried = plan.epoch_batches(70, torch.Generator().manual_seed(0), None, 1)
+    assert [len(b) for b in batches] == [32, 32, 32] and len(carried) == 0
+    seen = torch.cat(batches).tolist()
+    assert set(seen) == set(range(70))  # real images only, every one of them
+    assert len(set(batches[2].tolist())) == 32  # the top-up repeats no image within its batch
+    assert set(batches[2].tolist()) - set(torch.cat(batches[:2]).tolist()) == set(batches[2][:6].tolist())
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_a_simulated_cuda_run_trains_every_image_of_a_small_split_in_full_batches(tiny_dataset, tmp_path,
+                                                                                   monkeypatch, epochs):
+    """15 training images, batch 8: one-epoch runs top the remainder up, longer runs carry it over; either way
+    every training image is trained on within the run, in full batches of real images."""
+    spy_runs(monkeypatch, simulate_cuda=True)
+    batches = []
+    real_batches = ExecutionPlan.epoch_batches
+
+    def epoch_batches(self, n, *args, **kwargs):
+        made, carried = real_batches(self, n, *args, **kwargs)
+        batches.extend((n, batch) for batch in made)
+        return made, carried
+
+    monkeypatch.setattr(ExecutionPlan, "epoch_batches", epoch_batches)
+    config = TrainConfig(backbone="resnet18", pretrained=False, epochs=epochs, batch_size=8, img_size=32)
+    events = list(train_folder(config, tiny_dataset(tmp_path / "data"), tmp_path / "runs"))
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    started = next(e for e in events if isinstance(e, ev.RunStarted))
+    n = started.split_sizes["train"]
+    assert n % 8 and {size for size, _ in batches} == {n}  # a remainder to look after
+    assert all(len(batch) == 8 for _, batch in batches)
+    assert set(torch.cat([batch for _, batch in batches]).tolist()) == set(range(n))
+    assert started.total_steps == len(batches) == epochs * (n // 8) + (epochs == 1)
+
+
+def test_a_split_smaller_than_one_batch_trains_every_epoch_on_all_of_it():
+    plan = dataclasses.replace(execution_plan(CUDA, dense_net(), 32, n_train=5), device=CPU)
+    generator, carried = torch.Generator().manual_seed(0), None
+    for _ in range(3):
+        batches, carried = plan.epoch_batches(5, generator, carried, 3)
+        assert [sorted(b.tolist()) for b in batches] == [[0, 1, 2, 3, 4]] and len(carried) == 0
+
+
+def test_padding_never_reaches_head_fitting_metrics_or_batchnorm_statistics(tiny_dataset):
+    """Head features and evaluation under the padded (CUDA) plan equal those of one unpadded pass, and the
+    model's BatchNorm statistics are untouched by both (they run on an eval-mode copy)."""
+    from pokedemo.models import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 3, pretrained=False)
+    images = torch.randint(0, 256, (19, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2] * 6 + [0])
+    tensors = engine.SplitTensors(images, labels, images, labels, images, labels)
+    padded = dataclasses.replace(execution_plan(CUDA, model, 8), device=CPU, autocast_dtype=None)
+    whole = dataclasses.replace(padded, fixed_shapes=False, eval_batch=19)  # one pass, no padding
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert padded.fixed_shapes and 19 % padded.eval_batch
+
+    features, feature_labels = engine.head_features(model, tensors, padded, lambda: None)
+    expected, expected_labels = engine.head_features(model, tensors, whole, lambda: None)
+    torch.testing.assert_close(features, expected)
+    assert torch.equal(feature_labels, expected_labels) and len(features) == 2 * 19
+    loss, accuracy, logits = engine.evaluate_tensors(model, images, labels, CPU, plan=padded)
+    loss_whole, accuracy_whole, logits_whole = engine.evaluate_tensors(model, images, labels, CPU, plan=whole)
+    torch.testing.assert_close(logits, logits_whole)
+    assert logits.shape == (19, 3) and accuracy == accuracy_whole and loss == pytest.approx(loss_whole, rel=1e-5)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in statistics.items())
