@@ -8,7 +8,9 @@ one split.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterator
 
@@ -41,6 +43,7 @@ def open_training_data(spec: str | os.PathLike | DataSource,
     it names), which fills the tensor cache training then reads.
     """
     config.validate()  # a wrong option is reported before a long download or scan
+    start_importing_backbone(config.backbone)
     if not isinstance(spec, DataSource) and is_hub_dataset(str(spec)):
         yield Stage("download", f"Fetching {spec} from the Hugging Face Hub")
     source = open_data(spec)
@@ -53,6 +56,21 @@ def open_training_data(spec: str | os.PathLike | DataSource,
     if not split.train or not split.val:
         raise DatasetError("the dataset is too small to hold out validation images; add more images")
     return TrainingData(dataset, split, source)
+
+
+def start_importing_backbone(backbone: str) -> None:
+    """Import the library that builds ``backbone`` in a background thread: timm or torchvision, with what they
+    import (torch._dynamo, through torchvision.ops), takes seconds that would otherwise come after the scan,
+    when the run builds its backbone. Started before the images are read, it overlaps the scan; the build then
+    finds the modules imported. A failure is left to the build, which reports it."""
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            from pokedemo.models import get_backbone  # here, in the background: this is the slow import
+
+            get_backbone(backbone)  # its mean and std come from the library's own config: imports the library
+
+    threading.Thread(target=work, name="pokedemo-backbone-imports", daemon=True).start()
 
 
 def run_on(spec: str | os.PathLike | DataSource, config: TrainConfig,

@@ -233,6 +233,43 @@ def test_the_backbone_is_built_while_the_image_tensors_are_built(tiny_dataset, t
     assert overlapped == [True] * 3 and build_threads[0] is not threading.main_thread()  # train, val, test
 
 
+def test_opening_the_data_starts_importing_the_backbone_before_the_scan(tiny_dataset, monkeypatch):
+    from pokedemo import training_data
+
+    calls = []
+    real_scan = training_data.scan_dataset
+    monkeypatch.setattr(training_data, "start_importing_backbone", lambda backbone: calls.append(backbone))
+    monkeypatch.setattr(training_data, "scan_dataset", lambda *a, **k: calls.append("scan") or real_scan(*a, **k))
+    training_data.training_data(tiny_dataset(), TrainConfig(backbone="resnet18", img_size=32))
+    assert calls == ["resnet18", "scan"]
+
+
+def test_the_backbone_import_runs_in_the_background_and_leaves_errors_to_the_build():
+    """In a fresh interpreter: the imports happen in a thread of their own; an unknown backbone raises nothing
+    there (the run's build reports it)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    # This process imports nothing of torchvision itself: if it appears, the background thread imported it.
+    code = ("import sys, time\n"
+            "from pokedemo.training_data import start_importing_backbone\n"
+            "start_importing_backbone('no-such-net')\n"
+            "start_importing_backbone('resnet18')\n"
+            "deadline = time.monotonic() + 600  # guards a hang only\n"
+            "while 'torchvision.models' not in sys.modules and time.monotonic() < deadline:\n"
+            "    time.sleep(0.05)\n"
+            "print('torchvision.models' in sys.modules)\n"
+            "import threading\n"
+            "for thread in threading.enumerate():  # let the import finish before the interpreter exits\n"
+            "    if thread.name == 'pokedemo-backbone-imports':\n"
+            "        thread.join(600)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split() == ["True"]
+
+
 def test_a_dataset_error_still_wins_over_a_backbone_error(tiny_dataset, tmp_path, monkeypatch):
     from pokedemo.models import WeightsUnavailable
 
