@@ -43,11 +43,11 @@ def open_training_data(spec: str | os.PathLike | DataSource,
     it names), which fills the tensor cache training then reads.
     """
     config.validate()  # a wrong option is reported before a long download or scan
-    start_importing_backbone(config.backbone)
     if not isinstance(spec, DataSource) and is_hub_dataset(str(spec)):
         yield Stage("download", f"Fetching {spec} from the Hugging Face Hub")
     source = open_data(spec)
     yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
+    start_importing_backbone(config.backbone)  # found data: the run will build its backbone after the scan
     sizes = config.resolved(resolve_device(config.device))
     dataset = scan_dataset(source.root, image_size=sizes.last_epoch_size)
     if source.note:
