@@ -20,7 +20,7 @@ from pokedemo.export import (
 )
 from pokedemo.predict import Predictor
 
-from conftest import EDGE_CASES
+from conftest import EDGE_CASES, app_client
 
 pytestmark = pytest.mark.xdist_group("tiny-onnx-export")
 
@@ -251,19 +251,19 @@ def test_the_app_downloads_the_selected_model_as_onnx_and_a_zip(served, tmp_path
     import zipfile
 
     import onnxruntime as ort
-    from gradio_client import Client
+    import torch
 
     from pokedemo.app import text
 
     url, data, _, checkpoint, _ = served
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    client = app_client(url, tmp_path)
     files, message = client.predict(str(checkpoint), api_name="/download_model")
     assert message.startswith("✅") and "test pictures" in message
     by_suffix = {Path(f).suffix: Path(f) for f in files}
     assert sorted(by_suffix) == [".onnx", ".zip"]
     session = ort.InferenceSession(str(by_suffix[".onnx"]), providers=["CPUExecutionProvider"])
     picture = sorted(data.rglob("*.png"))[0]
-    predictor = Predictor.load(checkpoint)
+    predictor = Predictor.load(checkpoint, device=torch.device("cpu"))  # the export's parity is the CPU's
     found = session.run(None, {INPUT_NAME: predictor.image_tensor(picture).numpy()})[0][0]
     expected = predictor.predict_dict(picture)
     assert np.abs(found - np.array([expected[c] for c in predictor.classes])).max() <= MAX_PROBABILITY_DIFF
