@@ -4,10 +4,13 @@ A short hook-based implementation (Selvaraju et al., 2017) on the last convoluti
 global pooling turns into the features the linear head reads:
 
 - resnet18: ``features.layer4`` (512 channels, stride 32; 4x4 cells at 128 px).
-- efficientnet_lite0 (timm): ``features.bn2``: ``conv_head`` followed by its BatchNorm + ReLU6. That is the
-  map that gets pooled, so with a pooled linear head Grad-CAM is exactly the class activation map, and it is
-  non-negative like resnet's post-ReLU ``layer4``. A fine-tuned efficientnet gives broad maps whichever
+- efficientnet_lite0/1/2 (timm): ``features.bn2``: ``conv_head`` followed by its BatchNorm + ReLU6. That is
+  the map that gets pooled, so with a pooled linear head Grad-CAM is exactly the class activation map, and it
+  is non-negative like resnet's post-ReLU ``layer4``. A fine-tuned efficientnet gives broad maps whichever
   last-stage layer is hooked; ``bn2`` is the most concentrated of them (comparison in BENCHMARKS.md).
+- any other timm model (``timm/<model>`` from the Hub): the last stage timm lists in its ``feature_info``
+  (stride 32), the counterpart of resnet's ``layer4``; a head convolution after the pooling (MobileNetV4) would
+  only see a 1x1 map.
 
 The image goes through exactly the prediction path (``load_image`` → ``image_to_tensor`` → [0, 1]); the
 Classifier normalises internally. Feature cells are placed where the convolutions centre them (see
@@ -30,7 +33,8 @@ from pokedemo.images import image_to_tensor, load_image
 
 DISPLAY_MAX_SIDE = 512  # overlays are for looking at: big uploads are shown at most this large,
 DISPLAY_MIN_SIDE = 128  # and tiny ones (an 8x8 icon) at least this large (longer side)
-_HOOK_LAYERS = {"resnet18": "layer4", "efficientnet_lite0": "bn2"}  # names inside Classifier.features
+_HOOK_LAYERS = {"resnet18": "layer4", "efficientnet_lite0": "bn2", "efficientnet_lite1": "bn2",
+                "efficientnet_lite2": "bn2"}  # names inside Classifier.features
 
 # Inferno-like colour map: dark purple (cold) → red → orange → pale yellow (hot). A few control points
 # interpolated to 256 entries are enough; no matplotlib needed.
@@ -67,6 +71,9 @@ def cam_layer(model: Any):
     name = _HOOK_LAYERS.get(getattr(model, "backbone", ""))
     if name is not None:
         return getattr(model.features, name)
+    stages = getattr(model.features, "feature_info", None)  # timm models
+    if stages:
+        return model.features.get_submodule(stages[-1]["module"])
     convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]  # unknown backbone: last conv
     if not convs:
         raise ValueError("Grad-CAM needs a convolutional backbone")

@@ -196,6 +196,24 @@ def test_cam_layers_are_the_last_stages(patch_predictor, effnet_predictor):
     assert gradcam.cam_layer(effnet_predictor.model) is effnet_predictor.model.features.bn2
 
 
+def test_cam_layer_of_every_lite_variant_and_of_a_timm_model_from_the_hub(monkeypatch):
+    from pokedemo import models
+
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        model = build_classifier(name, 3, pretrained=False)
+        assert gradcam.cam_layer(model) is model.features.bn2
+    # A Hub backbone whose config is already known (as a checkpoint records it): no Hub needed to build it.
+    monkeypatch.setattr(models, "_HUB_CONFIGS", {})
+    models.remember_hub_backbone("timm/mobilenetv4_conv_small.test", {
+        "architecture": "mobilenetv4_conv_small",
+        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": [3, 224, 224],
+                           "classifier": "classifier"}})
+    model = build_classifier("timm/mobilenetv4_conv_small.test", 3, pretrained=False)
+    assert gradcam.cam_layer(model) is model.features.blocks[4]  # the last stride-32 stage, before pooling
+    models._hub_recipe.cache_clear()
+    models._spec.cache_clear()
+
+
 def test_concurrent_calls_are_serialised(effnet_predictor):
     img = Image.new("RGB", (64, 64), (200, 30, 30))
     results, errors = [], []
