@@ -348,8 +348,8 @@ def summarise_accuracy(results: list[dict[str, Any]], recipes: list[str]) -> lis
 
 def format_accuracy_table(summary: list[dict[str, Any]]) -> str:
     width = max([20, *(len(r["recipe"]) + 1 for r in summary)])
-    header = (f"{'recipe':<{width}}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}{'mean conf':>10}"
-              f"{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
+    header = (f"{'recipe':<{width}}{'eval px':>8}{'runs':>5}{'test acc mean ± std':>21}{'min–max':>15}"
+              f"{'mean conf':>10}{'wall s mean ± std':>19}{'time ratio':>11}{'cpu s mean':>11}{'cpu ratio':>10}  per seed")
     lines = [header, "-" * len(header)]
     for r in summary:
         if "test_acc" not in r:

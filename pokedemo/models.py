@@ -421,7 +421,8 @@ def _hub_file(model_id: str, filename: str) -> Path | None:
     except (RepositoryNotFoundError, RevisionNotFoundError):  # also gated and private repos without access
         raise UnknownBackbone(f"{model_id} is not a model repo on {endpoint} (or it is not public)") from None
     except Exception as err:  # connection, HTTP and offline-mode errors of huggingface_hub, OSError, ...
-        raise _hub_unavailable(model_id, f"the download of {filename} from {endpoint} failed ({one_line(err, first=True, typed=True)})") from err
+        failure = one_line(err, first=True, typed=True)
+        raise _hub_unavailable(model_id, f"the download of {filename} from {endpoint} failed ({failure})") from err
 
 
 def _checked_hub_config(model_id: str, config: Any) -> dict[str, Any]:
@@ -448,7 +449,7 @@ def hub_backbone_config(model_id: str) -> dict[str, Any]:
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise _hub_unavailable(model_id, f"{path} cannot be read ({one_line(err, first=True, typed=True)})") from err
+            raise _hub_unavailable(model_id, f"{path} cannot be read ({one_line(err, first=True)})") from err
         _HUB_CONFIGS[model_id] = _checked_hub_config(model_id, config)
     return _HUB_CONFIGS[model_id]
 
