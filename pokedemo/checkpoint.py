@@ -180,7 +180,9 @@ def load_checkpoint(run_dir: str | os.PathLike, *, allow_incomplete: bool = Fals
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from pokedemo.models import UnknownBackbone, build_classifier
+    from pokedemo.models import (
+        UnknownBackbone, WeightsUnavailable, build_classifier, is_hub_backbone, remember_hub_backbone,
+    )
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -196,8 +198,10 @@ def load_checkpoint(run_dir: str | os.PathLike, *, allow_incomplete: bool = Fals
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"unreadable weights in {weights}: {str(exc).splitlines()[0]}") from None
     try:
+        if is_hub_backbone(config["backbone"]) and "backbone_config" in config:
+            remember_hub_backbone(config["backbone"], config["backbone_config"])  # no Hub needed to rebuild it
         model = build_classifier(config["backbone"], config["num_classes"], pretrained=False)
-    except UnknownBackbone as exc:
+    except (UnknownBackbone, WeightsUnavailable) as exc:
         raise CheckpointError(f"{run_dir}: {exc}") from None
     expected = model.state_dict()
     _check_shapes(expected, tensors, weights)

@@ -45,6 +45,7 @@ from pokedemo.metrics import report_with_items
 from pokedemo.training_data import TrainingData
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
+    hub_backbone_config, is_hub_backbone,
 )
 from pokedemo.options import reproduce_record
 
@@ -578,6 +579,8 @@ def _checkpoint_meta(cfg: TrainConfig, data: TrainingData, model: Classifier, pa
         "mean": list(spec.mean),
         "std": list(spec.std),
         "feature_dim": spec.feature_dim,
+        # A Hub backbone's timm config: the checkpoint rebuilds its architecture without the Hub.
+        **({"backbone_config": hub_backbone_config(cfg.backbone)} if is_hub_backbone(cfg.backbone) else {}),
         "train_config": cfg.to_dict(),
         "dataset": {
             "root": str(dataset.root),

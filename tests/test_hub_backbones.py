@@ -151,3 +151,31 @@ def test_a_remembered_config_builds_without_any_hub(hub_env, hub_repo, monkeypat
     models.remember_hub_backbone(hub_repo, config)
     model = build_classifier(hub_repo, 3, pretrained=False)
     assert model.feature_dim == 1280 and weights_status(hub_repo) == "needs download"
+
+
+def test_a_run_records_the_model_id_and_loads_back_offline_from_the_checkpoint_alone(
+        hub_env, hub_repo, tiny_data_dir, tmp_path, monkeypatch):
+    from pokedemo.checkpoint import load_checkpoint, read_config
+    from pokedemo.config import TrainConfig
+    from pokedemo.events import Finished
+    from pokedemo.train import train
+    from pokedemo.training_data import training_data
+
+    config = TrainConfig(backbone=hub_repo, epochs=1, batch_size=8, img_size=32, device="cpu")
+    events = list(train(config, training_data(tiny_data_dir, config), tmp_path / "runs"))
+    assert isinstance(events[-1], Finished), events[-1]
+    run = Path(events[-1].run_dir)
+    recorded = read_config(run)
+    assert recorded["backbone"] == recorded["train_config"]["backbone"] == hub_repo
+    assert recorded["backbone_config"]["architecture"] == "tf_efficientnet_lite0"
+    trained = load_checkpoint(run).model
+    # No Hub, no cache, nothing remembered in this process: the checkpoint alone rebuilds the model.
+    _forget()
+    _go_offline(monkeypatch)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    before = len(hub_env.requests)
+    loaded = load_checkpoint(run).model
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained(x))
+    assert len(hub_env.requests) == before
