@@ -721,8 +721,13 @@ def test_backbone_default_prefers_available_weights():
     assert sources.default_backbone(choices) == "efficientnet_lite0"
     cached = [("resnet18 — pretrained weights: cached", "resnet18"), choices[1]]
     assert sources.default_backbone(cached) == TrainConfig().backbone
-    assert [name for _, name in sources.backbone_choices()] == ["resnet18", "efficientnet_lite0"]
-    assert "bundled" in dict((n, label) for label, n in sources.backbone_choices())["efficientnet_lite0"]
+    listed = sources.backbone_choices()
+    assert [name for _, name in listed] == [
+        "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", text.HUB_BACKBONE_EXAMPLE]
+    assert all("bundled" in label for label, name in listed[1:4])
+    assert "from the Hub (needs internet)" in listed[-1][0]
+    hub_only = [("resnet18 — pretrained weights: needs download", "resnet18"), listed[-1]]
+    assert sources.default_backbone(hub_only) == TrainConfig().backbone  # a Hub model is never picked for you
 
 
 def test_train_tab_offers_the_devices_defaults_and_says_why(monkeypatch):
@@ -903,6 +908,7 @@ def test_backbone_dropdown_keeps_the_choice_or_picks_a_usable_default(monkeypatc
         monkeypatch.setattr(models, "weights_status", lambda name: "bundled" if name == usable else "needs download")
         assert handlers.backbone_dropdown(None).value == usable
         assert handlers.backbone_dropdown("resnet18").value == "resnet18"  # the user's choice is kept
+        assert handlers.backbone_dropdown("timm/convnext_atto.d2_in1k").value == "timm/convnext_atto.d2_in1k"
     monkeypatch.setattr(models, "weights_status", lambda name: "cached")
     assert handlers.backbone_dropdown(None).value == TrainConfig().backbone
 

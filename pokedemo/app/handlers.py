@@ -493,10 +493,13 @@ class DemoApp:
 
 
 def backbone_dropdown(current: str | None) -> gr.Dropdown:
-    """The backbone picker with fresh weight statuses; keeps the user's choice, else picks a usable default."""
+    """The backbone picker with fresh weight statuses; keeps the user's choice (a listed one or a typed-in Hub
+    model), else picks a usable default."""
+    from pokedemo.models import is_hub_backbone
+
     choices = sources.backbone_choices()
-    names = [name for _, name in choices]
-    return gr.Dropdown(choices=choices, value=current if current in names else sources.default_backbone(choices))
+    kept = current in [name for _, name in choices] or is_hub_backbone(current)
+    return gr.Dropdown(choices=choices, value=current if kept else sources.default_backbone(choices))
 
 
 def image_source(value: dict | str | None) -> str | bytes | None:

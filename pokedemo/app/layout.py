@@ -18,7 +18,7 @@ from pokedemo.app.handlers import DemoApp, backbone_dropdown
 from pokedemo.app.public import PublicPolicy, public_mode
 from pokedemo.app.sources import load_default_model, prefilled_data_dir, test_split_examples, warm_up
 from pokedemo.app.text import (
-    CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, DOWNLOAD_BUTTON,
+    BACKBONE_INFO, CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, DOWNLOAD_BUTTON,
     DOWNLOAD_FILES_LABEL, DOWNLOAD_INTRO, DOWNLOAD_TITLE, EXAMPLES_LABEL, INTRO, MODEL_PICKER_INFO, NO_CHECKPOINT,
     NO_DATASET, PER_CLASS_COLUMNS, PUBLIC_DATA_LABEL, PUBLIC_TOKEN_INFO, TOP_CLASS, compare_table, defaults_text,
     empty_frame, progress_html, public_banner,
@@ -74,7 +74,7 @@ def _options_panel(app: DemoApp, ui: dict[str, Any]) -> None:
     gr.Markdown("### 2 · How to train")
     # Choices and default come on page load (backbone_dropdown): reading weight statuses imports torch.
     ui["backbone"] = gr.Dropdown([], value=None, label="Backbone (the network)", allow_custom_value=True,
-                                 info="Weights 'needs download' only work with internet; 'bundled' works offline.")
+                                 info=BACKBONE_INFO)
     ui["pretrained"] = gr.Checkbox(value=cfg.pretrained, label="Start from ImageNet weights (transfer learning)",
                                    info="Untick to start from random weights (training from scratch).")
     ui["strategy"] = gr.Radio([("fine-tune all layers", "finetune"), ("train only the new last layer", "linear")],

@@ -120,18 +120,23 @@ def test_split_examples(run_dir: str | os.PathLike | None, per_class: int = EXAM
 
 
 def backbone_choices() -> list[tuple[str, str]]:
-    """(label, name) per backbone, the label telling whether its pretrained weights are here.
+    """(label, name) per offline backbone, the label telling whether its pretrained weights are here, then one
+    Hub model as the example of what can be typed in (the picker takes any ``timm/<model>``).
 
     Imports torch, torchvision and timm (seconds), so the app calls it on page load, not while starting.
     """
     from pokedemo.models import BACKBONE_NAMES, weights_status
 
-    return [(f"{name} — pretrained weights: {weights_status(name)}", name) for name in BACKBONE_NAMES]
+    offline = [(f"{name} — pretrained weights: {weights_status(name)}", name) for name in BACKBONE_NAMES]
+    return [*offline, (text.HUB_BACKBONE_LABEL, text.HUB_BACKBONE_EXAMPLE)]
 
 
 def default_backbone(choices: list[tuple[str, str]]) -> str:
-    """TrainConfig's backbone if its weights are here, else the first whose weights are, else the default."""
-    available = [name for label, name in choices if not label.endswith("needs download")]
+    """TrainConfig's backbone if its weights are here, else the first offline one whose weights are, else the
+    default."""
+    from pokedemo.models import is_hub_backbone
+
+    available = [name for label, name in choices if not label.endswith("needs download") and not is_hub_backbone(name)]
     preferred = TrainConfig().backbone
     if preferred in available or not available:
         return preferred

@@ -43,6 +43,10 @@ NO_IMAGE = "Upload an image, use the webcam or paste one — or click an example
 DOCTOR_TITLE = "Dataset doctor: duplicates, label conflicts, odd files"  # no emoji: many fonts lack them
 DOCTOR_EMPTY = "Choose a dataset above: the doctor checks it for duplicates, label conflicts and odd files."
 NO_ERRORS = "No mistakes on the test images: every one was classified correctly."
+HUB_BACKBONE_EXAMPLE = "timm/mobilenetv4_conv_small.e2400_r224_in1k"  # offered after the offline backbones
+HUB_BACKBONE_LABEL = f"from the Hub (needs internet): type timm/<model>, e.g. {HUB_BACKBONE_EXAMPLE}"
+BACKBONE_INFO = ("'bundled' weights work offline, 'needs download' ones need internet once. Any timm model on the "
+                 "Hugging Face Hub works too: type its id, e.g. timm/convnext_atto.d2_in1k.")
 TOP_CLASS = "top class"  # the Grad-CAM class picker's default entry: explain whatever the model predicted
 
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "test images"]
