@@ -158,6 +158,8 @@ def test_a_run_records_the_model_id_and_loads_back_offline_from_the_checkpoint_a
     from pokedemo.checkpoint import load_checkpoint, read_config
     from pokedemo.config import TrainConfig
     from pokedemo.events import Finished
+    from pokedemo.hub.card import build_model_card
+    from pokedemo.hub.models import TimmLayout, timm_layout
     from pokedemo.train import train
     from pokedemo.training_data import training_data
 
@@ -168,6 +170,9 @@ def test_a_run_records_the_model_id_and_loads_back_offline_from_the_checkpoint_a
     recorded = read_config(run)
     assert recorded["backbone"] == recorded["train_config"]["backbone"] == hub_repo
     assert recorded["backbone_config"]["architecture"] == "tf_efficientnet_lite0"
+    # Publishing it: timm's layout comes from the recorded config, and the Hub repo is the card's base model.
+    assert timm_layout(recorded) == TimmLayout("tf_efficientnet_lite0", classifier="classifier", first_conv="conv_stem")
+    assert f"base_model: {hub_repo}" in build_model_card(recorded, [], "alice/pokemon", "tf_efficientnet_lite0")
     trained = load_checkpoint(run).model
     # No Hub, no cache, nothing remembered in this process: the checkpoint alone rebuilds the model.
     _forget()

@@ -18,7 +18,8 @@ CARD_FILE = "README.md"
 TIMM_WEIGHTS_FILE = "timm_model.safetensors"
 
 # The Hub repos the ImageNet weights of each backbone correspond to (model card `base_model`).
-BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k", "efficientnet_lite0": "timm/tf_efficientnet_lite0.in1k"}
+BASE_MODELS = {"resnet18": "timm/resnet18.tv_in1k",
+               **{f"efficientnet_lite{n}": f"timm/tf_efficientnet_lite{n}.in1k" for n in (0, 1, 2)}}
 
 
 def build_model_card(config: dict[str, Any], history: list[dict[str, Any]], repo_id: str,
@@ -77,7 +78,9 @@ def _card_data(config: dict[str, Any], repo_id: str, timm_architecture: str | No
         + (["timm"] if timm_architecture else []) + (["onnx"] if onnx else []),
         metrics=["accuracy"],
         datasets=[hub_source] if hub_source else None,
-        base_model=BASE_MODELS.get(backbone) if config.get("pretrained") else None,
+        # A Hub backbone (its checkpoint records its timm config) is its own base model.
+        base_model=(BASE_MODELS.get(backbone) or (backbone if config.get("backbone_config") else None))
+        if config.get("pretrained") else None,
         model_name=repo_id.split("/")[-1] if results else None,
         eval_results=results,
     )

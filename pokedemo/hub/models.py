@@ -71,8 +71,22 @@ class TimmLayout:
 
 TIMM_LAYOUTS = {
     "resnet18": TimmLayout("resnet18", classifier="fc", first_conv="conv1"),  # torchvision names == timm's
-    "efficientnet_lite0": TimmLayout("tf_efficientnet_lite0", classifier="classifier", first_conv="conv_stem"),
+    **{f"efficientnet_lite{n}": TimmLayout(f"tf_efficientnet_lite{n}", classifier="classifier", first_conv="conv_stem")
+       for n in (0, 1, 2)},
 }
+
+
+def timm_layout(config: dict[str, Any]) -> TimmLayout | None:
+    """The timm layout of a checkpoint's backbone: listed above, or read from the timm config a Hub backbone's
+    checkpoint records (``backbone_config``); None when there is none."""
+    if config["backbone"] in TIMM_LAYOUTS:
+        return TIMM_LAYOUTS[config["backbone"]]
+    hub = config.get("backbone_config") or {}
+    pretrained = hub.get("pretrained_cfg") or {}
+    classifier, first_conv = pretrained.get("classifier"), pretrained.get("first_conv")
+    if isinstance(classifier, str) and isinstance(first_conv, str) and hub.get("architecture"):
+        return TimmLayout(hub["architecture"], classifier=classifier, first_conv=first_conv)
+    return None
 
 
 @dataclass(frozen=True)
@@ -268,7 +282,7 @@ def timm_state_dict(state: dict[str, Any], layout: TimmLayout) -> dict[str, Any]
 
 def timm_weights(loaded: Any, path: Path) -> TimmLayout | None:
     """Write the weights in timm's layout when timm builds this backbone with exactly these tensors."""
-    layout = TIMM_LAYOUTS.get(loaded.config["backbone"])
+    layout = timm_layout(loaded.config)
     if layout is None:
         return None
     try:
