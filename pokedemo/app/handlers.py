@@ -499,7 +499,8 @@ def backbone_dropdown(current: str | None) -> gr.Dropdown:
 
     choices = sources.backbone_choices()
     kept = current in [name for _, name in choices] or is_hub_backbone(current)
-    return gr.Dropdown(choices=choices, value=current if kept else sources.default_backbone(choices))
+    return gr.Dropdown(choices=choices, value=current if kept else sources.default_backbone(choices),
+                       allow_custom_value=True)
 
 
 def image_source(value: dict | str | None) -> str | bytes | None:
