@@ -37,6 +37,10 @@ import torch
 import torch.nn.functional as F
 
 TENSOR_PREFIX = "open_set."  # statistics' names in model.safetensors
+# What training fits (the leave-one-class-out benchmark in BENCHMARKS.md chose them).
+ADOPTED_SCORE = "knn"
+ADOPTED_PER_CLASS = False
+DEFAULT_ACCEPTANCE = 0.98  # share of known-class validation pictures the fitted threshold accepts
 KNN_K = 1  # the k of the k-th nearest training picture
 # Older checkpoints carry no fitted score: they use the top probability with this threshold (BENCHMARKS.md).
 DEFAULT_MAX_PROB_THRESHOLD = 0.5
@@ -259,6 +263,15 @@ class OpenSet:
 
     def accepts(self, scores: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         return accepts(scores, predicted, self.thresholds)
+
+    def report(self, predicted: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """On known-class images: the share this rule accepts, and the accuracy that leaves when images rejected
+        as "none of these" count as wrong."""
+        accepted = self.accepts(scores, predicted)
+        right = predicted == targets
+        return {"score": self.score, "fitted": self.fitted is not None,
+                "accepted": round(float(accepted.double().mean()), 6),
+                "accuracy_when_rejections_count_as_wrong": round(float((right & accepted).double().mean()), 6)}
 
     def record(self) -> dict[str, Any]:
         """The JSON part (config.json's "open_set")."""
