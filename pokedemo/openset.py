@@ -126,18 +126,19 @@ class ScoreKind:
     description: str
     compute: ScoreFn
     fit: Callable[[torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]] | None  # None: needs no statistics
+    bounds: tuple[float, float] | None = None  # the values the score can take, when it is bounded
 
 
 SCORES: dict[str, ScoreKind] = {
     kind.name: kind for kind in (
-        ScoreKind("max_prob", "the highest calibrated class probability", max_prob_score, None),
+        ScoreKind("max_prob", "the highest calibrated class probability", max_prob_score, None, (0.0, 1.0)),
         ScoreKind("energy", "the energy score (logsumexp of the logits)", energy_score, None),
         ScoreKind("mahalanobis", "closeness to the nearest class mean (Mahalanobis distance of the features, "
                                  "shared shrunk covariance)", mahalanobis_score, _mahalanobis_stats),
         ScoreKind("cosine", "cosine similarity of the features to the nearest class mean", cosine_score,
-                  _cosine_stats),
+                  _cosine_stats, (-1.0, 1.0)),
         ScoreKind("knn", f"cosine similarity of the features to the nearest training picture (k = {KNN_K})",
-                  knn_score, _knn_stats),
+                  knn_score, _knn_stats, (-1.0, 1.0)),
     )
 }
 
@@ -257,6 +258,12 @@ class OpenSet:
         fitted = {"statistics_from": "train", "train_images": len(train_labels), "thresholds_from": "val",
                   "val_images": len(val_scores), "val_accepted": round(accepted, 5)}
         return cls(score, thresholds, stats, acceptance, per_class, fitted)
+
+    @property
+    def default_threshold(self) -> float | None:
+        """The one threshold every class shares; None for per-class thresholds that differ."""
+        values = self.thresholds.unique()
+        return float(values[0]) if len(values) == 1 else None
 
     def scores(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return compute_scores(self.score, logits, features, self.stats)

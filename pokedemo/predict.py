@@ -173,13 +173,13 @@ def get_predictor(reference: str | os.PathLike, *, root: str | os.PathLike | Non
 class ImagePrediction:
     image: str
     prediction: Prediction | None = None
-    top_k: int = 5
+    top_k: list[dict[str, float]] | None = None  # [{"label", "prob"}] of the top k classes
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"image": self.image, "error": self.error}
-        return {"image": self.image, **self.prediction.to_dict(self.top_k)}
+        return {"image": self.image, **self.prediction.to_dict(len(self.top_k))}
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5,
@@ -188,7 +188,9 @@ def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5,
     results = []
     for path in paths:
         try:
-            results.append(ImagePrediction(path, predictor.classify(path, threshold), top_k))
+            prediction = predictor.classify(path, threshold)
+            top = [{"label": name, "prob": round(p, 6)} for name, p in prediction.top(top_k)]
+            results.append(ImagePrediction(path, prediction, top))
         except ImageLoadError as exc:
             results.append(ImagePrediction(path, error=str(exc)))
     return results

@@ -253,22 +253,41 @@ class DemoApp:
         return tuple(gr.Dropdown(choices=choices, value=value if value in known else (known[0] if known else None))
                      for value in current)
 
-    def predict(self, image: dict | str | None, checkpoint: str | None):
-        """(label confidences, caption) for gr.Label; a friendly caption instead of any error.
+    def predict(self, image: dict | str | None, checkpoint: str | None, threshold: float | None = None):
+        """(top-5 label, caption, prediction JSON) from one forward pass; a friendly caption instead of any error.
 
-        ``image`` is gr.Image's raw value (the event does not preprocess, see ``layout._wire_checkpoints``).
+        The caption says whether the picture is one of the model's classes ("not one of the N classes" with the
+        closest one otherwise); the JSON (``Prediction.to_dict``: ``label`` null for an unknown picture,
+        ``closest``, the open-set score and threshold, every class's probability) feeds the Grad-CAM caption and
+        the API. ``threshold`` None or the model's own: the checkpoint's thresholds. ``image`` is gr.Image's raw
+        value (the event does not preprocess, see ``layout._wire_checkpoints``).
         """
         if not checkpoint:
-            return None, NO_CHECKPOINT
+            return None, NO_CHECKPOINT, None
         if not image:
-            return None, text.NO_IMAGE
+            return None, text.NO_IMAGE, None
         try:
             predictor = self._predictor(checkpoint)
-            return predictor.predict_dict(image_source(image)), text.model_caption(predictor)
+            prediction = predictor.classify(image_source(image), sources.chosen_threshold(threshold, predictor))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never an error page
             message = friendly_error(exc)
             gr.Warning(message)
-            return None, f"⚠️ {message}"
+            return None, f"⚠️ {message}", None
+        title = text.PREDICTION_TITLE if prediction.known else text.CLOSEST_TITLE
+        every = len(predictor.classes)
+        return (gr.Label(value=dict(prediction.top(every)), label=title),
+                text.prediction_caption(prediction, predictor), prediction.to_dict(top_k=every))
+
+    def threshold_control(self, checkpoint: str | None):
+        """The "how sure must it be" slider for the picked model: its score's range, its default threshold."""
+        try:
+            predictor = self._predictor(checkpoint) if checkpoint else None
+        except Exception:  # noqa: BLE001 - the prediction that follows says what is wrong with the model
+            predictor = None
+        if predictor is None:
+            return gr.skip()
+        control = sources.model_threshold_control(predictor)
+        return gr.Slider(minimum=control.low, maximum=control.high, value=control.default, info=control.info)
 
     def _predictor(self, checkpoint: str):
         return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model)
@@ -317,20 +336,23 @@ class DemoApp:
         return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
                 views.errors_items(report))
 
-    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
-        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
+    def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None,
+                prediction: dict | None = None):
+        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label, whose
+        ``prediction`` (its JSON) gives the class explained by default (the closest) and the caption's numbers."""
         from pokedemo.gradcam import grad_cam
 
         if not checkpoint or not image:
             return None, "", gr.skip()
         try:
             predictor = self._predictor(checkpoint)
-            result = grad_cam(predictor, image_source(image), sources.cam_target_value(target, predictor.classes))
+            wanted = sources.cam_target_value(target, predictor.classes) or (prediction or {}).get("closest")
+            result = grad_cam(predictor, image_source(image), wanted)
         except Exception as exc:  # noqa: BLE001 - the label's caption already explains unusable images
             return None, f"⚠️ No heatmap: {friendly_error(exc)}", gr.skip()
         choices = sources.cam_choices(predictor.classes)
         picker = gr.Dropdown(choices=choices, value=target if target in choices else text.TOP_CLASS)
-        return result.overlay, text.cam_caption(result), picker
+        return result.overlay, text.cam_caption(result, prediction), picker
 
     # ---- taking the model out
 
