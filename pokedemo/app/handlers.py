@@ -273,10 +273,9 @@ class DemoApp:
             message = friendly_error(exc)
             gr.Warning(message)
             return None, f"⚠️ {message}", None
-        title = text.PREDICTION_TITLE if prediction.known else text.CLOSEST_TITLE
         every = len(predictor.classes)
-        return (gr.Label(value=dict(prediction.top(every)), label=title),
-                text.prediction_caption(prediction, predictor), prediction.to_dict(top_k=every))
+        return (dict(prediction.top(every)), text.prediction_caption(prediction, predictor),
+                prediction.to_dict(top_k=every))
 
     def threshold_control(self, checkpoint: str | None):
         """The "how sure must it be" slider for the picked model: its score's range, its default threshold."""

@@ -131,8 +131,9 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
             _hub_panel(ui)
             _download_panel(ui)
-            ui["label"] = gr.Label(num_top_classes=5, label=text.PREDICTION_TITLE, elem_id="predict-label")
+            # The verdict (the class, or "not one of the N classes") first, the top 5 below it.
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
+            ui["label"] = gr.Label(num_top_classes=5, label=text.PREDICTION_TITLE, elem_id="predict-label")
             control = recorded_threshold_control(choices[0][1] if choices else None)
             ui["threshold"] = gr.Slider(control.low, control.high, value=control.default, step=0.01,
                                         label=text.THRESHOLD_LABEL, info=control.info, elem_id="predict-threshold")

@@ -362,8 +362,7 @@ def unknown_verdict(n_classes: int) -> str:
     return f"Not one of the {n_classes} classes this model knows"
 
 
-PREDICTION_TITLE = "Prediction (top 5)"
-CLOSEST_TITLE = "Closest classes (top 5): none of them is a match"
+PREDICTION_TITLE = "Top 5 classes (the closest first)"
 THRESHOLD_LABEL = "How sure must it be?"
 
 
