@@ -15,8 +15,8 @@ means "more like the known classes". The candidates:
   by the classes (Lee et al. 2018), shrunk towards a multiple of the identity (Ledoit-Wolf): a few hundred
   training images do not determine a 1280-dimensional covariance. Stored as a whitening matrix.
 - ``cosine``: the highest cosine similarity to a class mean direction, features centred on the training mean.
-- ``knn``: the cosine similarity to the k-th nearest training picture (Sun et al. 2022, "Out-of-Distribution
-  Detection with Deep Nearest Neighbors"), features centred on the training mean.
+- ``knn1``, ``knn10``: the cosine similarity to the nearest / 10th nearest training picture (Sun et al. 2022,
+  "Out-of-Distribution Detection with Deep Nearest Neighbors"), features centred on the training mean.
 
 A threshold is fitted on validation scores of known-class pictures for a stated acceptance rate: the share of
 known-class pictures that must still be accepted. It is one value per class (the class the model predicts),
@@ -38,12 +38,11 @@ import torch.nn.functional as F
 
 TENSOR_PREFIX = "open_set."  # statistics' names in model.safetensors
 # What training fits (the leave-one-class-out benchmark in BENCHMARKS.md chose them).
-ADOPTED_SCORE = "knn"
+ADOPTED_SCORE = "cosine"
 ADOPTED_PER_CLASS = False
 DEFAULT_ACCEPTANCE = 0.98  # share of known-class validation pictures the fitted threshold accepts
-KNN_K = 1  # the k of the k-th nearest training picture
 # Older checkpoints carry no fitted score: they use the top probability with this threshold (BENCHMARKS.md).
-DEFAULT_MAX_PROB_THRESHOLD = 0.5
+DEFAULT_MAX_PROB_THRESHOLD = 0.7
 
 Stats = Mapping[str, torch.Tensor]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, Stats], torch.Tensor]
@@ -72,11 +71,16 @@ def cosine_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> 
     return (directions @ stats["class_directions"].T).amax(dim=1)
 
 
-def knn_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
-    directions = F.normalize(features - stats["centre"], dim=1)
-    similarities = directions @ stats["train_directions"].T
-    k = min(KNN_K, stats["train_directions"].shape[0])
-    return similarities.topk(k, dim=1).values[:, k - 1]
+def knn_score(k: int) -> ScoreFn:
+    """The cosine similarity to the k-th nearest training picture (k fixed: a constant in an exported graph)."""
+
+    def score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+        directions = F.normalize(features - stats["centre"], dim=1)
+        similarities = directions @ stats["train_directions"].T
+        kth = min(k, stats["train_directions"].shape[0])
+        return similarities.topk(kth, dim=1).values[:, kth - 1]
+
+    return score
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -137,8 +141,10 @@ SCORES: dict[str, ScoreKind] = {
                                  "shared shrunk covariance)", mahalanobis_score, _mahalanobis_stats),
         ScoreKind("cosine", "cosine similarity of the features to the nearest class mean", cosine_score,
                   _cosine_stats, (-1.0, 1.0)),
-        ScoreKind("knn", f"cosine similarity of the features to the nearest training picture (k = {KNN_K})",
-                  knn_score, _knn_stats, (-1.0, 1.0)),
+        ScoreKind("knn1", "cosine similarity of the features to the nearest training picture", knn_score(1),
+                  _knn_stats, (-1.0, 1.0)),
+        ScoreKind("knn10", "cosine similarity of the features to the 10th nearest training picture",
+                  knn_score(10), _knn_stats, (-1.0, 1.0)),
     )
 }
 

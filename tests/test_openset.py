@@ -97,7 +97,7 @@ def test_feature_scores_rank_pictures_near_the_training_data_above_far_ones():
     near = centres + 0.5 * torch.randn(3, 16, generator=torch.Generator().manual_seed(2))
     # Far: random points at the scale of the whole data, near no class in particular.
     far = torch.randn(3, 16, generator=torch.Generator().manual_seed(3)) * 6
-    for name in ("mahalanobis", "cosine", "knn"):
+    for name in ("mahalanobis", "cosine", "knn1", "knn10"):
         stats = openset.fit_statistics(name, features, labels, 3)
         scores = openset.compute_scores(name, torch.zeros(6, 3), torch.cat([near, far]), stats)
         assert scores[:3].min() > scores[3:].max(), name
@@ -105,8 +105,10 @@ def test_feature_scores_rank_pictures_near_the_training_data_above_far_ones():
 
 def test_knn_scores_a_training_picture_one_and_cosine_its_class_direction_one():
     features, labels, _ = _clusters()
-    stats = openset.fit_statistics("knn", features, labels, 3)
-    assert torch.allclose(openset.compute_scores("knn", torch.zeros(4, 3), features[:4], stats), torch.ones(4))
+    stats = openset.fit_statistics("knn1", features, labels, 3)
+    assert torch.allclose(openset.compute_scores("knn1", torch.zeros(4, 3), features[:4], stats), torch.ones(4))
+    tenth = openset.compute_scores("knn10", torch.zeros(4, 3), features[:4], stats)
+    assert (tenth < 1).all() and (tenth > 0).all()
     cosine = openset.fit_statistics("cosine", features, labels, 3)
     centre = features.mean(0)
     class_mean = features[labels == 1].mean(0)
@@ -140,20 +142,20 @@ def test_auroc_and_fpr_at_95_tpr_on_scripted_scores():
 def test_a_fitted_rule_round_trips_through_safetensors_and_json(tmp_path):
     features, labels, _ = _clusters()
     logits = F.one_hot(labels, 3).float() * 5
-    rule = OpenSet.fit("knn", features, labels, logits, features, acceptance=0.95)
+    rule = OpenSet.fit("knn10", features, labels, logits, features, acceptance=0.95)
     assert rule.fitted["val_images"] == len(labels) and rule.fitted["val_accepted"] >= 0.95
     save_file({"head.weight": torch.zeros(3, 16), **rule.tensors()}, tmp_path / "model.safetensors")
     record = rule.record()
     assert record["statistics"] == ["centre", "train_directions"] and len(record["thresholds"]) == 3
     again = OpenSet.from_checkpoint(record, load_file(tmp_path / "model.safetensors"), num_classes=3)
-    assert again.score == "knn" and torch.allclose(again.thresholds, rule.thresholds)
+    assert again.score == "knn10" and torch.allclose(again.thresholds, rule.thresholds)
     assert torch.equal(again.scores(logits, features), rule.scores(logits, features))
 
 
 def test_a_checkpoint_without_a_rule_falls_back_to_the_top_probability():
     rule = OpenSet.from_checkpoint(None, {}, num_classes=4)
     assert rule.score == "max_prob" and rule.fitted is None
-    assert rule.thresholds.tolist() == [openset.DEFAULT_MAX_PROB_THRESHOLD] * 4
+    assert rule.thresholds.tolist() == pytest.approx([openset.DEFAULT_MAX_PROB_THRESHOLD] * 4)
     logits = torch.tensor([[4.0, 0, 0, 0], [0.1, 0, 0, 0]])
     scores = rule.scores(logits, torch.zeros(2, 8))
     assert rule.accepts(scores, logits.argmax(1)).tolist() == [True, False]

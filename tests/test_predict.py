@@ -230,9 +230,11 @@ def test_classify_gives_label_or_none_with_the_closest_class_from_one_pass(tiny_
     predictor = Predictor.load(tiny_checkpoint)
     split = ckpt.read_config(tiny_checkpoint)["split"]
     trained_on = tiny_data_dir / next(entry["path"] for entry in split if entry["split"] == "train")
-    known = predictor.classify(trained_on)
-    assert known.known and known.label == known.closest  # a training picture is its own nearest neighbour
-    assert known.top(5) == predictor.predict(trained_on)
+    default = predictor.classify(trained_on)
+    assert default.known == (default.score >= float(predictor.open_set.thresholds[0])) and default.default_threshold
+    assert default.top(5) == predictor.predict(trained_on)
+    known = predictor.classify(trained_on, threshold=-1.0)  # the least strict: every picture is a class
+    assert known.known and known.label == known.closest and known.probs == default.probs
     picture = noise_image(tmp_path / "noise.png")
     strict = predictor.classify(picture, threshold=2.0)  # above any cosine similarity
     assert not strict.known and strict.label is None and strict.closest in predictor.classes
@@ -249,7 +251,7 @@ def test_an_older_checkpoint_falls_back_to_the_top_probability(tiny_checkpoint, 
     old = Predictor.load(without_open_set(tiny_checkpoint, tmp_path / "old"))
     assert old.open_set.score == "max_prob" and old.open_set.fitted is None
     prediction = old.classify(tiny_data_dir / "a" / "000.png")
-    assert prediction.threshold == DEFAULT_MAX_PROB_THRESHOLD
+    assert prediction.threshold == pytest.approx(DEFAULT_MAX_PROB_THRESHOLD)
     assert prediction.known == (max(prediction.probs) >= DEFAULT_MAX_PROB_THRESHOLD)
     report = evaluate_split(old)
     assert report["open_set"]["fitted"] is False and 0 <= report["open_set"]["accepted"] <= 1

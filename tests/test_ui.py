@@ -181,7 +181,7 @@ def test_predict_returns_all_class_confidences(served, client):
 
 
 def noise_picture(path: Path) -> Path:
-    """A picture of none of the classes; below the strictest threshold (1.0: as alike as a training picture)."""
+    """A picture of none of the classes; below the strictest threshold (1.0: exactly a class's direction)."""
     import numpy as np
     from PIL import Image
 
