@@ -273,8 +273,9 @@ def machine_description() -> str:
 
 
 def run(data_root: Path, seeds: list[int], recipe: dict[str, Any], out: Path, reuse: bool,
+        held_out: list[str] | None = None,
         log=lambda line: print(line, file=sys.stderr, flush=True)) -> dict[str, Any]:
-    classes = scan_dataset(data_root, require_splittable=False).classes
+    classes = held_out or scan_dataset(data_root, require_splittable=False).classes
     per_fold = []
     for seed in seeds:
         for held_out in classes:
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("openset-bench-out"),
                         help="Where the runs and each fold's features are kept.")
     parser.add_argument("--reuse", action="store_true", help="Score the features kept under --out again.")
+    parser.add_argument("--held-out", nargs="+", default=None, metavar="CLASS",
+                        help="Leave out only these classes (default: each class in turn).")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="Also write every number as JSON.")
     parser.add_argument("--tiny", action="store_true",
                         help="Generated tiny data and a tiny recipe (resnet18 from scratch, 1 epoch, 32 px).")
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         data_root = make_tiny_data(args.out / "tiny-data")
         recipe = {"backbone": "resnet18", "pretrained": False, "epochs": 1, "img_size": 32, "batch_size": 8}
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(Path(data_root), args.seeds, recipe, args.out, args.reuse)
+    results = run(Path(data_root), args.seeds, recipe, args.out, args.reuse, args.held_out)
     command = f"python benchmarks/openset_bench.py {' '.join(sys.argv[1:] if argv is None else argv)}"
     print(f"machine: {machine_description()}")
     print(f"command: {command}")
