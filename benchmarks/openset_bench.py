@@ -47,6 +47,7 @@ from pokedemo.events import Finished  # noqa: E402
 from pokedemo.images import image_to_tensor  # noqa: E402
 from pokedemo.inference import folded_for_inference  # noqa: E402
 from pokedemo.train import train  # noqa: E402
+from pokedemo.training_data import training_data  # noqa: E402
 
 ACCEPTANCE_RATES = (0.95, 0.97, 0.98, 0.99)
 FIXED_MAX_PROB = (0.5, 0.7, 0.8, 0.9)
@@ -128,7 +129,7 @@ def fold_features(data_root: Path, held_out: str, seed: int, recipe: dict[str, A
     subset = linked_subset(data_root, known, out / "data" / f"without-{held_out}")
     config = TrainConfig(**{**recipe, "seed": seed})
     started = time.perf_counter()
-    final = list(train(config, subset, out / "runs"))[-1]
+    final = list(train(config, training_data(subset, config), out / "runs"))[-1]
     if not isinstance(final, Finished):
         raise RuntimeError(f"training without {held_out} ended with {final}")
     seconds = time.perf_counter() - started
