@@ -241,7 +241,7 @@ def test_classify_gives_label_or_none_with_the_closest_class_from_one_pass(tiny_
     as_json = strict.to_dict(top_k=2)
     assert as_json["label"] is None and as_json["closest"] == strict.closest and len(as_json["top_k"]) == 2
     assert as_json["open_set"]["default_threshold"] is False and as_json["prob"] == as_json["top_k"][0]["prob"]
-    probs, scores = predictor.outputs(predictor.image_tensor(picture).unsqueeze(0))
+    probs, scores = predictor.outputs(predictor.image_tensor(picture))
     assert probs[0].tolist() == list(strict.probs) and scores[0].item() == pytest.approx(strict.score)
 
 
