@@ -40,7 +40,7 @@ TENSOR_PREFIX = "open_set."  # statistics' names in model.safetensors
 # What training fits (the leave-one-class-out benchmark in BENCHMARKS.md chose them).
 ADOPTED_SCORE = "cosine"
 ADOPTED_PER_CLASS = False
-DEFAULT_ACCEPTANCE = 0.98  # share of known-class validation pictures the fitted threshold accepts
+DEFAULT_ACCEPTANCE = 0.99  # share of known-class validation pictures the fitted threshold accepts
 # Older checkpoints carry no fitted score: they use the top probability with this threshold (BENCHMARKS.md).
 DEFAULT_MAX_PROB_THRESHOLD = 0.7
 
