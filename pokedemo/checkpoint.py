@@ -165,6 +165,7 @@ class LoadedCheckpoint:
     path: Path
     config: dict[str, Any]
     model: Any  # pokedemo.models.Classifier, in eval mode
+    open_set: Any = None  # pokedemo.openset.OpenSet: the recorded rule, or the fallback of older checkpoints
 
     @property
     def classes(self) -> list[str]:
@@ -183,6 +184,7 @@ def load_checkpoint(run_dir: str | os.PathLike, *, allow_incomplete: bool = Fals
     from pokedemo.models import (
         UnknownBackbone, WeightsUnavailable, build_classifier, is_hub_backbone, remember_hub_backbone,
     )
+    from pokedemo.openset import TENSOR_PREFIX as OPEN_SET_PREFIX, OpenSet
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -203,13 +205,18 @@ def load_checkpoint(run_dir: str | os.PathLike, *, allow_incomplete: bool = Fals
         model = build_classifier(config["backbone"], config["num_classes"], pretrained=False)
     except (UnknownBackbone, WeightsUnavailable) as exc:
         raise CheckpointError(f"{run_dir}: {exc}") from None
+    statistics = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith(OPEN_SET_PREFIX)]}
+    try:
+        open_set = OpenSet.from_checkpoint(config.get("open_set"), statistics, config["num_classes"])
+    except ValueError as exc:
+        raise CheckpointError(f"{run_dir}: {exc}") from None
     expected = model.state_dict()
     _check_shapes(expected, tensors, weights)
     # Weights may be stored in half precision to stay small (the committed starter is); compute in the model's own
     # dtype so predictions do not depend on how the file was stored.
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     model.eval()
-    return LoadedCheckpoint(path=run_dir, config=config, model=model)
+    return LoadedCheckpoint(path=run_dir, config=config, model=model, open_set=open_set)
 
 
 def _check_shapes(expected: dict[str, Any], found: dict[str, Any], where: Path) -> None:

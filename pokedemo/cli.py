@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "checkpoint root, or Hub repo id (default: $POKEDEMO_MODEL, else the bundled starter "
                          "model checkpoints/pokemon-starter).")
     predict.add_argument("--top-k", type=int, default=5, help="How many classes to show per image.")
+    predict.add_argument("--threshold", type=float, default=None, help="How sure the model must be: the open-set "
+                         "score an image needs to count as one of the classes (default: the checkpoint's own; "
+                         "below it the answer is 'unknown').")
     predict.add_argument("--json", action="store_true", help="Print a JSON list.")
     predict.add_argument("--cam", metavar="OUT_DIR", default=None,
                          help="Also write Grad-CAM overlays (where the model looked) to OUT_DIR.")
@@ -306,6 +309,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"accuracy {report['accuracy']:.2%} on {report['n']} images (macro F1 {report['macro_f1']:.3f})")
+    print(_acceptance_line(report["open_set"]))
     print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>8}{'n':>6}")
     for name, m in report["per_class"].items():
         print(f"{name:<14}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{m['support']:>6}")
@@ -320,7 +324,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserError("--top-k must be at least 1")
     predictor = Predictor.load(args.checkpoint or default_model())
-    results = predict_files(predictor, args.images, top_k=args.top_k)
+    results = predict_files(predictor, args.images, top_k=args.top_k, threshold=args.threshold)
+    if predictor.open_set.fitted is None and args.threshold is None:
+        print(f"note: {_fallback_note(predictor)}", file=sys.stderr)
     if args.cam:
         from pokedemo.gradcam import write_cam_overlays
 
@@ -331,9 +337,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if result.error is not None:
             print(f"error: {one_line(result.error)}", file=sys.stderr)
         elif not args.json:
-            shown = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in result.top_k)
-            print(f"{result.image}: {shown}")
+            print(_prediction_line(result.image, result.prediction, args.top_k))
     return 1 if any(r.error for r in results) else 0
+
+
+def _prediction_line(image: str, prediction, top_k: int) -> str:
+    """``IMAGE: pikachu 99.1%, ...``, or ``IMAGE: unknown (closest: mewtwo 80.0%, ...)`` for an image that is none
+    of the classes."""
+    shown = ", ".join(f"{name} {prob:.1%}" for name, prob in prediction.top(top_k))
+    return f"{image}: {shown}" if prediction.known else f"{image}: unknown (closest: {shown})"
+
+
+def _fallback_note(predictor) -> str:
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+
+    return (f"this checkpoint records no open-set threshold (trained before they existed): an image counts as "
+            f"unknown when its top probability is below {DEFAULT_MAX_PROB_THRESHOLD:.0%}")
+
+
+def _acceptance_line(open_set: dict) -> str:
+    rule = f"open-set score {open_set['score']}" + ("" if open_set["fitted"] else
+                                                      " with the default threshold (none recorded)")
+    return (f"known-class images accepted {open_set['accepted']:.2%} ({rule}); accuracy counting images "
+            f"rejected as unknown as wrong {open_set['accuracy_when_rejections_count_as_wrong']:.2%}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

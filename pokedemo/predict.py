@@ -25,6 +25,7 @@ from pokedemo.images import ImageLoadError, image_to_tensor, load_image
 from pokedemo.inference import folded_for_inference, infer_logits
 from pokedemo.metrics import report_with_items
 from pokedemo.model_ref import resolve_model
+from pokedemo.openset import logits_and_features
 
 _CACHE_SIZE = 4
 MAX_SIDE_FACTOR = 3  # pictures are decoded at most 3x the model's resolution (see image_tensor)
@@ -46,6 +47,7 @@ class Predictor:
         self.inference_model = folded_for_inference(self.model)  # what classifies: BatchNorm folded away
         self.classes = checkpoint.classes
         self.image_size = checkpoint.image_size
+        self.open_set = checkpoint.open_set  # pokedemo.openset.OpenSet: which pictures count as known classes
         self._lock = threading.Lock()  # torch modules are not safe for concurrent forward passes with hooks
 
     @classmethod
@@ -59,19 +61,33 @@ class Predictor:
             logits = infer_logits(self.inference_model, images, self.device, plan=self.plan)
         return torch.softmax(logits.float(), dim=1).cpu()
 
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [N, C], open-set scores [N]) for uint8 images [N, 3, S, S], from one forward pass
+        each (CPU, float32)."""
+        with self._lock, torch.inference_mode():
+            logits, features = logits_and_features(self.inference_model, images, self.device, self.plan)
+            scores = self.open_set.scores(logits, features)
+        return torch.softmax(logits.float(), dim=1).cpu(), scores.float().cpu()
+
     def warm_up(self) -> None:
         """Classify one blank image, so that torch's one-time set-up for this input size happens now."""
-        self.probabilities(torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8))
+        self.outputs(torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8))
 
-    def predict(self, source: Any, top_k: int = 5) -> list[tuple[str, float]]:
-        """Top-k (label, probability) for one image (path, bytes, file object or PIL image).
+    def classify(self, source: Any, threshold: float | None = None) -> Prediction:
+        """Every class's probability and the open-set decision for one image (path, bytes, file object or PIL
+        image), from one forward pass. ``threshold`` replaces the checkpoint's (every class's) when given.
 
         Raises ImageLoadError (one line) for anything that is not a usable image.
         """
-        probs = self.probabilities(self.image_tensor(source))[0]
-        k = max(1, min(top_k, len(self.classes)))
-        values, indices = probs.topk(k)
-        return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+        probs, scores = self.outputs(self.image_tensor(source))
+        closest = int(probs[0].argmax())
+        limit = float(self.open_set.thresholds[closest]) if threshold is None else float(threshold)
+        return Prediction(tuple(self.classes), tuple(probs[0].tolist()), float(scores[0]), limit,
+                          self.open_set.score, threshold is None)
+
+    def predict(self, source: Any, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top-k (label, probability) for one image; see ``classify`` for the open-set decision."""
+        return self.classify(source).top(top_k)
 
     def image_tensor(self, source: Any) -> torch.Tensor:
         """uint8 [1, 3, S, S] of one image, preprocessed as ``predict`` does (ImageLoadError otherwise)."""
@@ -83,6 +99,43 @@ class Predictor:
     def predict_dict(self, source: Any) -> dict[str, float]:
         """All classes → probability; the shape gr.Label wants."""
         return dict(self.predict(source, top_k=len(self.classes)))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: every class's probability and whether it is one of the classes at all."""
+
+    classes: tuple[str, ...]
+    probs: tuple[float, ...]
+    score: float  # the open-set score (higher: more like the known classes)
+    threshold: float  # the closest class's threshold the decision used
+    score_name: str
+    default_threshold: bool  # the checkpoint's own threshold (not one chosen by the user)
+
+    @property
+    def closest(self) -> str:
+        return self.classes[max(range(len(self.probs)), key=self.probs.__getitem__)]
+
+    @property
+    def known(self) -> bool:
+        return self.score >= self.threshold
+
+    @property
+    def label(self) -> str | None:
+        """The class, or None: the image is none of the classes this model knows."""
+        return self.closest if self.known else None
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        ranked = sorted(zip(self.classes, self.probs), key=lambda pair: pair[1], reverse=True)
+        return ranked[:max(1, min(k, len(ranked)))]
+
+    def to_dict(self, top_k: int = 5) -> dict[str, Any]:
+        """JSON for the CLI and the app's API: ``label`` is null for an unknown image, ``closest`` always set."""
+        return {"label": self.label, "closest": self.closest, "prob": round(max(self.probs), 6),
+                "known": self.known, "open_set": {"score": self.score_name, "value": round(self.score, 6),
+                                                   "threshold": round(self.threshold, 6),
+                                                   "default_threshold": self.default_threshold},
+                "top_k": [{"label": name, "prob": round(p, 6)} for name, p in self.top(top_k)]}
 
 
 # Not functools.lru_cache: it lets requests that miss together each load the model (seconds and memory apiece);
@@ -120,25 +173,25 @@ def get_predictor(reference: str | os.PathLike, *, root: str | os.PathLike | Non
 @dataclass
 class ImagePrediction:
     image: str
-    top_k: list[dict[str, float]] | None = None
+    prediction: Prediction | None = None
+    top_k: list[dict[str, float]] | None = None  # [{"label", "prob"}] of the top k classes
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.image}
         if self.error is not None:
-            out["error"] = self.error
-        else:
-            out["top_k"] = self.top_k
-        return out
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, **self.prediction.to_dict(len(self.top_k))}
 
 
-def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5) -> list[ImagePrediction]:
-    """Predict each file; a bad file gets an error entry and the others are still predicted."""
+def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5,
+                  threshold: float | None = None) -> list[ImagePrediction]:
+    """Classify each file; a bad file gets an error entry and the others are still classified."""
     results = []
     for path in paths:
         try:
-            top = predictor.predict(path, top_k=top_k)
-            results.append(ImagePrediction(path, top_k=[{"label": l, "prob": round(p, 6)} for l, p in top]))
+            prediction = predictor.classify(path, threshold)
+            top = [{"label": name, "prob": round(p, 6)} for name, p in prediction.top(top_k)]
+            results.append(ImagePrediction(path, prediction, top))
         except ImageLoadError as exc:
             results.append(ImagePrediction(path, error=str(exc)))
     return results
@@ -210,6 +263,9 @@ def _report(predictor: Predictor, dataset, indices, targets) -> dict[str, Any]:
     indices = list(indices)
     if not indices:
         raise DatasetError("no readable images to evaluate")
-    probs = predictor.probabilities(cached_tensors(dataset, indices, predictor.image_size))
+    probs, scores = predictor.outputs(cached_tensors(dataset, indices, predictor.image_size))
     paths = [dataset.records[i].rel_path for i in indices]
-    return report_with_items(probs.numpy(), targets, predictor.classes, paths, str(dataset.root))
+    report = report_with_items(probs.numpy(), targets, predictor.classes, paths, str(dataset.root))
+    report["open_set"] = predictor.open_set.report(probs.argmax(dim=1), scores, torch.tensor(targets))
+    return report
+

@@ -43,6 +43,7 @@ from pokedemo.events import (
 )
 from pokedemo.metrics import report_with_items
 from pokedemo.training_data import TrainingData
+from pokedemo.openset import ADOPTED_PER_CLASS, ADOPTED_SCORE, DEFAULT_ACCEPTANCE, OpenSet, logits_and_features
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
     hub_backbone_config, is_hub_backbone,
@@ -256,6 +257,7 @@ class _Run:
     epoch: int = 0
     best: _Best = dataclasses.field(default_factory=_Best)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    open_set: OpenSet | None = None  # fitted on the kept (calibrated) weights when the run finishes
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -382,31 +384,49 @@ class _Run:
         if not self.par.is_main:  # rank 0 alone writes; the other ranks hold the same weights
             return
         best = self.best
-        digest = ckpt.save_weights(self.run_dir, best.state)
+        open_set = self.open_set.tensors() if self.open_set is not None else {}
+        digest = ckpt.save_weights(self.run_dir, {**best.state, **open_set})
         metrics = {"best_epoch": best.epoch, "best_val_acc": best.val[0],
                    "best_val_loss": best.val[1], "seconds": round(self.elapsed(), 3)}
         if best.calibration is not None:
             metrics["calibration"] = best.calibration.record()
         if test is not None:  # the data folder is recorded once, under "dataset" (and reduced when published)
             metrics["test"] = {k: v for k, v in test.items() if k != "root"}
-        ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, "metrics": metrics})
+        recorded = {"open_set": self.open_set.record()} if self.open_set is not None else {}
+        ckpt.write_config(self.run_dir, {**self.meta, "status": status, "weights_sha256": digest, **recorded,
+                                         "metrics": metrics})
         ckpt.write_history(self.run_dir, self.history)
 
     def finish(self) -> Finished:
-        model, dataset, split = self.model, self.data.dataset, self.data.split
+        model, dataset, split, tensors = self.model, self.data.dataset, self.data.split, self.tensors
         model.load_state_dict(self.best.state)
-        logits = infer_logits(folded_for_inference(model), self.tensors.test_x, self.device, plan=self.plan)
-        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        folded = folded_for_inference(model)
+        self.open_set = self.fit_open_set(folded)
+        logits, features = logits_and_features(folded, tensors.test_x, self.device, self.plan)
+        probs = torch.softmax(logits, dim=1).cpu()
         paths = [dataset.records[i].rel_path for i in split.test]
         # With per-image items, the app's errors gallery needs no second evaluation of the test split.
-        report = report_with_items(probs, self.tensors.test_y.cpu().tolist(), dataset.classes, paths,
+        report = report_with_items(probs.numpy(), tensors.test_y.cpu().tolist(), dataset.classes, paths,
                                    str(dataset.root))
+        scores = self.open_set.scores(logits, features).cpu()
+        report["open_set"] = self.open_set.report(probs.argmax(dim=1), scores, tensors.test_y.cpu())
         self.write_checkpoint("complete", test=report)
         return Finished(
             run_dir=str(self.run_dir), best_epoch=self.best.epoch, best_val_acc=self.best.val[0],
             test_acc=report["accuracy"], test_metrics=report, seconds=round(self.elapsed(), 3),
             history=list(self.history),
         )
+
+    def fit_open_set(self, folded: Classifier) -> OpenSet:
+        """The open-set rule of the kept weights: statistics of the training images' features (unaugmented, at
+        the inference size), thresholds on the validation split (``pokedemo.openset``)."""
+        cfg, device, data = self.cfg, self.device, self.tensors
+        train_x = data.train_x if cfg.eval_size == cfg.last_epoch_size else \
+            cached_tensors(self.data.dataset, self.data.split.train, cfg.eval_size).to(device)
+        _, train_features = logits_and_features(folded, train_x, device, self.plan)
+        val_logits, val_features = logits_and_features(folded, data.val_x, device, self.plan)
+        return OpenSet.fit(ADOPTED_SCORE, train_features.cpu(), data.train_y.cpu(), val_logits.cpu(),
+                           val_features.cpu(), DEFAULT_ACCEPTANCE, per_class=ADOPTED_PER_CLASS)
 
     def cancelled(self) -> Cancelled:
         seconds = round(self.elapsed(), 3)

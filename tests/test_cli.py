@@ -108,6 +108,36 @@ def test_evaluate_on_own_test_split_and_plain_output(tiny_checkpoint, capsys):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "true \\ pred" in out
+    assert "known-class images accepted" in out and "open-set score cosine" in out
+
+
+def test_predict_answers_unknown_with_the_closest_class(tiny_checkpoint, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(noise)
+    strictest = ["predict", "--checkpoint", str(tiny_checkpoint), "--threshold", "1.0", str(noise)]
+    assert main(strictest) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{noise}: unknown (closest: ") and "%" in line
+    assert main([*strictest, "--json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["label"] is None and item["closest"] == item["top_k"][0]["label"] and item["known"] is False
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), "--threshold", "-1.0", "--json", str(noise)]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["label"] == item["closest"] and item["known"] is True
+
+
+def test_an_older_checkpoint_says_its_threshold_is_the_default(tiny_checkpoint, tiny_data_dir, tmp_path, capsys):
+    from test_predict import without_open_set
+
+    old = without_open_set(tiny_checkpoint, tmp_path / "old")
+    assert main(["predict", "--checkpoint", str(old), str(next((tiny_data_dir / "a").iterdir()))]) == 0
+    captured = capsys.readouterr()
+    assert "records no open-set threshold" in captured.err and "70%" in captured.err
+    assert main(["evaluate", "--checkpoint", str(old)]) == 0
+    assert "with the default threshold (none recorded)" in capsys.readouterr().out
 
 
 def test_predict_plain_output(tiny_checkpoint, tiny_data_dir, capsys):

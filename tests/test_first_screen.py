@@ -106,7 +106,7 @@ def test_starter_is_listed_preselected_and_answers_with_a_top_5(first_screen, tm
     assert picker["value"] == str(starter_checkpoint()) and "pokemon-starter" in picker["choices"][0][0]
     client = app_client(url, tmp_path)
     image = next(bundled_data_dir().glob("charmander/*.jpg"))
-    label, caption = client.predict(handle_file(str(image)), picker["value"], api_name="/predict")
+    label, caption, _ = client.predict(handle_file(str(image)), picker["value"], api_name="/predict")
     probs = [c["confidence"] for c in label["confidences"]]
     assert len(probs) == 5 and sum(probs) == pytest.approx(1.0, abs=1e-4)
     assert "pokemon-starter" in caption

@@ -457,7 +457,7 @@ def test_concurrent_predictions_are_all_answered_during_a_training(served, tmp_p
         for thread in threads:
             thread.join(timeout=600)  # guards a hang only: a prediction queued behind the training never ends
         assert failures == [] and len(answers) == 9
-        assert all(label and len(label["confidences"]) == 3 for label, _ in answers), answers
+        assert all(label and len(label["confidences"]) == 3 for label, *_ in answers), answers
         assert not job.done() and gate.arrivals == 1, "the training ended before the predictions were answered"
     finally:
         trainer.predict(api_name="/stop")

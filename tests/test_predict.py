@@ -96,7 +96,7 @@ def test_predictor_cache_reuses_and_reloads_when_the_weights_change(tiny_checkpo
     state["head.weight"].zero_()
     state["head.bias"].copy_(torch.tensor([0.0, 0.0, 20.0]))
     config = ckpt.read_config(run)
-    ckpt.write_config(run, {**config, "weights_sha256": ckpt.save_weights(run, state)})
+    ckpt.write_config(run, {**config, "weights_sha256": ckpt.save_weights(run, {**state, **first.open_set.tensors()})})
     second = get_predictor(run)
     assert second is not first
     label, prob = second.predict(image, top_k=1)[0]
@@ -199,3 +199,93 @@ def test_probabilities_are_batched(tiny_checkpoint, tiny_data_dir):
     torch.testing.assert_close(probs, alone, **tolerance)
     # Red, green and blue pictures get answers far apart, so rows mixed up or repeated would show above.
     assert torch.cdist(probs, probs, p=float("inf")).max() > 2 * tolerance["atol"]
+
+
+# ------------------------------------------------------------------------------------ "none of these"
+
+
+def without_open_set(run_dir: Path, out: Path) -> Path:
+    """A copy of a checkpoint as saved before open-set rules existed: no "open_set" record, no statistics."""
+    import json
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(run_dir, out)
+    tensors = {k: v for k, v in load_file(out / ckpt.WEIGHTS_FILE).items() if not k.startswith("open_set.")}
+    config = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    config.pop("open_set")
+    config["weights_sha256"] = ckpt.save_weights(out, tensors)
+    (out / ckpt.CONFIG_FILE).write_text(json.dumps(config))
+    return out
+
+
+def noise_image(path: Path, size: int = 48, seed: int = 0) -> Path:
+    import numpy as np
+
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_trained_checkpoint_records_its_open_set_rule(tiny_checkpoint):
+    from pokedemo.openset import ADOPTED_SCORE, DEFAULT_ACCEPTANCE
+
+    config = ckpt.read_config(tiny_checkpoint)
+    record = config["open_set"]
+    assert record["score"] == ADOPTED_SCORE and record["acceptance"] == DEFAULT_ACCEPTANCE
+    assert record["fitted"]["thresholds_from"] == "val" and record["fitted"]["val_accepted"] >= DEFAULT_ACCEPTANCE
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_checkpoint / ckpt.WEIGHTS_FILE), framework="pt") as weights:
+        assert {f"open_set.{name}" for name in record["statistics"]} <= set(weights.keys())
+    assert 0 <= config["metrics"]["test"]["open_set"]["accepted"] <= 1
+    rule = Predictor.load(tiny_checkpoint).open_set
+    assert rule.score == ADOPTED_SCORE and rule.fitted == record["fitted"]
+
+
+def test_classify_gives_label_or_none_with_the_closest_class_from_one_pass(tiny_checkpoint, tiny_data_dir, tmp_path):
+    predictor = Predictor.load(tiny_checkpoint)
+    split = ckpt.read_config(tiny_checkpoint)["split"]
+    trained_on = tiny_data_dir / next(entry["path"] for entry in split if entry["split"] == "train")
+    default = predictor.classify(trained_on)
+    assert default.known == (default.score >= float(predictor.open_set.thresholds[0])) and default.default_threshold
+    assert default.top(5) == predictor.predict(trained_on)
+    known = predictor.classify(trained_on, threshold=-1.0)  # the least strict: every picture is a class
+    assert known.known and known.label == known.closest and known.probs == default.probs
+    picture = noise_image(tmp_path / "noise.png")
+    strict = predictor.classify(picture, threshold=2.0)  # above any cosine similarity
+    assert not strict.known and strict.label is None and strict.closest in predictor.classes
+    as_json = strict.to_dict(top_k=2)
+    assert as_json["label"] is None and as_json["closest"] == strict.closest and len(as_json["top_k"]) == 2
+    assert as_json["open_set"]["default_threshold"] is False and as_json["prob"] == as_json["top_k"][0]["prob"]
+    probs, scores = predictor.outputs(predictor.image_tensor(picture))
+    assert probs[0].tolist() == list(strict.probs) and scores[0].item() == pytest.approx(strict.score)
+
+
+def test_an_older_checkpoint_falls_back_to_the_top_probability(tiny_checkpoint, tiny_data_dir, tmp_path):
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+
+    old = Predictor.load(without_open_set(tiny_checkpoint, tmp_path / "old"))
+    assert old.open_set.score == "max_prob" and old.open_set.fitted is None
+    prediction = old.classify(tiny_data_dir / "a" / "000.png")
+    assert prediction.threshold == pytest.approx(DEFAULT_MAX_PROB_THRESHOLD)
+    assert prediction.known == (max(prediction.probs) >= DEFAULT_MAX_PROB_THRESHOLD)
+    report = evaluate_split(old)
+    assert report["open_set"]["fitted"] is False and 0 <= report["open_set"]["accepted"] <= 1
+
+
+def test_a_record_without_its_statistics_is_a_clear_checkpoint_error(tiny_checkpoint, tmp_path):
+    import json
+
+    broken = without_open_set(tiny_checkpoint, tmp_path / "broken")
+    config = json.loads((broken / ckpt.CONFIG_FILE).read_text())
+    config["open_set"] = ckpt.read_config(tiny_checkpoint)["open_set"]
+    (broken / ckpt.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="open_set.* missing"):
+        ckpt.load_checkpoint(broken)
+
+
+def test_evaluation_reports_the_share_of_known_images_accepted(tiny_checkpoint):
+    report = evaluate_split(Predictor.load(tiny_checkpoint))
+    rule = report["open_set"]
+    assert rule["fitted"] is True and 0 <= rule["accepted"] <= 1
+    assert rule["accuracy_when_rejections_count_as_wrong"] <= report["accuracy"]

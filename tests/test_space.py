@@ -99,7 +99,7 @@ def answer_a_prediction(url: str, folder: Path) -> None:
     client = app_client(url)
     image = folder / "data" / "pokemon" / "squirtle" / min(os.listdir(folder / "data/pokemon/squirtle"))
     starter = folder / "checkpoints" / "pokemon-starter"
-    label, caption = client.predict(handle_file(str(image)), str(starter), api_name="/predict")
+    label, caption, _ = client.predict(handle_file(str(image)), str(starter), api_name="/predict")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert len(confidences) == 5 and sum(confidences.values()) == pytest.approx(1, abs=1e-4)  # the top 5
     assert "pokemon-starter" in caption

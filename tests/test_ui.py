@@ -172,7 +172,7 @@ def test_an_app_option_without_a_widget_stops_the_build(monkeypatch):
 
 def test_predict_returns_all_class_confidences(served, client):
     _, data, _, checkpoint, _ = served
-    label, caption = client.predict(handle_file(str(data / "b" / "000.png")), str(checkpoint), api_name="/predict")
+    label, caption, _ = client.predict(handle_file(str(data / "b" / "000.png")), str(checkpoint), api_name="/predict")
     probs = confidences(label)
     assert sorted(probs) == ["a", "b", "c"]
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
@@ -180,13 +180,46 @@ def test_predict_returns_all_class_confidences(served, client):
     assert checkpoint.name in caption
 
 
+def noise_picture(path: Path) -> Path:
+    """A picture of none of the classes; below the strictest threshold (1.0: exactly a class's direction)."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_picture_below_the_threshold_is_none_of_the_classes_with_the_closest_still_shown(served, client, tmp_path):
+    _, data, _, checkpoint, _ = served
+    image = handle_file(str(noise_picture(tmp_path / "noise.png")))
+    label, caption, answer = client.predict(image, str(checkpoint), 1.0, api_name="/predict")  # the strictest
+    assert answer["label"] is None and answer["closest"] in "abc" and answer["open_set"]["threshold"] == 1.0
+    assert text.unknown_verdict(3) in caption and f"Closest: {answer['closest']}" in caption
+    assert len(label["confidences"]) == 3 and label["label"] == answer["closest"]  # the top 5 stay visible
+    assert confidences(label) == pytest.approx({t["label"]: t["prob"] for t in answer["top_k"]}, abs=1e-6)
+    control = client.predict(str(checkpoint), api_name="/threshold_control")
+    default = control["value"]
+    label, caption, answer = client.predict(image, str(checkpoint), default, api_name="/predict")
+    assert answer["open_set"]["default_threshold"] is True and answer["known"] == (answer["label"] is not None)
+    assert f"Default {default:.2f}" in control["info"]
+
+
+def test_grad_cam_explains_the_closest_class_with_the_labels_numbers(served, client, tmp_path):
+    _, data, _, checkpoint, _ = served
+    image = handle_file(str(noise_picture(tmp_path / "noise.png")))
+    _, _, answer = client.predict(image, str(checkpoint), 1.0, api_name="/predict")
+    overlay, caption, _ = client.predict(image, str(checkpoint), text.TOP_CLASS, answer, api_name="/explain")
+    prob = next(t["prob"] for t in answer["top_k"] if t["label"] == answer["closest"])
+    assert f"looked for **{answer['closest']}**, the closest class ({prob:.0%}" in caption
+
+
 def test_predict_without_image_or_model_gives_guidance(served, client):
     _, data, _, checkpoint, _ = served
-    label, caption = client.predict(None, str(checkpoint), api_name="/predict")
+    label, caption, _ = client.predict(None, str(checkpoint), api_name="/predict")
     assert not label and "Upload" in caption
-    label, caption = client.predict(handle_file(str(data / "a" / "000.png")), None, api_name="/predict")
+    label, caption, _ = client.predict(handle_file(str(data / "a" / "000.png")), None, api_name="/predict")
     assert not label and caption == text.NO_CHECKPOINT
-    label, caption = client.predict(handle_file(str(data / "a" / "000.png")), "/etc", api_name="/predict")
+    label, caption, _ = client.predict(handle_file(str(data / "a" / "000.png")), "/etc", api_name="/predict")
     assert not label and "not one of this app's checkpoints" in caption
 
 
@@ -199,7 +232,7 @@ def test_every_edge_case_file_gets_an_answer(served, client, edge_cases_dir):
     files = sorted(p for p in edge_cases_dir.iterdir() if p.suffix != ".md")
     assert EDGE_CASES_REFUSED <= {p.name for p in files} and len(files) > len(EDGE_CASES_REFUSED)
     for path in files:
-        label, caption = client.predict(handle_file(str(path)), str(checkpoint), api_name="/predict")
+        label, caption, _ = client.predict(handle_file(str(path)), str(checkpoint), api_name="/predict")
         if path.name in EDGE_CASES_REFUSED:
             assert not label and caption.startswith("⚠️") and "cannot be used as an image" in caption, path
         else:
@@ -214,7 +247,7 @@ def test_prediction_is_answered_while_training_runs_and_stop_cancels(served, tmp
     job = trainer.submit(str(data), *HELD_OPTIONS, api_name="/train")
     try:
         gate.wait_reached()
-        label, _ = user.predict(handle_file(str(data / "c" / "001.png")), str(checkpoint), api_name="/predict")
+        label, *_ = user.predict(handle_file(str(data / "c" / "001.png")), str(checkpoint), api_name="/predict")
         assert label is not None
         assert not job.done(), "the training ended while it was held"
     finally:
@@ -433,7 +466,7 @@ def test_grad_cam_overlay_for_the_top_class_and_a_picked_one(served, client):
         assert img.size == (128, 128)  # a 24 px upload is shown at the display minimum
     assert "Where the model looked" in caption
     assert [c[1] for c in picker["choices"]] == [text.TOP_CLASS, "a", "b", "c"]
-    label, _ = client.predict(image, str(checkpoint), api_name="/predict")
+    label, *_ = client.predict(image, str(checkpoint), api_name="/predict")
     other = next(name for name in "abc" if name != label["label"])
     overlay, caption, picker = client.predict(image, str(checkpoint), other, api_name="/explain")
     assert f"evidence for **{other}**" in caption and picker["value"] == other
@@ -478,10 +511,10 @@ def test_a_hub_repo_id_loads_into_the_picker_and_predicts(served, client, hub_en
     assert message.startswith("✅") and "bob/shared" in message
     assert any("bob/shared" in label for label, _ in picker["choices"])
     image = handle_file(str(data / "c" / "001.png"))
-    from_hub, _ = client.predict(image, picker["value"], api_name="/predict")
-    local, _ = client.predict(image, str(checkpoint), api_name="/predict")
+    from_hub, *_ = client.predict(image, picker["value"], api_name="/predict")
+    local, *_ = client.predict(image, str(checkpoint), api_name="/predict")
     assert confidences(from_hub) == pytest.approx(confidences(local), abs=1e-5)
-    typed, _ = client.predict(image, "bob/shared", api_name="/predict")  # typed into the picker
+    typed, *_ = client.predict(image, "bob/shared", api_name="/predict")  # typed into the picker
     assert confidences(typed) == pytest.approx(confidences(local), abs=1e-5)
     message, _ = client.predict("bob/nope", api_name="/load_from_hub")
     assert message.startswith("❌") and "bob/nope" in message

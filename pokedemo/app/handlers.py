@@ -315,23 +315,42 @@ class DemoApp:
             return source
         return self.policy.image_path(source, [get_upload_folder(), *self.example_folders])
 
-    def predict(self, image: dict | str | None, checkpoint: str | None, request: gr.Request = None):
-        """(label confidences, caption) for gr.Label; a friendly caption instead of any error.
+    def predict(self, image: dict | str | None, checkpoint: str | None, threshold: float | None = None,
+                request: gr.Request = None):
+        """(top-5 label, caption, prediction JSON) from one forward pass; a friendly caption instead of any error.
 
-        ``image`` is gr.Image's raw value (the event does not preprocess, see ``layout._wire_checkpoints``).
+        The caption says whether the picture is one of the model's classes ("not one of the N classes" with the
+        closest one otherwise); the JSON (``Prediction.to_dict``: ``label`` null for an unknown picture,
+        ``closest``, the open-set score and threshold, every class's probability) feeds the Grad-CAM caption and
+        the API. ``threshold`` None or the model's own: the checkpoint's thresholds. ``image`` is gr.Image's raw
+        value (the event does not preprocess, see ``layout._wire_checkpoints``).
         """
         if not checkpoint:
-            return None, NO_CHECKPOINT
+            return None, NO_CHECKPOINT, None
         if not image:
-            return None, text.NO_IMAGE
+            return None, text.NO_IMAGE, None
         try:
             source = self.image(image)
             predictor = self._predictor(checkpoint, request)
-            return predictor.predict_dict(source), text.model_caption(predictor)
+            prediction = predictor.classify(source, sources.chosen_threshold(threshold, predictor))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never an error page
             message = friendly_error(exc)
             gr.Warning(message)
-            return None, f"⚠️ {message}"
+            return None, f"⚠️ {message}", None
+        every = len(predictor.classes)
+        return (dict(prediction.top(every)), text.prediction_caption(prediction, predictor),
+                prediction.to_dict(top_k=every))
+
+    def threshold_control(self, checkpoint: str | None, request: gr.Request = None):
+        """The "how sure must it be" slider for the picked model: its score's range, its default threshold."""
+        try:
+            predictor = self._predictor(checkpoint, request) if checkpoint else None
+        except Exception:  # noqa: BLE001 - the prediction that follows says what is wrong with the model
+            predictor = None
+        if predictor is None:
+            return gr.skip()
+        control = sources.model_threshold_control(predictor)
+        return gr.Slider(minimum=control.low, maximum=control.high, value=control.default, info=control.info)
 
     def _predictor(self, checkpoint: str, request: gr.Request | None):
         """The model a visitor picked: this app's runs, its default model, Hub models and, in public mode, the
@@ -410,19 +429,21 @@ class DemoApp:
                 views.errors_items(report))
 
     def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None,
-                request: gr.Request = None):
-        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
+                prediction: dict | None = None, request: gr.Request = None):
+        """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label, whose
+        ``prediction`` (its JSON) gives the class explained by default (the closest) and the caption's numbers."""
         if not checkpoint or not image:
             return None, "", gr.skip()
         try:
             source = self.image(image)
             predictor = self._predictor(checkpoint, request)
-            result = grad_cam(predictor, source, sources.cam_target_value(target, predictor.classes))
+            wanted = sources.cam_target_value(target, predictor.classes) or (prediction or {}).get("closest")
+            result = grad_cam(predictor, source, wanted)
         except Exception as exc:  # noqa: BLE001 - the label's caption already explains unusable images
             return None, f"⚠️ No heatmap: {friendly_error(exc)}", gr.skip()
         choices = sources.cam_choices(predictor.classes)
         picker = gr.Dropdown(choices=choices, value=target if target in choices else text.TOP_CLASS)
-        return result.overlay, text.cam_caption(result), picker
+        return result.overlay, text.cam_caption(result, prediction), picker
 
     # ---- taking the model out
 

@@ -14,9 +14,12 @@ from typing import Any
 
 import gradio as gr
 
+from pokedemo.app import text
 from pokedemo.app.handlers import DemoApp, backbone_dropdown
 from pokedemo.app.public import PublicPolicy, public_mode
-from pokedemo.app.sources import load_default_model, prefilled_data_dir, test_split_examples, warm_up
+from pokedemo.app.sources import (
+    load_default_model, prefilled_data_dir, recorded_threshold_control, test_split_examples, warm_up,
+)
 from pokedemo.app.text import (
     BACKBONE_INFO, CHECKPOINT_TABLE_COLUMNS, COMPARE_NOT_STARTED, DOCTOR_EMPTY, DOCTOR_TITLE, DOWNLOAD_BUTTON,
     DOWNLOAD_FILES_LABEL, DOWNLOAD_INTRO, DOWNLOAD_TITLE, EXAMPLES_LABEL, INTRO, MODEL_PICKER_INFO, NO_CHECKPOINT,
@@ -136,8 +139,13 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
                 ui["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=48)
             _hub_panel(app, ui)
             _download_panel(ui)
-            ui["label"] = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-label")
+            # The verdict (the class, or "not one of the N classes") first, the top 5 below it.
             ui["caption"] = gr.Markdown(NO_CHECKPOINT if not choices else "", elem_id="predict-caption")
+            ui["label"] = gr.Label(num_top_classes=5, label=text.PREDICTION_TITLE, elem_id="predict-label")
+            control = recorded_threshold_control(choices[0][1] if choices else None)
+            ui["threshold"] = gr.Slider(control.low, control.high, value=control.default, step=0.01,
+                                        label=text.THRESHOLD_LABEL, info=control.info, elem_id="predict-threshold")
+            ui["prediction"] = gr.JSON(visible=False)  # the answer as data: the API's, and Grad-CAM's caption's
             _cam_panel(ui)
     with gr.Accordion("Where does this model go wrong? Its mistakes on the test images", open=False,
                       elem_id="inspect"):
@@ -267,11 +275,12 @@ def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> dict[str, Any]:
 def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
     """Grad-CAM after each prediction (its own queue slot, so the top-5 label never waits for it), the
     mistakes of a model, and the Hub panel."""
-    cam = dict(fn=app.explain, inputs=_pick(ui, ("image", "checkpoint", "cam_target")),
+    cam = dict(fn=app.explain, inputs=_pick(ui, ("image", "checkpoint", "cam_target", "prediction")),
                outputs=_pick(ui, ("cam_image", "cam_caption", "cam_target")), concurrency_limit=2,
                concurrency_id="cam", show_progress="minimal", preprocess=False)
     ui["cam_target"].input(**cam, api_name="explain")  # first: the public endpoint gets the plain name
-    ui["predict_event"].then(**cam, api_visibility="private")
+    for event in ui["predict_events"]:
+        event.then(**cam, api_visibility="private")
     ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
                         _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
                         api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
@@ -311,10 +320,16 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
     # preprocess=False: gr.Image would open every upload with PIL first, so an empty or non-image file or a
     # decompression bomb would fail inside Gradio with a generic error; the handler gets the raw upload and the
     # one image loader answers with a clear message instead.
-    ui["predict_event"] = gr.on(
-          [ui["image"].change, ui["checkpoint"].change], app.predict, [ui["image"], ui["checkpoint"]],
-          [ui["label"], ui["caption"]], api_name="predict", concurrency_limit=PREDICT_CONCURRENCY,
-          concurrency_id="predict", show_progress="minimal", preprocess=False)
+    predict = dict(fn=app.predict, inputs=_pick(ui, ("image", "checkpoint", "threshold")),
+                   outputs=_pick(ui, ("label", "caption", "prediction")), concurrency_limit=PREDICT_CONCURRENCY,
+                   concurrency_id="predict", show_progress="minimal", preprocess=False)
+    # A new model first sets the threshold control to its own default, then predicts with it.
+    ui["predict_events"] = [
+        gr.on([ui["image"].change, ui["threshold"].release], **predict, api_name="predict"),
+        ui["checkpoint"].change(app.threshold_control, ui["checkpoint"], ui["threshold"], api_name="threshold_control",
+                                concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict").then(
+            **predict, api_visibility="private"),
+    ]
     # One export at a time: a second request for the same model then finds the first one's export.
     ui["download"].click(app.download, [ui["checkpoint"]], [ui["download_files"], ui["download_msg"]],
                          api_name="download_model", concurrency_limit=1, concurrency_id="export")

@@ -179,6 +179,58 @@ def cam_choices(classes: list[str]) -> list[str]:
     return [text.TOP_CLASS, *classes]
 
 
+@dataclass(frozen=True)
+class ThresholdControl:
+    """The "how sure must it be" slider for one model: its score's range and the model's default threshold."""
+
+    low: float
+    high: float
+    default: float
+    info: str
+
+
+def threshold_control(score: str, thresholds: list[float], acceptance: float | None) -> ThresholdControl:
+    """The control for a rule (``acceptance`` None: the fallback of a model that records none). The range is the
+    score's own bounds, else one wide enough around the default to accept or reject everything."""
+    from pokedemo.openset import score_kind
+
+    shared = thresholds[0] if len(set(thresholds)) == 1 else None
+    default = round(shared if shared is not None else sum(thresholds) / len(thresholds), 4)
+    bounds = score_kind(score).bounds
+    spread = max(abs(default), 1.0)
+    low, high = bounds if bounds is not None else (round(default - spread, 4), round(default + spread, 4))
+    return ThresholdControl(low, high, default, text.threshold_info(score, shared, acceptance))
+
+
+def model_threshold_control(predictor) -> ThresholdControl:
+    rule = predictor.open_set
+    acceptance = rule.acceptance if rule.fitted is not None else None
+    return threshold_control(rule.score, [float(t) for t in rule.thresholds], acceptance)
+
+
+def recorded_threshold_control(run_dir: str | os.PathLike | None) -> ThresholdControl:
+    """The control for a checkpoint from its config.json alone (no model load): the page's first one."""
+    from pokedemo.checkpoint import CheckpointError, read_config
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+
+    try:
+        record = read_config(run_dir).get("open_set") if run_dir else None
+    except CheckpointError:
+        record = None
+    if not record:
+        return threshold_control("max_prob", [DEFAULT_MAX_PROB_THRESHOLD], None)
+    return threshold_control(record["score"], record["thresholds"], record.get("acceptance"))
+
+
+def chosen_threshold(value: float | None, predictor) -> float | None:
+    """The threshold the control asks for, or None when it shows the model's own default (its per-class
+    thresholds, if it has them, then apply)."""
+    if value is None:
+        return None
+    default = model_threshold_control(predictor).default
+    return None if abs(float(value) - default) < 1e-4 else float(value)
+
+
 # -------------------------------------------------------------------------------------- checkpoints
 
 

@@ -359,14 +359,59 @@ def model_caption(predictor) -> str:
             f"{predictor.image_size}px{accuracy} · classes: {', '.join(predictor.classes)}")
 
 
-def cam_caption(result: Any) -> str:
-    """What the Grad-CAM overlay shows, in words a first-time user can follow."""
-    sure = f"{result.prob:.0%}"
-    if result.label == result.predicted:
+def unknown_verdict(n_classes: int) -> str:
+    return f"Not one of the {n_classes} classes this model knows"
+
+
+PREDICTION_TITLE = "Top 5 classes (the closest first)"
+THRESHOLD_LABEL = "How sure must it be?"
+
+
+def prediction_caption(prediction: Any, predictor: Any) -> str:
+    """The verdict above the model's caption: the class, or "not one of the N classes" with the closest one."""
+    prob = f"{max(prediction.probs):.0%}"
+    if prediction.known:
+        verdict = f"**{prediction.label}** ({prob})"
+    else:
+        verdict = (f"**{unknown_verdict(len(prediction.classes))}.** Closest: {prediction.closest} ({prob}), "
+                   f"but the picture is too unlike the pictures it was trained on "
+                   f"({_score_words(prediction)}).")
+    return f"{verdict}\n\n{model_caption(predictor)}"
+
+
+def _score_words(prediction: Any) -> str:
+    which = "the model's own threshold" if prediction.default_threshold else "the threshold you chose"
+    return f"{prediction.score_name} score {prediction.score:.2f}, {which} {prediction.threshold:.2f}"
+
+
+def threshold_info(score: str, default: float | None, acceptance: float | None) -> str:
+    """What the threshold control means for a model, with its default marked; ``acceptance`` None: the model
+    records no fitted threshold."""
+    from pokedemo.openset import score_kind
+
+    what = f"The least {score_kind(score).description} a picture needs to count as one of the classes"
+    if acceptance is None:
+        return (f"{what}. Default {default:.2f}: this model records no fitted threshold (it was trained before "
+                "they existed), so the default is a fixed one.")
+    mark = f"Default {default:.2f}" if default is not None else "Default: one threshold per class"
+    return (f"{what}. {mark}, fitted on the validation pictures so that {acceptance:.0%} of pictures of the known "
+            "classes pass; higher = stricter.")
+
+
+def cam_caption(result: Any, prediction: dict | None = None) -> str:
+    """What the Grad-CAM overlay shows, in words a first-time user can follow. ``prediction`` (the Predict tab's
+    answer, ``Prediction.to_dict``) supplies the probabilities, so the caption repeats the numbers of the label."""
+    probs = {item["label"]: item["prob"] for item in (prediction or {}).get("top_k", [])}
+    sure = f"{probs.get(result.label, result.prob):.0%}"
+    closest = (prediction or {}).get("closest", result.predicted)
+    if prediction is not None and prediction.get("label") is None and result.label == closest:
+        text = (f"Where the model looked for **{result.label}**, the closest class ({sure}; the picture is none of "
+                "its classes): bright = the parts that pushed it ")
+    elif result.label == closest:
         text = f"Where the model looked to answer **{result.label}** ({sure}): bright = the parts that pushed it "
     else:
         text = (f"Where the model sees evidence for **{result.label}** ({sure}; its answer was "
-                f"{result.predicted}): bright = the parts that pushed it ")
+                f"{closest}): bright = the parts that pushed it ")
     text += "towards that class, dark = ignored."
     if result.evidence <= 0:
         text += " Nothing in this image speaks for that class, so the map is empty."

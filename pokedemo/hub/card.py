@@ -134,6 +134,7 @@ def _card_metrics(config: dict[str, Any]) -> str:
     elif calibration:
         rows.append(["probability temperature", f"{calibration['temperature']:.3f}",
                      "fitted on the validation split, folded into the head: the probabilities are calibrated"])
+    rows += _open_set_rows(config, test)
     if metrics.get("seconds") is not None:
         rows.append(["training time", f"{metrics['seconds']:.1f} s", ""])
     if not rows:
@@ -145,6 +146,27 @@ def _card_metrics(config: dict[str, Any]) -> str:
                 for name, m in per_class.items()]
         text += "\n\nPer class on the test split:\n\n" + _table(["class", "precision", "recall", "F1", "images"], rows)
     return text
+
+
+def _open_set_rows(config: dict[str, Any], test: dict[str, Any]) -> list[list[Any]]:
+    """The "none of these" rule: which score, which threshold, fitted on what; or the default of older runs."""
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+
+    record = config.get("open_set")
+    if not record:
+        return [["\"none of these\" rule", f"max_prob >= {DEFAULT_MAX_PROB_THRESHOLD}",
+                 "not recorded (trained before such rules existed): the top probability with a default threshold"]]
+    fitted = record.get("fitted") or {}
+    thresholds = sorted(set(record["thresholds"]))
+    limit = f"{thresholds[0]:.4f}" if len(thresholds) == 1 else "one per class"
+    rows = [["\"none of these\" rule", f"{record['score']} >= {limit}",
+             f"{record.get('description', '')}; threshold fitted on {fitted.get('val_images', '?')} validation "
+             f"images to accept {record.get('acceptance', 0):.0%} of known-class pictures; statistics in "
+             "model.safetensors (open_set.*)"]]
+    accepted = (test.get("open_set") or {}).get("accepted")
+    if accepted is not None:
+        rows.append(["known-class test images accepted", f"{accepted:.4f}", "the rest are answered \"none of these\""])
+    return rows
 
 
 def _card_confusion(config: dict[str, Any]) -> str:

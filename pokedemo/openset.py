@@ -1,0 +1,333 @@
+"""Open-set recognition: whether a picture shows one of the model's classes at all.
+
+A softmax classifier names one of its classes for every picture, a logo or a cheetah included. An open-set score
+says how much a picture looks like the pictures of the known classes; below the checkpoint's threshold the
+answer is "none of these", with the closest class still reported.
+
+Every score is a small pure tensor function of the logits, the penultimate features
+(``Classifier.forward_features``) and statistics of the training split's features, so the same computation runs
+in PyTorch and inside an exported graph (no Python control flow on values, no in-place updates). Higher always
+means "more like the known classes". The candidates:
+
+- ``max_prob``: the top softmax probability of the (calibrated) logits; needs no statistics.
+- ``energy``: logsumexp of the logits (Liu et al. 2020, "Energy-based Out-of-distribution Detection").
+- ``mahalanobis``: minus the smallest squared Mahalanobis distance to a class mean, with one covariance shared
+  by the classes (Lee et al. 2018), shrunk towards a multiple of the identity (Ledoit-Wolf): a few hundred
+  training images do not determine a 1280-dimensional covariance. Stored as a whitening matrix.
+- ``cosine``: the highest cosine similarity to a class mean direction, features centred on the training mean.
+- ``knn1``, ``knn10``: the cosine similarity to the nearest / 10th nearest training picture (Sun et al. 2022,
+  "Out-of-Distribution Detection with Deep Nearest Neighbors"), features centred on the training mean.
+
+A threshold is fitted on validation scores of known-class pictures for a stated acceptance rate: the share of
+known-class pictures that must still be accepted. It is one value per class (the class the model predicts),
+either the same for all (global) or fitted on each class's own validation pictures (per class).
+
+Where each part lives in a checkpoint: the statistics are tensors in ``model.safetensors`` under
+``open_set.<name>`` (``OpenSet.tensors``), the rest (score name, thresholds, acceptance rate, what it was fitted
+on) is JSON under ``config.json``'s ``"open_set"`` (``OpenSet.record``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+TENSOR_PREFIX = "open_set."  # statistics' names in model.safetensors
+# What training fits (the leave-one-class-out benchmark in BENCHMARKS.md chose them).
+ADOPTED_SCORE = "cosine"
+ADOPTED_PER_CLASS = False
+DEFAULT_ACCEPTANCE = 0.99  # share of known-class validation pictures the fitted threshold accepts
+# Older checkpoints carry no fitted score: they use the top probability with this threshold (BENCHMARKS.md).
+DEFAULT_MAX_PROB_THRESHOLD = 0.7
+
+Stats = Mapping[str, torch.Tensor]
+ScoreFn = Callable[[torch.Tensor, torch.Tensor, Stats], torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------- scores
+
+
+def max_prob_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+    return logits.softmax(dim=1).amax(dim=1)
+
+
+def energy_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+    return torch.logsumexp(logits, dim=1)
+
+
+def mahalanobis_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+    # ||(f - mean_c) W||^2 = ||f W - mean_c W||^2: whiten once, then Euclidean distances to the whitened means.
+    whitened = features @ stats["whitening"]
+    distances = torch.cdist(whitened, stats["class_means"] @ stats["whitening"])
+    return -distances.square().amin(dim=1)
+
+
+def cosine_score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+    directions = F.normalize(features - stats["centre"], dim=1)
+    return (directions @ stats["class_directions"].T).amax(dim=1)
+
+
+def knn_score(k: int) -> ScoreFn:
+    """The cosine similarity to the k-th nearest training picture (k fixed: a constant in an exported graph)."""
+
+    def score(logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+        directions = F.normalize(features - stats["centre"], dim=1)
+        similarities = directions @ stats["train_directions"].T
+        kth = min(k, stats["train_directions"].shape[0])
+        return similarities.topk(kth, dim=1).values[:, kth - 1]
+
+    return score
+
+
+# --------------------------------------------------------------------------------------------- statistics
+
+
+def _class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    one_hot = F.one_hot(labels, num_classes).to(features.dtype)  # [N, C]
+    return (one_hot.T @ features) / one_hot.sum(dim=0).clamp(min=1).unsqueeze(1)
+
+
+def ledoit_wolf(centred: torch.Tensor) -> torch.Tensor:
+    """The Ledoit-Wolf shrunk covariance of centred rows [N, D]: (1 - s) S + s mu I, s chosen from the data
+    (Ledoit & Wolf 2004, the estimator scikit-learn's ``LedoitWolf`` computes)."""
+    n, d = centred.shape
+    sample = centred.T @ centred / n
+    mu = sample.diagonal().mean()
+    target_gap = (sample - mu * torch.eye(d, dtype=sample.dtype)).square().sum() / d
+    squares = centred.square()
+    spread = ((squares.T @ squares) / n - sample.square()).sum() / (d * n)
+    shrinkage = (spread.clamp(max=target_gap) / target_gap) if target_gap > 0 else torch.tensor(1.0)
+    return (1 - shrinkage) * sample + shrinkage * mu * torch.eye(d, dtype=sample.dtype)
+
+
+def _mahalanobis_stats(features, labels, num_classes) -> dict[str, torch.Tensor]:
+    means = _class_means(features, labels, num_classes)
+    covariance = ledoit_wolf(features - means[labels])
+    # W = V diag(1/sqrt(lambda)) V^T with covariance = V diag(lambda) V^T, so ||x W||^2 = x^T covariance^-1 x.
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+    whitening = vectors @ torch.diag(eigenvalues.clamp(min=1e-12).rsqrt()) @ vectors.T
+    return {"class_means": means, "whitening": whitening}
+
+
+def _cosine_stats(features, labels, num_classes) -> dict[str, torch.Tensor]:
+    centre = features.mean(dim=0)
+    means = _class_means(features - centre, labels, num_classes)
+    return {"centre": centre, "class_directions": F.normalize(means, dim=1)}
+
+
+def _knn_stats(features, labels, num_classes) -> dict[str, torch.Tensor]:
+    centre = features.mean(dim=0)
+    return {"centre": centre, "train_directions": F.normalize(features - centre, dim=1)}
+
+
+@dataclass(frozen=True)
+class ScoreKind:
+    name: str
+    description: str
+    compute: ScoreFn
+    fit: Callable[[torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]] | None  # None: needs no statistics
+    bounds: tuple[float, float] | None = None  # the values the score can take, when it is bounded
+
+
+SCORES: dict[str, ScoreKind] = {
+    kind.name: kind for kind in (
+        ScoreKind("max_prob", "the highest calibrated class probability", max_prob_score, None, (0.0, 1.0)),
+        ScoreKind("energy", "the energy score (logsumexp of the logits)", energy_score, None),
+        ScoreKind("mahalanobis", "closeness to the nearest class mean (Mahalanobis distance of the features, "
+                                 "shared shrunk covariance)", mahalanobis_score, _mahalanobis_stats),
+        ScoreKind("cosine", "cosine similarity of the features to the nearest class mean", cosine_score,
+                  _cosine_stats, (-1.0, 1.0)),
+        ScoreKind("knn1", "cosine similarity of the features to the nearest training picture", knn_score(1),
+                  _knn_stats, (-1.0, 1.0)),
+        ScoreKind("knn10", "cosine similarity of the features to the 10th nearest training picture",
+                  knn_score(10), _knn_stats, (-1.0, 1.0)),
+    )
+}
+
+
+def score_kind(name: str) -> ScoreKind:
+    try:
+        return SCORES[name]
+    except KeyError:
+        raise ValueError(f"unknown open-set score {name!r}; choose one of {', '.join(SCORES)}") from None
+
+
+def fit_statistics(name: str, features: torch.Tensor, labels: torch.Tensor, num_classes: int
+                   ) -> dict[str, torch.Tensor]:
+    """The statistics score ``name`` needs, from training features [N, D] and labels [N] (float32, CPU)."""
+    kind = score_kind(name)
+    if kind.fit is None:
+        return {}
+    features = features.detach().double().cpu()
+    stats = kind.fit(features, labels.detach().cpu(), num_classes)
+    return {key: value.float().contiguous() for key, value in stats.items()}
+
+
+def compute_scores(name: str, logits: torch.Tensor, features: torch.Tensor, stats: Stats) -> torch.Tensor:
+    """Score [N] of each picture (higher: more like the known classes), in float32."""
+    stats = {key: value.to(features.device, torch.float32) for key, value in stats.items()}
+    return score_kind(name).compute(logits.float(), features.float(), stats)
+
+
+# --------------------------------------------------------------------------------------------- thresholds
+
+
+def acceptance_threshold(scores: torch.Tensor, acceptance: float) -> float:
+    """The highest threshold that still accepts (score >= threshold) at least ``acceptance`` of ``scores``;
+    -inf (accept everything) for no scores."""
+    if not 0 < acceptance <= 1:
+        raise ValueError(f"acceptance must be in (0, 1], got {acceptance}")
+    ordered = scores.detach().double().flatten().sort().values
+    if len(ordered) == 0:
+        return -math.inf
+    rejectable = math.floor(round((1 - acceptance) * len(ordered), 9))  # round: 0.97 * 100 is 96.99999...
+    return float(ordered[rejectable])
+
+
+def fit_thresholds(scores: torch.Tensor, predicted: torch.Tensor, num_classes: int, acceptance: float,
+                   per_class: bool) -> torch.Tensor:
+    """Thresholds [num_classes] (one per predicted class) accepting ``acceptance`` of the validation ``scores``.
+
+    Global: one value for every class. Per class: each class's value is fitted on the pictures predicted as that
+    class; a class with too few of them to leave out even one picture at this rate keeps the global value."""
+    overall = acceptance_threshold(scores, acceptance)
+    thresholds = torch.full((num_classes,), overall, dtype=torch.float32)
+    if not per_class:
+        return thresholds
+    enough = math.ceil(1 / (1 - acceptance)) if acceptance < 1 else math.inf
+    for c in range(num_classes):
+        mine = scores[predicted == c]
+        if len(mine) >= enough:
+            thresholds[c] = acceptance_threshold(mine, acceptance)
+    return thresholds
+
+
+def accepts(scores: torch.Tensor, predicted: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """True where a picture counts as one of the known classes: its score reaches its predicted class's
+    threshold."""
+    return scores >= thresholds.to(scores.device)[predicted]
+
+
+# --------------------------------------------------------------------------------------------- measures
+
+
+def auroc(known: torch.Tensor, unknown: torch.Tensor) -> float:
+    """Probability that a known picture scores higher than an unknown one (ties count half)."""
+    if len(known) == 0 or len(unknown) == 0:
+        return math.nan
+    known, unknown = known.double().flatten(), unknown.double().flatten()
+    above = (known[:, None] > unknown[None, :]).double().mean()
+    ties = (known[:, None] == unknown[None, :]).double().mean()
+    return float(above + ties / 2)
+
+
+def fpr_at_tpr(known: torch.Tensor, unknown: torch.Tensor, tpr: float = 0.95) -> float:
+    """Share of unknown pictures accepted at the threshold that accepts ``tpr`` of the known pictures."""
+    if len(unknown) == 0:
+        return math.nan
+    return float((unknown >= acceptance_threshold(known, tpr)).double().mean())
+
+
+# --------------------------------------------------------------------------------------------- one checkpoint's
+
+
+@dataclass
+class OpenSet:
+    """A checkpoint's open-set rule: score, statistics, one threshold per class."""
+
+    score: str
+    thresholds: torch.Tensor  # [C]: a picture predicted as class c is known when its score >= thresholds[c]
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    acceptance: float | None = None  # the share of known validation pictures the thresholds accept
+    per_class: bool = False
+    fitted: dict[str, Any] | None = None  # what it was fitted on; None for the fallback of older checkpoints
+
+    @classmethod
+    def fallback(cls, num_classes: int) -> "OpenSet":
+        """The rule of a checkpoint that records none: top probability >= DEFAULT_MAX_PROB_THRESHOLD."""
+        return cls("max_prob", torch.full((num_classes,), DEFAULT_MAX_PROB_THRESHOLD))
+
+    @classmethod
+    def fit(cls, score: str, train_features: torch.Tensor, train_labels: torch.Tensor, val_logits: torch.Tensor,
+            val_features: torch.Tensor, acceptance: float, per_class: bool = False) -> "OpenSet":
+        """Statistics from the training split, thresholds from the validation split."""
+        num_classes = val_logits.shape[1]
+        stats = fit_statistics(score, train_features, train_labels, num_classes)
+        val_scores = compute_scores(score, val_logits.cpu(), val_features.cpu(), stats)
+        predicted = val_logits.argmax(dim=1).cpu()
+        thresholds = fit_thresholds(val_scores, predicted, num_classes, acceptance, per_class)
+        accepted = float(accepts(val_scores, predicted, thresholds).double().mean()) if len(val_scores) else 1.0
+        fitted = {"statistics_from": "train", "train_images": len(train_labels), "thresholds_from": "val",
+                  "val_images": len(val_scores), "val_accepted": round(accepted, 5)}
+        return cls(score, thresholds, stats, acceptance, per_class, fitted)
+
+    @property
+    def default_threshold(self) -> float | None:
+        """The one threshold every class shares; None for per-class thresholds that differ."""
+        values = self.thresholds.unique()
+        return float(values[0]) if len(values) == 1 else None
+
+    def scores(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return compute_scores(self.score, logits, features, self.stats)
+
+    def accepts(self, scores: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        return accepts(scores, predicted, self.thresholds)
+
+    def report(self, predicted: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """On known-class images: the share this rule accepts, and the accuracy that leaves when images rejected
+        as "none of these" count as wrong."""
+        accepted = self.accepts(scores, predicted)
+        right = predicted == targets
+        return {"score": self.score, "fitted": self.fitted is not None,
+                "accepted": round(float(accepted.double().mean()), 6),
+                "accuracy_when_rejections_count_as_wrong": round(float((right & accepted).double().mean()), 6)}
+
+    def record(self) -> dict[str, Any]:
+        """The JSON part (config.json's "open_set")."""
+        return {"score": self.score, "description": score_kind(self.score).description,
+                "thresholds": [round(float(t), 6) for t in self.thresholds], "per_class": self.per_class,
+                "acceptance": self.acceptance, "statistics": sorted(self.stats), "fitted": self.fitted}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor part (model.safetensors), names prefixed with TENSOR_PREFIX."""
+        return {TENSOR_PREFIX + key: value.contiguous() for key, value in self.stats.items()}
+
+    @classmethod
+    def from_checkpoint(cls, record: Mapping[str, Any] | None, tensors: Mapping[str, torch.Tensor],
+                        num_classes: int) -> "OpenSet":
+        """The rule a checkpoint records (``record`` from config.json, ``tensors`` from its weights file), or
+        the fallback when it records none. Raises ValueError for a record that does not fit."""
+        if not record:
+            return cls.fallback(num_classes)
+        score = score_kind(str(record.get("score")))
+        stats = {k[len(TENSOR_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TENSOR_PREFIX)}
+        missing = sorted(set(record.get("statistics") or []) - set(stats))
+        thresholds = torch.tensor([float(t) for t in record.get("thresholds") or []], dtype=torch.float32)
+        if missing or len(thresholds) != num_classes:
+            problem = f"tensors {', '.join(TENSOR_PREFIX + m for m in missing)} missing" if missing else \
+                f"{len(thresholds)} thresholds for {num_classes} classes"
+            raise ValueError(f"open-set record of score {score.name!r} does not fit: {problem}")
+        return cls(score.name, thresholds, stats, record.get("acceptance"), bool(record.get("per_class")),
+                   record.get("fitted"))
+
+
+@torch.no_grad()
+def logits_and_features(model, images: torch.Tensor, device: torch.device, plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, C], features [N, D]) of uint8 images from ONE forward pass each, float32 on ``device``,
+    batched as the execution ``plan`` says (the same passes as ``pokedemo.inference.infer_logits``)."""
+    model.eval()
+    classes = model.head.out_features
+
+    def both(x: torch.Tensor) -> torch.Tensor:
+        with plan.autocast():
+            features = model.forward_features(x)
+            return torch.cat([model.head(features).float(), features.float()], dim=1)
+
+    if len(images) == 0:
+        return torch.zeros((0, classes), device=device), torch.zeros((0, model.feature_dim), device=device)
+    joined = plan.forward_in_batches(both, images)
+    return joined[:, :classes], joined[:, classes:]
