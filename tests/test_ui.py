@@ -7,7 +7,6 @@ efficientnet_lite0 weights) so the whole file stays well under two minutes on tw
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
