@@ -117,6 +117,24 @@ def test_predict_plain_output(tiny_checkpoint, tiny_data_dir, capsys):
     assert line.startswith(str(image)) and "%" in line
 
 
+def test_predict_a_folder_into_csv(tiny_checkpoint, tiny_data_dir, tmp_path, capsys):
+    """A folder is searched recursively; a bad file is a row with its error and exit status 1."""
+    import csv
+    import shutil
+
+    folder = tmp_path / "pictures"
+    shutil.copytree(tiny_data_dir, folder)
+    (folder / "c" / "broken.png").write_bytes(b"junk")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), "--csv", str(out), str(folder)]) == 1
+    rows = list(csv.DictReader(out.open()))
+    n_pictures = sum(1 for p in folder.rglob("*.png"))
+    assert len(rows) == n_pictures
+    assert [r["file"] for r in rows if r["error"]] == [str(folder / "c" / "broken.png")]
+    assert all(r["label"] for r in rows if not r["error"])
+    assert "broken.png" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, words", [
     (["train", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
     (["train", "--data", "{data}", "--backbone", "vgg99"], "vgg99"),
