@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from pokedemo.config import bundled_data_dir
-from pokedemo.hub_env import hub_cache_dir
-from pokedemo.images import IMAGE_EXTENSIONS
+from pokedemo.hub import hub_cache_dir
+from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
 STATE_DIR = ".pokedemo"
 LOG_NAME = "changes.jsonl"
@@ -93,16 +93,37 @@ def is_read_only(root: str | os.PathLike) -> bool:
 def working_copy(root: str | os.PathLike, workspace: str | os.PathLike) -> Path:
     """An editable copy of ``root`` under ``workspace``: the existing one for the same origin, else a new one.
 
-    Only visible class folders and their files are copied (hidden files and ``.pokedemo`` are not)."""
+    Only visible class folders and their files are copied (hidden files and ``.pokedemo`` are not). One lock per
+    workspace: two sessions editing the same read-only folder at once end up with one copy."""
     source = Path(root).resolve()
     workspace = Path(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
-    for candidate in _copy_names(workspace, source.name):
+    with _flock(workspace / ".lock"):
+        return existing_copy(source, workspace) or _make_copy(source, _free_copy_name(workspace, source.name))
+
+
+def existing_copy(root: str | os.PathLike, workspace: str | os.PathLike) -> Path | None:
+    """The working copy of ``root`` already under ``workspace``, or None."""
+    source = Path(root).resolve()
+    for candidate in _copy_names(Path(workspace), source.name):
         if not candidate.exists():
-            return _make_copy(source, candidate)
+            return None
         if recorded_origin(candidate) == str(source):
             return candidate
     raise AssertionError("unreachable: _copy_names is endless")
+
+
+def editable_root(root: str | os.PathLike, workspace: str | os.PathLike) -> tuple[Path, bool]:
+    """(the folder an edit of ``root`` goes to, whether a working copy was made for it just now): ``root`` itself
+    when pokedemo may change it, else its working copy under ``workspace``."""
+    if not is_read_only(root):
+        return Path(root).resolve(), False
+    found = existing_copy(root, workspace)
+    return (found, False) if found else (working_copy(root, workspace), True)
+
+
+def _free_copy_name(workspace: Path, name: str) -> Path:
+    return next(candidate for candidate in _copy_names(workspace, name) if not candidate.exists())
 
 
 def recorded_origin(root: str | os.PathLike) -> str | None:
@@ -185,6 +206,10 @@ class Curator:
         for picture in pictures:
             if picture.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise CurationError(f"{picture.name} is not a picture file ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            try:
+                load_image(picture, max_side=64)  # a file training could not read is refused now, not skipped later
+            except ImageLoadError as exc:
+                raise CurationError(str(exc)) from None
         with self._locked():
             folder = self.root / class_name
             if not folder.is_dir() and not create:
@@ -255,15 +280,20 @@ class Curator:
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         self.state_dir.mkdir(exist_ok=True)
-        with open(self.state_dir / "lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return _flock(self.state_dir / "lock")
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path``: threads and processes alike wait for each other."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _class_of(rel_path: str | None) -> str | None:

@@ -12,7 +12,9 @@ Handlers return what the components show; the words come from ``text.py``, the p
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -91,9 +93,10 @@ class DemoApp:
     """Event handlers; one instance per ``build_demo`` (its checkpoint root, default dataset and jobs)."""
 
     def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str,
-                 default_model: sources.DefaultModel | None = None):
+                 default_model: sources.DefaultModel | None = None, workspace_root: str | os.PathLike = "datasets"):
         self.checkpoint_root = str(checkpoint_root)
         self.data_dir = data_dir
+        self.workspace_root = str(workspace_root)  # working copies of read-only datasets are made here
         self.default_model = default_model  # the starter (or $POKEDEMO_MODEL): listed until newer runs exist
         self.jobs = JobRegistry()
         self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
@@ -155,9 +158,13 @@ class DemoApp:
     def train(self, data_dir: str, loaded: list | None = None, request: gr.Request = None, **options: Any):
         """Stream one training run: progress, curves and log; results and the new checkpoint at the end.
 
-        ``options``: TrainConfig field name → widget value (``layout.option_widgets``)."""
+        ``options``: TrainConfig field name → widget value (``layout.option_widgets``), plus ``continue_from``
+        (the "continue from the selected model" box) and ``model`` (the Predict tab's model picker)."""
         from pokedemo.train import train
 
+        if options.pop("continue_from", False):
+            options["init_from"] = options.get("model") or ""
+        options.pop("model", None)
         view = RunView()
         yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded),
                                 data_dir, train, options)
@@ -171,6 +178,8 @@ class DemoApp:
         from pokedemo.train import compare
 
         view = CompareView()
+        for name in ("continue_from", "model"):  # a comparison starts both runs afresh
+            options.pop(name, None)
         epochs = int(float(options.get("epochs") or 0))
         # A comparison trains both: the options describe its pretrained run whatever the checkbox says.
         yield from self._stream(view, request, lambda: self._compare_outputs(view, epochs, loaded=loaded),
@@ -198,6 +207,11 @@ class DemoApp:
             config = config_from_values(options)
         except (TypeError, ValueError) as exc:
             return iter([Failed(message=f"invalid training option: {exc}")])
+        if config.init_from is not None:
+            try:
+                config = dataclasses.replace(config, init_from=str(self._model_path(config.init_from)))
+            except Exception as exc:  # noqa: BLE001 - not one of this app's models, Hub download failed, ...
+                return iter([Failed(message=f"cannot continue from the selected model: {friendly_error(exc)}")])
         return run_on(folder, config, lambda data: engine(config, data, self.checkpoint_root, stop=stop))
 
     def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None) -> tuple:
@@ -208,16 +222,17 @@ class DemoApp:
             text.results_markdown(view.final) if done else "",
             text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
             views.confusion_picture(report),
-            *(self._errors_of(report) if report else ("", [])),
+            *(self._errors_of(report) if report else ("", [], None)),
             *(self._select_checkpoints(loaded, view.run_dir) if done else (gr.skip(),) * 3),
         )
 
-    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
-        """(caption, gallery) of the test images a finished run gets wrong (from its own test report)."""
+    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list, dict | None]:
+        """(caption, gallery, the gallery's fix-panel state) of the test images a finished run gets wrong (from
+        its own test report)."""
         try:
-            return text.errors_caption(report), views.errors_items(report)
+            return (text.errors_caption(report), *views.errors_items(report))
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
-            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
+            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", [], None
 
     def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False,
                          loaded: list | None = None) -> tuple:
@@ -273,6 +288,27 @@ class DemoApp:
     def _predictor(self, checkpoint: str):
         return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model)
 
+    def _model_path(self, checkpoint: str) -> Path:
+        """The run folder of a picker value: this app's runs, its default model and models from the Hub only."""
+        return sources.app_model(checkpoint, self.checkpoint_root, self.default_model)
+
+    def predict_batch(self, files: list[str] | None, checkpoint: str | None):
+        """(caption, table, CSV file) for many uploaded pictures (or zips of pictures); a bad file is a row with
+        its one-line error, never the end of the batch."""
+        from pokedemo.predict import write_predictions_csv
+
+        if not checkpoint:
+            return NO_CHECKPOINT, empty_frame(text.BATCH_COLUMNS), None
+        if not files:
+            return text.BATCH_EMPTY, empty_frame(text.BATCH_COLUMNS), None
+        try:
+            results = sources.predict_uploads(self._predictor(checkpoint), list(files))
+        except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded: a message
+            return f"⚠️ {friendly_error(exc)}", empty_frame(text.BATCH_COLUMNS), None
+        csv_path = Path(tempfile.mkdtemp(prefix="pokedemo-predictions-")) / "predictions.csv"
+        write_predictions_csv(results, csv_path)
+        return text.batch_caption(results), text.batch_frame(results), str(csv_path)
+
     def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None):
         """Evaluate two saved checkpoints on the test images both held out; (caption, table, confusions)."""
         if not first or not second:
@@ -299,14 +335,76 @@ class DemoApp:
     # ---- seeing inside: doctor, mistakes, Grad-CAM
 
     def doctor(self, folder: str | None):
-        """(report, conflict strips, accordion) of the Train tab's dataset doctor."""
-        report, strips = sources.doctor_panel(folder)
+        """(report, conflict strips, accordion, the strips' fix-panel state) of the Train tab's dataset doctor."""
+        report, strips, fixable = sources.doctor_panel(folder)
         return (report, gr.Gallery(value=strips, visible=bool(strips)),
-                gr.Accordion(label=text.doctor_title(report)))
+                gr.Accordion(label=text.doctor_title(report)), fixable)
+
+    def class_choices(self, folder: str | None, current: str | None):
+        """The add panel's class picker, read from the dataset when it is opened (keeps a typed new name)."""
+        return gr.Dropdown(choices=sources.dataset_classes(folder), value=current)
+
+    # ---- fixing the dataset: move, set aside, add, undo
+
+    def pick_picture(self, fixable: dict | None, evt: gr.SelectData):
+        """A click on a gallery tile: its pictures in the fix panel's picture picker, the dataset's classes (the
+        tile's suggested class selected) in its class picker."""
+        tiles = (fixable or {}).get("tiles") or []
+        index = evt.index if isinstance(evt.index, int) else None
+        if index is None or not 0 <= index < len(tiles):
+            return gr.skip(), gr.skip(), text.FIX_HINT
+        tile = tiles[index]
+        classes = sources.class_names(fixable["root"])
+        suggest = tile["suggest"] if tile["suggest"] in classes else None
+        return (gr.Dropdown(choices=tile["paths"], value=tile["paths"][0]), gr.Dropdown(choices=classes, value=suggest),
+                text.FIX_HINT)
+
+    def move_picture(self, fixable: dict | None, picture: str | None, to_class: str | None, folder: str | None):
+        """Move the picked picture to ``to_class``; (message, dataset folder: the working copy when one is used)."""
+        if not picture:
+            return text.NO_PICTURE, gr.skip()
+        if not to_class:
+            return text.NO_TARGET_CLASS, gr.skip()
+        return self._edit(self._fix_root(fixable, folder), "move", picture, to_class)
+
+    def set_aside_picture(self, fixable: dict | None, picture: str | None, folder: str | None):
+        """Set the picked picture aside; (message, dataset folder)."""
+        if not picture:
+            return text.NO_PICTURE, gr.skip()
+        return self._edit(self._fix_root(fixable, folder), "set_aside", picture)
+
+    def add_pictures(self, class_name: str | None, files: list[str] | None, webcam: str | None, folder: str | None):
+        """Copy uploaded pictures (and a webcam capture) into a class of the dataset, made if new; (message,
+        dataset folder, cleared uploads, cleared webcam)."""
+        pictures = list(files or []) + ([webcam] if webcam else [])
+        if not pictures:
+            return text.ADD_NOTHING, gr.skip(), gr.skip(), gr.skip()
+        message, edited = self._edit(folder or "", "add_pictures", class_name or "", pictures)
+        clear = None if isinstance(edited, str) else gr.skip()  # a refused addition keeps the uploads
+        return message, edited, clear, clear
+
+    def undo(self, folder: str | None):
+        """Undo the newest change of the dataset in the dataset box (or its working copy); (message, folder)."""
+        try:
+            message, root = sources.undo_last_change(folder or "", self.workspace_root)
+        except Exception as exc:  # noqa: BLE001 - changed outside pokedemo, Hub unreachable, ...: a message
+            return f"⚠️ {friendly_error(exc)}", gr.skip()
+        return message, root if root is not None else gr.skip()
+
+    def _fix_root(self, fixable: dict | None, folder: str | None) -> str:
+        """The dataset a gallery's pictures belong to (the one its report was made on), else the dataset box's."""
+        return (fixable or {}).get("root") or (folder or "")
+
+    def _edit(self, folder: str, action: str, *args: Any):
+        try:
+            return sources.edit_dataset(folder, self.workspace_root, action, *args)
+        except Exception as exc:  # noqa: BLE001 - a refused change (CurationError), Hub unreachable, ...: a message
+            return f"⚠️ {friendly_error(exc)}", gr.skip()
 
     def inspect(self, checkpoint: str | None, folder: str | None):
-        """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
-        empty = (None, empty_frame(PER_CLASS_COLUMNS), [])
+        """(caption, confusion picture, per-class table, errors gallery, its fix-panel state) of a model on its
+        test images."""
+        empty = (None, empty_frame(PER_CLASS_COLUMNS), [], None)
         if not checkpoint:
             return (NO_CHECKPOINT, *empty)
         try:
@@ -315,7 +413,7 @@ class DemoApp:
         except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
             return (f"⚠️ {friendly_error(exc)}", *empty)
         return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
-                views.errors_items(report))
+                *views.errors_items(report))
 
     def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None):
         """(Grad-CAM overlay, caption, class picker) for the Predict tab; runs after the top-5 label."""
