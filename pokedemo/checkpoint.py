@@ -58,11 +58,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def new_run_dir(root: str | os.PathLike, backbone: str, pretrained: bool, name: str | None = None) -> Path:

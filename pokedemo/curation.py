@@ -15,9 +15,7 @@ working copy made on the first edit (``working_copy``); ``.pokedemo/origin.json`
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+from pokedemo.checkpoint import sha256_file, utc_now
 from pokedemo.config import bundled_data_dir
 from pokedemo.hub import hub_cache_dir
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
@@ -148,7 +147,7 @@ def _make_copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns(".*"))
     state = partial / STATE_DIR
     state.mkdir()
-    (state / ORIGIN_NAME).write_text(json.dumps({"origin": str(source), "made": _now()}))
+    (state / ORIGIN_NAME).write_text(json.dumps({"origin": str(source), "made": utc_now()}))
     partial.rename(target)
     return target
 
@@ -189,7 +188,7 @@ class Curator:
             if _class_of(self._rel(source)) == to_class:
                 raise CurationError(f"{self._rel(source)} is already in '{to_class}'")
             target = self._place(source, self.root / to_class, source.name)
-            return self._record("move", self._rel(source), target, _sha256(target))
+            return self._record("move", self._rel(source), target, sha256_file(target))
 
     def set_aside(self, rel_path: str) -> Change:
         """Move a picture out of the dataset into ``.pokedemo/set-aside/<class>/``, never deleting it."""
@@ -197,7 +196,7 @@ class Curator:
             source = self._existing_picture(rel_path)
             folder = self.state_dir / SET_ASIDE_DIR / (_class_of(self._rel(source)) or "")
             target = self._place(source, folder, source.name)
-            return self._record("set_aside", self._rel(source), target, _sha256(target))
+            return self._record("set_aside", self._rel(source), target, sha256_file(target))
 
     def add_pictures(self, class_name: str, files: list[str | os.PathLike], *, create: bool = True) -> list[Change]:
         """Copy picture files into ``class_name`` (made if missing and ``create``); the originals stay."""
@@ -224,7 +223,7 @@ class Curator:
             if change is None:
                 return None
             current = self.root / change.target
-            if not current.is_file() or _sha256(current) != change.sha256:
+            if not current.is_file() or sha256_file(current) != change.sha256:
                 raise CurationError(f"cannot undo: {change.target} was changed outside pokedemo")
             if change.action == "add":
                 folder = self.state_dir / SET_ASIDE_DIR / (change.class_to or "")
@@ -240,7 +239,7 @@ class Curator:
         target = _free_name(folder, picture.name)
         with open(picture, "rb") as src, open(target, "xb") as dst:  # "x": never overwrites
             shutil.copyfileobj(src, dst)
-        return self._record("add", None, target, _sha256(target))
+        return self._record("add", None, target, sha256_file(target))
 
     def _last_undoable(self) -> Change | None:
         history = self.history()
@@ -272,7 +271,7 @@ class Curator:
     def _record(self, action: str, source: str | None, target: Path, sha: str, undoes: int | None = None) -> Change:
         history = self.history()
         change = Change(id=(history[-1].id + 1) if history else 1, action=action, source=source,
-                        target=self._rel(target), sha256=sha, when=_now(), undoes=undoes)
+                        target=self._rel(target), sha256=sha, when=utc_now(), undoes=undoes)
         with self.log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(asdict(change)) + "\n")
         return change
@@ -312,15 +311,3 @@ def _free_name(folder: Path, name: str) -> Path:
         candidate = folder / f"{stem}-{n}{suffix}"
         n += 1
     return candidate
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
