@@ -148,17 +148,12 @@ PREDICT_CHUNK = 32  # pictures per forward pass of a batch prediction
 def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 5,
                   chunk: int = PREDICT_CHUNK) -> list[ImagePrediction]:
     """Predict each file, ``chunk`` pictures per forward pass; a bad file gets an error entry (one line) and the
-    others are still predicted. Pictures decode on a few threads (PIL releases the GIL while decoding), the next
-    chunk's while the current one goes through the model."""
+    others are still predicted. Pictures decode on a few threads (PIL releases the GIL while decoding)."""
     results: list[ImagePrediction] = []
-    parts = [list(paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        decoding = [pool.submit(predictor.preprocess, path) for path in parts[0]] if parts else []
-        for index, part in enumerate(parts):
-            decoded = [future.result() for future in decoding]
-            if index + 1 < len(parts):
-                decoding = [pool.submit(predictor.preprocess, path) for path in parts[index + 1]]
-            results.extend(_predict_chunk(predictor, part, decoded, top_k))
+        for start in range(0, len(paths), chunk):
+            part = list(paths[start:start + chunk])
+            results.extend(_predict_chunk(predictor, part, list(pool.map(predictor.preprocess, part)), top_k))
     return results
 
 
