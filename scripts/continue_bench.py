@@ -25,6 +25,7 @@ from pokedemo.curation import Curator, working_copy
 from pokedemo.doctor import diagnose
 from pokedemo.events import Finished
 from pokedemo.train import train
+from pokedemo.training_data import run_on
 
 # Decisions per conflict group of the bundled data (the doctor's list), as a user viewing the strips makes them.
 SET_ASIDE = [  # group pictures of several Pokémon: no single right class
@@ -55,7 +56,7 @@ def fixed_copy(workspace: Path) -> Path:
 
 
 def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> dict:
-    final = list(train(config, data, out))[-1]
+    final = list(run_on(data, config, lambda opened: train(config, opened, out)))[-1]
     assert isinstance(final, Finished), final
     items = final.test_metrics["items"]
     saved = read_config(final.run_dir)

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_dataset
+from conftest import make_tiny_dataset, train_folder
 
 from pokedemo.checkpoint import CheckpointError, load_checkpoint, warm_start
 from pokedemo.config import TrainConfig
 from pokedemo.events import Finished, Stage
 from pokedemo.models import build_classifier
 from pokedemo.options import command_line
-from pokedemo.train import train
 
 TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32, seed=0)
 
@@ -57,7 +56,7 @@ def test_continue_with_the_same_classes_starts_where_the_model_was(tiny_checkpoi
                                                                    tmp_path: Path):
     # efficientnet_lite0 asked for: the checkpoint's resnet18 is used.
     config = dataclasses.replace(TINY, backbone="efficientnet_lite0", init_from=str(tiny_checkpoint), seed=3)
-    events = list(train(config, tiny_data_dir, tmp_path / "runs"))
+    events = list(train_folder(config, tiny_data_dir, tmp_path / "runs"))
     final = _finished(events)
     assert any(isinstance(e, Stage) and e.name == "warm-start" for e in events)
     saved = json.loads((Path(final.run_dir) / "config.json").read_text())
@@ -73,7 +72,7 @@ def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tin
     for name in ("a", "b", "c"):  # the same pictures as the checkpoint's data, plus class d
         for src in (tiny_data_dir / name).iterdir():
             (data / name / src.name).write_bytes(src.read_bytes())
-    final = _finished(train(dataclasses.replace(TINY, init_from=str(tiny_checkpoint)), data, tmp_path / "runs"))
+    final = _finished(train_folder(dataclasses.replace(TINY, init_from=str(tiny_checkpoint)), data, tmp_path / "runs"))
     saved = load_checkpoint(final.run_dir)
     assert saved.classes == ["a", "b", "c", "d"] and saved.model.head.weight.shape[0] == 4
     assert saved.config["init_from"]["added_classes"] == ["d"]
@@ -81,13 +80,13 @@ def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tin
 
 def test_a_run_name_in_the_checkpoint_folder_is_a_reference(tiny_checkpoint: Path, tiny_data_dir: Path):
     config = dataclasses.replace(TINY, init_from=tiny_checkpoint.name)
-    final = _finished(train(config, tiny_data_dir, tiny_checkpoint.parent))
+    final = _finished(train_folder(config, tiny_data_dir, tiny_checkpoint.parent))
     assert json.loads((Path(final.run_dir) / "config.json").read_text())["init_from"]["checkpoint"] == str(
         tiny_checkpoint)
 
 
 def test_an_unknown_reference_is_a_failed_event(tiny_data_dir: Path, tmp_path: Path):
-    events = list(train(dataclasses.replace(TINY, init_from=str(tmp_path / "nope")), tiny_data_dir, tmp_path))
+    events = list(train_folder(dataclasses.replace(TINY, init_from=str(tmp_path / "nope")), tiny_data_dir, tmp_path))
     assert type(events[-1]).__name__ == "Failed" and "not found" in events[-1].message
 
 
