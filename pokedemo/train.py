@@ -642,8 +642,8 @@ def compare(
 ) -> Iterator[Event]:
     """Train pretrained then scratch on the same data, split and budget; events come wrapped in ``Tagged``.
 
-    The scratch run trains every layer (a frozen random backbone learns little), so a ``linear`` strategy in
-    ``config`` applies to the pretrained run only.
+    The scratch run trains every layer (a frozen random backbone learns little) from random weights, so a
+    ``linear`` strategy and an ``init_from`` in ``config`` apply to the pretrained run only.
     """
     stop = stop or threading.Event()
     try:
@@ -654,7 +654,7 @@ def compare(
         return
     runs = {
         "pretrained": dataclasses.replace(config, pretrained=True),
-        "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune"),
+        "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune", init_from=None),
     }
     results: dict[str, dict[str, Any]] = {}
     for label, run_config in runs.items():
