@@ -1,12 +1,13 @@
 """Continue from the starter after fixing the bundled data's label conflicts vs a fresh default run, side by side.
 
-    python scripts/continue_bench.py --epochs 1 2 --rounds 1
+    python scripts/continue_bench.py --epochs 1 --rounds 1
+    python scripts/continue_bench.py --only fresh --threads 1 & python scripts/continue_bench.py --only continue --threads 1
 
 Makes a working copy of the bundled data, fixes the label conflicts the doctor lists as a user would (pictures
 showing several Pokémon set aside, a single Pokémon filed under the wrong class moved, look-alikes that are
 different pictures left alone), then trains alternately: a fresh default run (efficientnet_lite0, the recipe the
 app's Train button runs) and the starter continued for each ``--epochs`` value. Prints one JSON line per run:
-wall seconds, test accuracy, and the accuracy on the test images that were also held out from the starter (its
+wall and CPU seconds, test accuracy, and the accuracy on the test images that were also held out from the starter (its
 recorded test split), which no continued run has trained on.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -56,6 +58,7 @@ def fixed_copy(workspace: Path) -> Path:
 
 
 def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> dict:
+    cpu = time.process_time()
     final = list(run_on(data, config, lambda opened: train(config, opened, out)))[-1]
     assert isinstance(final, Finished), final
     items = final.test_metrics["items"]
@@ -63,6 +66,7 @@ def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> d
     sha = {e["path"]: e["sha256"] for e in saved["split"]}
     unseen = [it for it in items if sha[it["path"]] in starter_test]
     return {"run": "continue" if config.init_from else "fresh", "epochs": config.epochs, "seconds": final.seconds,
+            "cpu_seconds": round(time.process_time() - cpu, 1),
             "test_acc": round(final.test_acc, 4), "test_n": len(items),
             "unseen_acc": round(sum(it["true"] == it["pred"] for it in unseen) / len(unseen), 4),
             "unseen_n": len(unseen)}
@@ -73,6 +77,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2], help="Epochs of the continued runs.")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["fresh", "continue"], default=None,
+                        help="Only this kind of run (two processes side by side, one each).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="continue-bench-"))
@@ -83,8 +89,9 @@ def main() -> None:
     starter_test = {e["sha256"] for e in starter["split"] if e["split"] == "test"}
     fresh = TrainConfig(backbone="efficientnet_lite0")
     for _ in range(args.rounds):
-        print(json.dumps(run(fresh, data, work / "runs", starter_test)), flush=True)
-        for epochs in args.epochs:
+        if args.only != "continue":
+            print(json.dumps(run(fresh, data, work / "runs", starter_test)), flush=True)
+        for epochs in args.epochs if args.only != "fresh" else []:
             config = TrainConfig(backbone="efficientnet_lite0", epochs=epochs, init_from=str(starter_checkpoint()))
             print(json.dumps(run(config, data, work / "runs", starter_test)), flush=True)
 
