@@ -423,6 +423,26 @@ def onnx_predictor(checkpoint: str, folder: Path) -> Callable[[bytes], Any]:
     return lambda data: session.run(None, {INPUT_NAME: script.load_pixels(io.BytesIO(data), size, max_side)[None]})
 
 
+def bench_batch_predict(checkpoint: str, data: str, rounds: int = 1) -> dict[str, Any]:
+    """Pictures per second of a single-picture ``Predictor.predict`` loop and of ``predict_files`` (chunks) over
+    every picture under ``data``, alternately in one process (model loaded once, warmed up)."""
+    from pokedemo.predict import get_predictor, image_files, predict_files
+
+    predictor = get_predictor(checkpoint)
+    files = image_files([data])
+    predictor.warm_up()
+    rates: dict[str, list[float]] = {"single": [], "batch": []}
+    for _ in range(rounds):
+        for name, run in (("single", lambda: [predictor.predict(f) for f in files]),
+                          ("batch", lambda: predict_files(predictor, files))):
+            start = time.perf_counter()
+            run()
+            rates[name].append(round(len(files) / (time.perf_counter() - start), 1))
+    ratios = [round(b / s, 2) for s, b in zip(rates["single"], rates["batch"])]
+    return {"pictures": len(files), "single_per_s": rates["single"], "batch_per_s": rates["batch"],
+            "ratio": ratios}
+
+
 def bench_app_start(port: int = 7861, timeout: float = 60.0) -> dict[str, Any]:
     """Seconds from `python app.py` to the first successful HTTP answer."""
     root = Path(__file__).resolve().parents[1]
@@ -463,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, metavar="FILE", help="Also write the table as JSON.")
     parser.add_argument("--predict", metavar="CKPT", default=None,
                         help="Instead of training rows: predict latency with this checkpoint, and app start-up time.")
+    parser.add_argument("--batch-predict", metavar="CKPT", default=None,
+                        help="Instead of training rows: pictures/s of a single-picture predict loop vs batch "
+                             "prediction over every picture under --data.")
+    parser.add_argument("--rounds", type=int, default=1, help="Alternations of --batch-predict.")
     parser.add_argument("--one-row", default=None, help=argparse.SUPPRESS)
     accuracy = parser.add_argument_group("accuracy benchmark (--accuracy)")
     accuracy.add_argument("--accuracy", action="store_true",
@@ -506,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict p50 per picture ({predicted['image']}, end to end): torch Predictor {predicted['p50_ms']} ms, "
               f"onnxruntime {predicted['onnxruntime_p50_ms']} ms")
         print(f"app start: {json.dumps(bench_app_start())}")
+        return 0
+    if args.batch_predict:
+        print(f"machine: {machine_description()}")
+        print(f"batch predict: {json.dumps(bench_batch_predict(args.batch_predict, args.data, args.rounds))}")
         return 0
     if args.one_row:
         one_row(args.one_row, args)

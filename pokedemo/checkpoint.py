@@ -64,11 +64,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def new_run_dir(root: str | os.PathLike, backbone: str, pretrained: bool, name: str | None = None) -> Path:
@@ -288,3 +285,43 @@ def list_checkpoints(root: str | os.PathLike) -> list[CheckpointInfo]:
     root = Path(root)
     found = [checkpoint_info(run_dir) for run_dir in (root.iterdir() if root.is_dir() else [])]
     return newest_first([info for info in found if info is not None])
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a run's starting weights came from and what its head kept (recorded as ``init_from``)."""
+
+    source: str                 # the run folder the weights were read from
+    kept: list[str]             # classes whose head rows come from the checkpoint
+    added: list[str]            # classes the checkpoint does not know: freshly initialised rows
+    dropped: list[str]          # classes of the checkpoint the data no longer has
+
+    def record(self) -> dict[str, Any]:
+        return {"checkpoint": self.source, "kept_classes": self.kept, "added_classes": self.added,
+                "dropped_classes": self.dropped}
+
+
+def warm_start(model: Any, classes: list[str], checkpoint: LoadedCheckpoint) -> WarmStart:
+    """Load ``checkpoint``'s backbone into ``model`` (a Classifier for ``classes``) and, row by class name, its
+    head: a class the checkpoint knows keeps its row, a new class keeps the fresh row ``model`` was built with.
+
+    A calibrated checkpoint's head has its temperature folded in (``pokedemo.calibration``); it is taken out
+    again, so training continues from the head as it was trained."""
+    import torch
+
+    if checkpoint.config["backbone"] != model.backbone:
+        raise CheckpointError(f"{checkpoint.path} is a {checkpoint.config['backbone']} model, not {model.backbone}")
+    state = checkpoint.model.state_dict()
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    missing, _ = model.load_state_dict(features, strict=False)
+    if set(missing) - {"head.weight", "head.bias"}:
+        raise CheckpointError(f"{checkpoint.path}: backbone weights do not fit ({', '.join(sorted(missing)[:3])})")
+    temperature = float((checkpoint.config.get("metrics") or {}).get("calibration", {}).get("temperature") or 1.0)
+    old = checkpoint.classes
+    with torch.no_grad():
+        for row, name in enumerate(classes):
+            if name in old:
+                model.head.weight[row] = state["head.weight"][old.index(name)] * temperature
+                model.head.bias[row] = state["head.bias"][old.index(name)] * temperature
+    return WarmStart(source=str(checkpoint.path), kept=[c for c in classes if c in old],
+                     added=[c for c in classes if c not in old], dropped=[c for c in old if c not in classes])

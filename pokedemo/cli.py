@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="Print a JSON list.")
     predict.add_argument("--cam", metavar="OUT_DIR", default=None,
                          help="Also write Grad-CAM overlays (where the model looked) to OUT_DIR.")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--csv", metavar="FILE", default=None,
+                         help="Also write one row per picture (file, label, probability, error) to FILE.")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="Picture files or folders (searched recursively).")
 
     compare = sub.add_parser("compare", help="Train pretrained and scratch on the same split and budget.")
     _add_training_options(compare)
@@ -319,14 +321,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pokedemo.hub import one_line
-    from pokedemo.predict import Predictor, predict_files
+    from pokedemo.predict import Predictor, image_files, predict_files, write_predictions_csv
 
     if args.top_k < 1:
         raise UserError("--top-k must be at least 1")
+    files = image_files(args.images)
+    if not files:
+        raise UserError(f"no picture files in {', '.join(args.images)}")
     predictor = Predictor.load(args.checkpoint or default_model())
-    results = predict_files(predictor, args.images, top_k=args.top_k, threshold=args.threshold)
+    results = predict_files(predictor, files, top_k=args.top_k, threshold=args.threshold)
     if predictor.open_set.fitted is None and args.threshold is None:
         print(f"note: {_fallback_note(predictor)}", file=sys.stderr)
+    if args.csv:
+        write_predictions_csv(results, args.csv)
     if args.cam:
         from pokedemo.gradcam import write_cam_overlays
 

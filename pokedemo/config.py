@@ -165,6 +165,13 @@ class TrainConfig:
     device: str = _opt("auto", "auto (cuda → mps → cpu), cpu, cuda or mps.", choices=DEVICES)
     weights_file: str | None = _opt(None, "Local file with backbone weights (for air-gapped machines).",
                                      flag="--weights", metavar="FILE")
+    init_from: str | None = _opt(
+        None,
+        "Continue from a trained model (run folder, run name in the checkpoint folder or Hub repo id): its backbone "
+        "and weights are the start; the head keeps the rows of the classes it knows and gets new ones for added "
+        "classes. The split is drawn again from the current data.",
+        metavar="CKPT",
+    )
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for values no run could use."""
@@ -274,6 +281,11 @@ def amp_dtype(device: "torch.device") -> "torch.dtype | None":  # noqa: F821
 def default_checkpoint_root() -> str:
     """Where runs are written unless --out says otherwise (POKEDEMO_CHECKPOINTS overrides)."""
     return os.environ.get("POKEDEMO_CHECKPOINTS", "checkpoints")
+
+
+def default_workspace_root() -> str:
+    """Where the app puts editable working copies of read-only datasets (POKEDEMO_WORKSPACE overrides)."""
+    return os.environ.get("POKEDEMO_WORKSPACE", "").strip() or "datasets"
 
 
 # The folder that holds the pokedemo package: the repository checkout, or the folder a Space was made from.

@@ -62,6 +62,12 @@ def errors_gallery(report: dict[str, Any], data_root: str | os.PathLike | None =
     """Misclassified images for a gr.Gallery, most confident mistakes first, captioned
     "true → predicted (p)". Thumbnails are PIL images (Gradio serves them from its cache; raw paths
     outside its allowed folders would be refused). Files missing since the evaluation are skipped."""
+    return [(img, caption) for img, caption, _ in errors_gallery_items(report, data_root, limit)]
+
+
+def errors_gallery_items(report: dict[str, Any], data_root: str | os.PathLike | None = None,
+                         limit: int = 60) -> list[tuple[Image.Image, str, dict[str, Any]]]:
+    """``errors_gallery`` with each tile's report item (path, true, pred, prob), in gallery order."""
     root = _data_root(report, data_root)
     if root is None:
         raise ValueError("errors_gallery needs the evaluated data folder (data_root) to find the images")
@@ -73,7 +79,7 @@ def errors_gallery(report: dict[str, Any], data_root: str | os.PathLike | None =
             continue
         img.thumbnail((GALLERY_THUMB_SIDE, GALLERY_THUMB_SIDE), Image.Resampling.LANCZOS)
         # Short enough for a gallery tile; the path stays in misclassified.csv and the image itself.
-        out.append((img, f"{item['true']} → {item['pred']} ({item['prob']:.0%})"))
+        out.append((img, f"{item['true']} → {item['pred']} ({item['prob']:.0%})", item))
     return out
 
 

@@ -41,7 +41,9 @@ from pokedemo.events import (
     BatchProgress, Cancelled, CompareFinished, EpochEnd, Event, Failed, Finished, NewBest, RunStarted, Stage,
     Tagged,
 )
+from pokedemo.hub import HubError
 from pokedemo.metrics import report_with_items
+from pokedemo.model_ref import resolve_model
 from pokedemo.training_data import TrainingData
 from pokedemo.openset import ADOPTED_PER_CLASS, ADOPTED_SCORE, DEFAULT_ACCEPTANCE, OpenSet, logits_and_features
 from pokedemo.models import (
@@ -142,7 +144,7 @@ def train(
 
 
 NOTHING_SAVED = "Training stopped before the first epoch ended; nothing was saved."
-_USER_ERRORS = (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError)
+_USER_ERRORS = (DatasetError, WeightsUnavailable, UnknownBackbone, ckpt.CheckpointError, ValueError, HubError)
 
 
 def _failure_message(exc: Exception, cfg: TrainConfig, parallel: Parallel) -> str:
@@ -192,12 +194,18 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     failure before it leaves nothing behind.
     """
     seed_everything(cfg.seed)
-    features = start_building_features(cfg, device)
+    start = load_start(cfg.init_from, out_root) if cfg.init_from else None
+    if start is not None:  # the checkpoint's backbone, whatever the option said
+        cfg = dataclasses.replace(cfg, backbone=start.config["backbone"])
+    features = start_building_features(cfg, device, random_init=start is not None)
     dataset, split = data.dataset, data.split
     yield Stage("cache", f"Decoding {len(dataset.records)} images at {_sizes_text(cfg)}")
     # The training images are kept at the last epoch's (largest) size; earlier epochs crop them smaller.
     tensors = SplitTensors.build(dataset, split, cfg.last_epoch_size, cfg.eval_size, device)
     model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
+    warm = ckpt.warm_start(model, dataset.classes, start) if start is not None else None
+    if warm is not None:
+        yield Stage("warm-start", _warm_start_text(warm))
     strategy = Strategy.of(cfg)
     model.keeps_batchnorm_statistics = strategy.frozen_batchnorm
     if parallel.any_stop(stop.is_set(), device):
@@ -208,7 +216,8 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     # One run folder, made by rank 0 alone and named to the others.
     run_dir = parallel.broadcast(
         ckpt.new_run_dir(root, cfg.backbone, cfg.pretrained, run_name) if parallel.is_main else None)
-    meta = {**_checkpoint_meta(cfg, data, model, parallel), "execution": plan_record(plan)}
+    meta = {**_checkpoint_meta(cfg, data, model, parallel), "execution": plan_record(plan),
+            **({"init_from": warm.record()} if warm is not None else {})}
     return _Run(cfg=cfg, device=device, par=parallel, stop=stop, strategy=strategy, model=model, tensors=tensors,
                 data=data, plan=plan, run_dir=run_dir, meta=meta,
                 steps_per_epoch=plan.steps_per_epoch(len(tensors.train_y), cfg.epochs), started=started)
@@ -488,16 +497,31 @@ def _sizes_text(cfg: TrainConfig) -> str:
     return text
 
 
-def start_building_features(cfg: TrainConfig, device: torch.device) -> Future:
+def load_start(reference: str, out_root) -> ckpt.LoadedCheckpoint:
+    """The checkpoint a run continues from (``TrainConfig.init_from``): a run folder, a run name under the
+    checkpoint root, or a Hub repo id."""
+    return ckpt.load_checkpoint(resolve_model(reference, root=out_root or default_checkpoint_root()))
+
+
+def _warm_start_text(warm: ckpt.WarmStart) -> str:
+    text = f"Starting from the weights of {Path(warm.source).name}"
+    if warm.added:
+        text += f"; new classes get a fresh head row: {', '.join(warm.added)}"
+    return text
+
+
+def start_building_features(cfg: TrainConfig, device: torch.device, random_init: bool = False) -> Future:
     """Build the backbone in a background thread while the image tensors are built.
 
     Imports, reading the pretrained weights and, on a GPU, the CUDA start-up (moving the weights there) then do
     not come before the decoding. Scratch initialisation draws the same numbers from the seeded global
     generator either way: building the tensors draws no torch random numbers, and the head (which needs the
     class count) is initialised after this finishes. A failure (e.g. missing weights) is raised by ``result()``.
+    ``random_init``: the weights come from a checkpoint afterwards, so ImageNet's are neither needed nor read.
     """
     pool = ThreadPoolExecutor(1, thread_name_prefix="pokedemo-backbone")
-    future = pool.submit(lambda: build_features(cfg.backbone, cfg.pretrained, cfg.weights_file).to(device))
+    pretrained, weights = (False, None) if random_init else (cfg.pretrained, cfg.weights_file)
+    future = pool.submit(lambda: build_features(cfg.backbone, pretrained, weights).to(device))
     pool.shutdown(wait=False)  # the thread ends with the build; nobody waits for it if the decoding fails
     return future
 
@@ -641,8 +665,8 @@ def compare(
 ) -> Iterator[Event]:
     """Train pretrained then scratch on the same data, split and budget; events come wrapped in ``Tagged``.
 
-    The scratch run trains every layer (a frozen random backbone learns little), so a ``linear`` strategy in
-    ``config`` applies to the pretrained run only.
+    The scratch run trains every layer (a frozen random backbone learns little) from random weights, so a
+    ``linear`` strategy and an ``init_from`` in ``config`` apply to the pretrained run only.
     """
     stop = stop or threading.Event()
     try:
@@ -653,7 +677,7 @@ def compare(
         return
     runs = {
         "pretrained": dataclasses.replace(config, pretrained=True),
-        "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune"),
+        "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune", init_from=None),
     }
     results: dict[str, dict[str, Any]] = {}
     for label, run_config in runs.items():

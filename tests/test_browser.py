@@ -119,3 +119,60 @@ def test_switch_tabs_upload_an_image_and_see_the_prediction(chromium_launch, app
             expect.set_options(timeout=5_000)  # Playwright's default, for any later user of expect
             browser.close()
     assert (tmp_path / "predict.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def conflict_app(tmp_path_factory):
+    """The app on a tiny dataset with one label conflict (a picture copied into a second class) and one run."""
+    from conftest import tiny_run
+
+    from pokedemo.app import layout
+
+    base = tmp_path_factory.mktemp("browser-fix")
+    data = make_tiny_dataset(base / "data", classes=CLASSES)
+    run = tiny_run(data, base / "runs")
+    shutil.copyfile(data / "pikachu" / "002.png", data / "squirtle" / "stray.png")
+    demo = layout.build_demo(checkpoint_root=base / "runs", data_dir=str(data), default_model=False,
+                             workspace_root=base / "workspace")
+    url = launch_local(demo, **layout.launch_options())
+    try:
+        yield url, data, base / "runs", run
+    finally:
+        demo.close()
+
+
+def test_fix_a_label_conflict_and_continue_training_without_leaving_the_app(chromium_launch, conflict_app, tmp_path):
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, runs, first = conflict_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_launch)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            expect(page.get_by_text("3 classes · 25 images")).to_be_visible(timeout=60_000)
+            page.locator("#doctor").get_by_text("Dataset doctor").first.click()  # open the accordion
+            strip = page.locator("#doctor-conflicts").get_by_role("button", name="Thumbnail 1 of 1")
+            expect(strip).to_be_visible(timeout=60_000)
+            strip.click()  # picks the strip: its pictures fill the picture picker
+            expect(page.locator("#doctor-picture input")).to_have_value("pikachu/002.png", timeout=30_000)
+            page.locator("#doctor-picture input").click()
+            page.get_by_role("option", name="squirtle/stray.png").click()
+            page.locator("#doctor-aside").click()
+            expect(page.locator("#doctor-fix-msg")).to_contain_text("Set aside squirtle/stray.png", timeout=30_000)
+            expect(page.get_by_text("3 classes · 24 images")).to_be_visible(timeout=60_000)  # summary refreshed
+            expect(page.locator("#doctor-report")).to_contain_text("label conflicts: 0", timeout=60_000)
+            assert not (data / "squirtle" / "stray.png").exists()
+
+            page.locator("#continue-from input").check()  # continue from the model selected in Predict
+            page.get_by_role("button", name="▶ Train").click()
+            expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=300_000)
+            page.screenshot(path=str(tmp_path / "continued.png"), full_page=True)
+        finally:
+            browser.close()
+    (new,) = [r for r in runs.iterdir() if r != first]
+    saved = json.loads((new / "config.json").read_text())
+    assert saved["train_config"]["init_from"] == str(first) and saved["backbone"] == "resnet18"
+    assert saved["dataset"]["conflict_groups"] == 0

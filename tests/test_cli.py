@@ -86,7 +86,7 @@ def _differs_everywhere() -> TrainConfig:
         backbone_lr_scale=0.5, weight_decay=0.02, img_size=96, last_epoch_scale=1.5, eval_scale=1.125,
         select_epoch_by="val_acc", seed=7, label_smoothing=0.05, augment=0.5, warmup_epochs=1.0,
         head_warmup=False, freeze_bn=False, calibrate=False, val_ratio=0.15, test_ratio=0.25, device="cpu",
-        weights_file="/models/my weights.pth",
+        weights_file="/models/my weights.pth", init_from="runs/my start",
     )
 
 
@@ -145,6 +145,24 @@ def test_predict_plain_output(tiny_checkpoint, tiny_data_dir, capsys):
     assert main(["predict", "--checkpoint", str(tiny_checkpoint), str(image)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(str(image)) and "%" in line
+
+
+def test_predict_a_folder_into_csv(tiny_checkpoint, tiny_data_dir, tmp_path, capsys):
+    """A folder is searched recursively; a bad file is a row with its error and exit status 1."""
+    import csv
+    import shutil
+
+    folder = tmp_path / "pictures"
+    shutil.copytree(tiny_data_dir, folder)
+    (folder / "c" / "broken.png").write_bytes(b"junk")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), "--csv", str(out), str(folder)]) == 1
+    rows = list(csv.DictReader(out.open()))
+    n_pictures = sum(1 for p in folder.rglob("*.png"))
+    assert len(rows) == n_pictures
+    assert [r["file"] for r in rows if r["error"]] == [str(folder / "c" / "broken.png")]
+    assert all(r["label"] for r in rows if not r["error"])
+    assert "broken.png" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, words", [

@@ -289,3 +289,36 @@ def test_evaluation_reports_the_share_of_known_images_accepted(tiny_checkpoint):
     rule = report["open_set"]
     assert rule["fitted"] is True and 0 <= rule["accepted"] <= 1
     assert rule["accuracy_when_rejections_count_as_wrong"] <= report["accuracy"]
+
+
+def test_batch_prediction_matches_single_pictures_and_survives_bad_files(tmp_path, tiny_checkpoint):
+    """Chunked batch prediction gives each picture the single-picture answer; a bad file is its own row."""
+    import csv
+
+    from pokedemo.predict import image_files, write_predictions_csv
+
+    predictor = Predictor.load(tiny_checkpoint)
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 30), (10, 10, 10)]
+    for i, colour in enumerate(colours):
+        Image.new("RGB", (40, 30), colour).save(folder / ("sub" if i % 2 else ".") / f"p{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / ".hidden.png").write_bytes(b"skipped")
+    files = image_files([folder])
+    assert len(files) == 6 and not any(".hidden" in f for f in files)
+    results = predict_files(predictor, files, top_k=3, chunk=2)  # chunks of 2: a bad file inside a chunk
+    assert [r.image for r in results] == files
+    bad = [r for r in results if r.error]
+    assert len(bad) == 1 and bad[0].image.endswith("broken.jpg") and "\n" not in bad[0].error
+    for r in results:
+        if r.error:
+            continue
+        single = predictor.predict(r.image, top_k=3)
+        assert [t["label"] for t in r.top_k] == [label for label, _ in single]
+        assert [t["prob"] for t in r.top_k] == pytest.approx([p for _, p in single], abs=1e-5)
+    out = tmp_path / "out.csv"
+    write_predictions_csv(results, out)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6 and rows[0].keys() == {"file", "label", "closest", "probability", "error"}
+    assert sum(1 for row in rows if row["error"]) == 1

@@ -157,9 +157,10 @@ def test_the_train_and_compare_endpoints_take_every_app_option_by_name(served):
     from pokedemo.options import app_option_names
 
     demo = served[-1]
-    for name in ("train", "compare"):
+    # Training may also continue from the model selected in Predict: two last parameters after the options.
+    for name, extra in (("train", ["continue_from", "model"]), ("compare", [])):
         (fn,) = [f for f in demo.fns.values() if f.api_name == name]
-        assert fn.input_keyword_names == list(OPTION_NAMES)  # page order = API order after the dataset
+        assert fn.input_keyword_names == [*OPTION_NAMES, *extra]  # page order = API order after the dataset
     assert set(app_option_names()) == set(OPTION_NAMES)
 
 

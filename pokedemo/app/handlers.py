@@ -12,7 +12,9 @@ Handlers return what the components show; the words come from ``text.py``, the p
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -98,10 +100,12 @@ class DemoApp:
     public-mode policy every visitor's folder, picture, run and Hub action goes through)."""
 
     def __init__(self, checkpoint_root: str | os.PathLike, data_dir: str,
-                 default_model: sources.DefaultModel | None = None, policy: PublicPolicy | None = None):
+                 default_model: sources.DefaultModel | None = None, policy: PublicPolicy | None = None,
+                 workspace_root: str | os.PathLike = "datasets"):
         self.checkpoint_root = str(checkpoint_root)
         self.policy = policy or PublicPolicy.create(False, data_dir)
         self.data_dir = self.policy.shown_data_dir(data_dir)  # the dataset box's first value
+        self.workspace_root = str(workspace_root)  # working copies of read-only datasets are made here (locally)
         self.default_model = default_model  # the starter (or $POKEDEMO_MODEL): listed until newer runs exist
         self.jobs = JobRegistry()
         self.finished_runs: dict[str, str] = {}  # session → run dir of its last finished training (auto-push)
@@ -194,9 +198,13 @@ class DemoApp:
     def train(self, data_dir: str, loaded: list | None = None, request: gr.Request = None, **options: Any):
         """Stream one training run: progress, curves and log; results and the new checkpoint at the end.
 
-        ``options``: TrainConfig field name → widget value (``layout.option_widgets``)."""
+        ``options``: TrainConfig field name → widget value (``layout.option_widgets``), plus ``continue_from``
+        (the "continue from the selected model" box) and ``model`` (the Predict tab's model picker)."""
         from pokedemo.train import train
 
+        if options.pop("continue_from", False):
+            options["init_from"] = options.get("model") or ""
+        options.pop("model", None)
         view = RunView()
         yield from self._stream(view, request, lambda: self._train_outputs(view, loaded=loaded, request=request),
                                 data_dir, train, options)
@@ -210,6 +218,8 @@ class DemoApp:
         from pokedemo.train import compare
 
         view = CompareView()
+        for name in ("continue_from", "model"):  # a comparison starts both runs afresh
+            options.pop(name, None)
         epochs = int(float(options.get("epochs") or 0))
         # A comparison trains both: the options describe its pretrained run whatever the checkbox says.
         yield from self._stream(view, request,
@@ -226,14 +236,15 @@ class DemoApp:
         mode the job is stopped at the time limit (the engine keeps its best epoch)."""
         session = session_of(request)
         with self.jobs.running_job(session) as stop, time_limit(stop, self.policy.run_seconds) as expired:
-            events = self._start(data_dir, stop, engine, options, session)
+            events = self._start(data_dir, stop, engine, options, request)
             reason = text.public_time_limit(self.policy.limits)
             words = lambda message: self.policy.words(message, session)  # noqa: E731
             for _ in _drive(_for_visitor(events, expired, reason, words), view, stop):
                 yield outputs()
 
-    def _start(self, data_dir, stop, engine, options: dict[str, Any], session: str) -> Iterator[Event]:
+    def _start(self, data_dir, stop, engine, options: dict[str, Any], request: gr.Request | None) -> Iterator[Event]:
         """The engine's event stream, or a single Failed/Cancelled event when it cannot start."""
+        session = session_of(request)
         try:
             folder = self.policy.data_spec(data_dir, session)
         except PublicRefusal as refusal:
@@ -248,6 +259,11 @@ class DemoApp:
         except (TypeError, ValueError) as exc:  # PublicRefusal is a ValueError: its words as they are
             return iter([Failed(message=str(exc) if isinstance(exc, PublicRefusal)
                                 else f"invalid training option: {exc}")])
+        if config.init_from is not None:
+            try:
+                config = dataclasses.replace(config, init_from=str(self._model_path(config.init_from, request)))
+            except Exception as exc:  # noqa: BLE001 - not one of this app's models, Hub download failed, ...
+                return iter([Failed(message=f"cannot continue from the selected model: {friendly_error(exc)}")])
         runs = str(self.policy.runs_root(session, self.checkpoint_root))
         return run_on(folder, config, lambda data: engine(config, data, runs, stop=stop))
 
@@ -260,16 +276,17 @@ class DemoApp:
             text.results_markdown(view.final) if done else "",
             text.per_class_frame(report) if report else empty_frame(PER_CLASS_COLUMNS),
             views.confusion_picture(report),
-            *(self._errors_of(report) if report else ("", [])),
+            *(self._errors_of(report) if report else ("", [], None)),
             *(self._select_checkpoints(loaded, request, view.run_dir) if done else (gr.skip(),) * 3),
         )
 
-    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list]:
-        """(caption, gallery) of the test images a finished run gets wrong (from its own test report)."""
+    def _errors_of(self, report: dict[str, Any]) -> tuple[str, list, dict | None]:
+        """(caption, gallery, the gallery's fix-panel state) of the test images a finished run gets wrong (from
+        its own test report)."""
         try:
-            return text.errors_caption(report), views.errors_items(report)
+            return (text.errors_caption(report), *views.errors_items(report))
         except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why the gallery is missing
-            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", []
+            return f"⚠️ Could not list the mistakes: {friendly_error(exc)}", [], None
 
     def _compare_outputs(self, view: CompareView, epochs: int, done: bool = False,
                          loaded: list | None = None, request: gr.Request = None) -> tuple:
@@ -372,6 +389,29 @@ class DemoApp:
             return sources.run_of_this_app(checkpoint, self.checkpoint_root, own)
         return sources.run_of_this_app(checkpoint, self.checkpoint_root)
 
+    def _model_path(self, checkpoint: str, request: gr.Request | None) -> Path:
+        """The run folder of a picker value: this app's runs, its default model, Hub models and, in public mode,
+        the visitor's own runs (through the same gate as ``_predictor``)."""
+        return Path(self._predictor(checkpoint, request).checkpoint.path)
+
+    def predict_batch(self, files: list[str] | None, checkpoint: str | None, request: gr.Request = None):
+        """(caption, table, CSV file) for many uploaded pictures (or zips of pictures); a bad file is a row with
+        its one-line error, never the end of the batch."""
+        from pokedemo.predict import write_predictions_csv
+
+        if not checkpoint:
+            return NO_CHECKPOINT, empty_frame(text.BATCH_COLUMNS), None
+        if not files:
+            return text.BATCH_EMPTY, empty_frame(text.BATCH_COLUMNS), None
+        try:
+            uploads = [self.image(f) for f in files]  # public mode: only files this visitor uploaded
+            results = sources.predict_uploads(self._predictor(checkpoint, request), uploads)
+        except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded: a message
+            return f"⚠️ {friendly_error(exc)}", empty_frame(text.BATCH_COLUMNS), None
+        csv_path = Path(tempfile.mkdtemp(prefix="pokedemo-predictions-")) / "predictions.csv"
+        write_predictions_csv(results, csv_path)
+        return text.batch_caption(results), text.batch_frame(results), str(csv_path)
+
     def compare_checkpoints(self, first: str | None, second: str | None, folder: str | None,
                             request: gr.Request = None):
         """Evaluate two saved checkpoints on the test images both held out; (caption, table, confusions)."""
@@ -405,18 +445,98 @@ class DemoApp:
         return sources.test_report(predictor, folder, gate)
 
     def doctor(self, folder: str | None, request: gr.Request = None):
-        """(report, conflict strips, accordion) of the Train tab's dataset doctor."""
+        """(report, conflict strips, accordion, the strips' fix-panel state) of the Train tab's dataset doctor."""
         try:
-            report, strips = sources.doctor_panel(self.gate(folder, request))
+            report, strips, fixable = sources.doctor_panel(self.gate(folder, request))
         except PublicRefusal as refusal:
-            report, strips = f"⚠️ {refusal}", []
+            report, strips, fixable = f"⚠️ {refusal}", [], None
         report = self.policy.words(report, session_of(request))
         return (report, gr.Gallery(value=strips, visible=bool(strips)),
-                gr.Accordion(label=text.doctor_title(report)))
+                gr.Accordion(label=text.doctor_title(report)), fixable)
+
+    def class_choices(self, folder: str | None, current: str | None, request: gr.Request = None):
+        """The add panel's class picker, read from the dataset when it is opened (keeps a typed new name)."""
+        try:
+            folder = self.gate(folder, request)
+        except PublicRefusal:
+            folder = None
+        return gr.Dropdown(choices=sources.dataset_classes(folder), value=current)
+
+    # ---- fixing the dataset: move, set aside, add, undo
+
+    def pick_picture(self, fixable: dict | None, evt: gr.SelectData):
+        """A click on a gallery tile: its pictures in the fix panel's picture picker, the dataset's classes (the
+        tile's suggested class selected) in its class picker."""
+        tiles = (fixable or {}).get("tiles") or []
+        index = evt.index if isinstance(evt.index, int) else None
+        if index is None or not 0 <= index < len(tiles):
+            return gr.skip(), gr.skip(), text.FIX_HINT
+        tile = tiles[index]
+        classes = sources.class_names(fixable["root"])
+        suggest = tile["suggest"] if tile["suggest"] in classes else None
+        return (gr.Dropdown(choices=tile["paths"], value=tile["paths"][0]), gr.Dropdown(choices=classes, value=suggest),
+                text.FIX_HINT)
+
+    def move_picture(self, fixable: dict | None, picture: str | None, to_class: str | None, folder: str | None,
+                     request: gr.Request = None):
+        """Move the picked picture to ``to_class``; (message, dataset folder: the working copy when one is used)."""
+        if not picture:
+            return text.NO_PICTURE, gr.skip()
+        if not to_class:
+            return text.NO_TARGET_CLASS, gr.skip()
+        return self._edit(self._fix_root(fixable, folder), request, "move", picture, to_class)
+
+    def set_aside_picture(self, fixable: dict | None, picture: str | None, folder: str | None,
+                          request: gr.Request = None):
+        """Set the picked picture aside; (message, dataset folder)."""
+        if not picture:
+            return text.NO_PICTURE, gr.skip()
+        return self._edit(self._fix_root(fixable, folder), request, "set_aside", picture)
+
+    def add_pictures(self, class_name: str | None, files: list[str] | None, webcam: str | None, folder: str | None,
+                     request: gr.Request = None):
+        """Copy uploaded pictures (and a webcam capture) into a class of the dataset, made if new; (message,
+        dataset folder, cleared uploads, cleared webcam)."""
+        pictures = list(files or []) + ([webcam] if webcam else [])
+        if not pictures:
+            return text.ADD_NOTHING, gr.skip(), gr.skip(), gr.skip()
+        try:
+            pictures = [self.image(p) for p in pictures]  # public mode: only files this visitor uploaded
+        except PublicRefusal as refusal:
+            return f"⚠️ {refusal}", gr.skip(), gr.skip(), gr.skip()
+        message, edited = self._edit(folder or "", request, "add_pictures", class_name or "", pictures)
+        clear = None if isinstance(edited, str) else gr.skip()  # a refused addition keeps the uploads
+        return message, edited, clear, clear
+
+    def undo(self, folder: str | None, request: gr.Request = None):
+        """Undo the newest change of the dataset in the dataset box (or its working copy); (message, folder)."""
+        try:
+            message, root = sources.undo_last_change(self.gate(folder, request), self._workspace(request))
+        except Exception as exc:  # noqa: BLE001 - changed outside pokedemo, Hub unreachable, ...: a message
+            return f"⚠️ {friendly_error(exc)}", gr.skip()
+        return message, root if root is not None else gr.skip()
+
+    def _fix_root(self, fixable: dict | None, folder: str | None) -> str:
+        """The dataset a gallery's pictures belong to (the one its report was made on), else the dataset box's."""
+        return (fixable or {}).get("root") or (folder or "")
+
+    def _workspace(self, request: gr.Request | None) -> str:
+        """Where working copies of read-only datasets go: in public mode inside the visitor's own uploads."""
+        if self.policy.public:
+            return str(self.policy.sessions.uploads(session_of(request)) / "datasets")
+        return self.workspace_root
+
+    def _edit(self, folder: str, request: gr.Request | None, action: str, *args: Any):
+        """One change of the dataset ``folder`` (through the gate); (message, the folder edited) or a message."""
+        try:
+            return sources.edit_dataset(self.gate(folder, request), self._workspace(request), action, *args)
+        except Exception as exc:  # noqa: BLE001 - a refused change (CurationError), PublicRefusal, ...: a message
+            return f"⚠️ {friendly_error(exc)}", gr.skip()
 
     def inspect(self, checkpoint: str | None, folder: str | None, request: gr.Request = None):
-        """(caption, confusion picture, per-class table, errors gallery) of a model on its test images."""
-        empty = (None, empty_frame(PER_CLASS_COLUMNS), [])
+        """(caption, confusion picture, per-class table, errors gallery, its fix-panel state) of a model on its
+        test images."""
+        empty = (None, empty_frame(PER_CLASS_COLUMNS), [], None)
         if not checkpoint:
             return (NO_CHECKPOINT, *empty)
         try:
@@ -426,7 +546,7 @@ class DemoApp:
         except Exception as exc:  # noqa: BLE001 - missing data folder, other classes, ...: a message
             return (f"⚠️ {self.policy.words(friendly_error(exc), session_of(request))}", *empty)
         return (text.errors_caption(report), views.confusion_picture(report), text.per_class_frame(report),
-                views.errors_items(report))
+                *views.errors_items(report))
 
     def explain(self, image: dict | str | None, checkpoint: str | None, target: str | None,
                 prediction: dict | None = None, request: gr.Request = None):

@@ -27,7 +27,7 @@ from pokedemo.app.text import (
     empty_frame, progress_html, public_banner,
 )
 from pokedemo.app.views import LOG_LINES
-from pokedemo.config import TrainConfig, default_checkpoint_root
+from pokedemo.config import TrainConfig, default_checkpoint_root, default_workspace_root
 from pokedemo.options import app_option_names
 
 QUEUE_MAX_SIZE = 32                 # waiting requests of all kinds; more are refused with "queue full"
@@ -64,6 +64,40 @@ def _dataset_panel(app: DemoApp, ui: dict[str, Any]) -> None:
         ui["conflicts"] = gr.Gallery(label="Label conflicts: one picture filed under two classes (folder under "
                                            "each copy)", columns=1, height="auto", object_fit="contain",
                                      visible=False, elem_id="doctor-conflicts")
+        _fix_panel(ui, "doctor")
+    _add_panel(ui)
+
+
+def _fix_panel(ui: dict[str, Any], prefix: str) -> None:
+    """Under a gallery of pictures: pick one (by clicking it), move it to another class or set it aside, undo.
+    ``{prefix}_fixable`` (a gr.State: per session) holds the gallery's dataset folder and each tile's pictures."""
+    ui[f"{prefix}_fixable"] = gr.State(None)
+    with gr.Row(equal_height=True):
+        ui[f"{prefix}_picture"] = gr.Dropdown([], label=text.FIX_PICTURE_LABEL, scale=3, allow_custom_value=True,
+                                              elem_id=f"{prefix}-picture")
+        ui[f"{prefix}_to_class"] = gr.Dropdown([], label=text.FIX_CLASS_LABEL, scale=2, allow_custom_value=True,
+                                               elem_id=f"{prefix}-to-class")
+    with gr.Row():
+        ui[f"{prefix}_move"] = gr.Button(text.FIX_MOVE, size="sm", elem_id=f"{prefix}-move")
+        ui[f"{prefix}_aside"] = gr.Button(text.FIX_ASIDE, size="sm", elem_id=f"{prefix}-aside")
+        ui[f"{prefix}_undo"] = gr.Button(text.FIX_UNDO, size="sm", elem_id=f"{prefix}-undo")
+    ui[f"{prefix}_msg"] = gr.Markdown(text.FIX_HINT, elem_id=f"{prefix}-fix-msg")
+
+
+def _add_panel(ui: dict[str, Any]) -> None:
+    with gr.Accordion(text.ADD_TITLE, open=False, elem_id="add-pictures"):
+        gr.Markdown(text.ADD_HINT)
+        ui["add_class"] = gr.Dropdown([], value=None, allow_custom_value=True, label=text.ADD_CLASS_LABEL,
+                                      elem_id="add-class")
+        with gr.Row():
+            ui["add_files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                                      label=text.ADD_FILES_LABEL, elem_id="add-files")
+            ui["add_webcam"] = gr.Image(sources=["webcam", "upload"], type="filepath", label=text.ADD_WEBCAM_LABEL,
+                                        height=220, elem_id="add-webcam")
+        with gr.Row():
+            ui["add"] = gr.Button(text.ADD_BUTTON, size="sm", elem_id="add-button")
+            ui["add_undo"] = gr.Button(text.FIX_UNDO, size="sm")
+        ui["add_msg"] = gr.Markdown(elem_id="add-msg")
 
 
 def _options_panel(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -92,6 +126,8 @@ def _options_panel(app: DemoApp, ui: dict[str, Any]) -> None:
         ui["img_size"] = gr.Slider(32, max_size, value=cfg.img_size, step=16, label="Image size (px)",
                                    info=help_for("img_size"))
         ui["seed"] = gr.Number(value=cfg.seed, precision=0, label="Seed", info=help_for("seed"))
+    ui["continue_from"] = gr.Checkbox(False, label=text.CONTINUE_LABEL, info=text.CONTINUE_INFO,
+                                      elem_id="continue-from")
     with gr.Row():
         ui["train"] = gr.Button("▶ Train", variant="primary")
         ui["stop"] = gr.Button("■ Stop", variant="stop")
@@ -118,6 +154,7 @@ def _train_tab(app: DemoApp, ui: dict[str, Any]) -> None:
             ui["errors_caption"] = gr.Markdown("After training, the test images the model got wrong appear here.",
                                                elem_id="errors-caption")
             ui["errors"] = _errors_gallery("errors")
+            _fix_panel(ui, "errors")
             ui["log"] = gr.Textbox(label="Log", lines=5, max_lines=LOG_LINES, interactive=False, autoscroll=True)
 
 
@@ -157,6 +194,15 @@ def _predict_tab(app: DemoApp, ui: dict[str, Any]) -> None:
             ui["inspect_table"] = gr.Dataframe(empty_frame(PER_CLASS_COLUMNS), label="Per-class metrics",
                                                interactive=False, scale=1)
         ui["inspect_errors"] = _errors_gallery("inspect-errors")
+        _fix_panel(ui, "inspect")
+    with gr.Accordion(text.BATCH_TITLE, open=False, elem_id="batch"):
+        # No file_types: a file that is not a picture becomes a row with its error instead of refusing the batch.
+        ui["batch_files"] = gr.File(file_count="multiple", type="filepath", label=text.BATCH_FILES_LABEL,
+                                    elem_id="batch-files")
+        ui["batch_run"] = gr.Button(text.BATCH_BUTTON, size="sm", elem_id="batch-run")
+        ui["batch_caption"] = gr.Markdown(text.BATCH_EMPTY, elem_id="batch-caption")
+        ui["batch_table"] = gr.Dataframe(empty_frame(text.BATCH_COLUMNS), interactive=False, elem_id="batch-table")
+        ui["batch_csv"] = gr.File(label=text.BATCH_CSV_LABEL, interactive=False, elem_id="batch-csv")
 
 
 def _errors_gallery(elem_id: str) -> gr.Gallery:
@@ -240,7 +286,7 @@ def _compare_tab(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 TRAIN_OUTPUTS = ("progress", "loss_plot", "acc_plot", "log", "results", "per_class", "confusion", "errors_caption",
-                 "errors")
+                 "errors", "errors_fixable")
 COMPARE_OUTPUTS = ("compare_progress", "compare_acc_plot", "compare_loss_plot", "compare_log", "compare_summary",
                    "compare_table", "compare_confusions")
 CHECKPOINT_PICKERS = ("checkpoint", "ckpt_a", "ckpt_b")
@@ -262,14 +308,49 @@ def option_widgets(ui: dict[str, Any]) -> dict[str, Any]:
 
 def _wire_dataset(app: DemoApp, ui: dict[str, Any]) -> dict[str, Any]:
     scan_inputs = _pick(ui, ("data_dir", "seed", "img_size"))
-    doctor = dict(fn=app.doctor, inputs=ui["data_dir"], outputs=_pick(ui, ("doctor", "conflicts", "doctor_box")),
+    doctor = dict(fn=app.doctor, inputs=ui["data_dir"],
+                  outputs=_pick(ui, ("doctor", "conflicts", "doctor_box", "doctor_fixable")),
                   concurrency_limit=2, concurrency_id="scan")
     gr.on([ui["scan"].click, ui["data_dir"].submit], app.scan, scan_inputs, ui["summary"], api_name="scan",
           concurrency_limit=2, concurrency_id="scan").then(**doctor, api_name="doctor")
     ui["zip"].upload(app.upload_zip, [ui["zip"], ui["seed"], ui["img_size"]], [ui["data_dir"], ui["summary"]],
                      api_name="upload_zip", concurrency_limit=2, concurrency_id="scan").then(
         **doctor, api_visibility="private")
+    _wire_fixes(app, ui, dict(fn=app.scan, inputs=scan_inputs, outputs=ui["summary"], concurrency_limit=2,
+                              concurrency_id="scan"), doctor)
     return doctor
+
+
+FIX_PANELS = {"doctor": "conflicts", "errors": "errors", "inspect": "inspect_errors"}  # fix panel → its gallery
+
+
+def _wire_fixes(app: DemoApp, ui: dict[str, Any], scan: dict[str, Any], doctor: dict[str, Any]) -> None:
+    """The fix panels under the galleries and the add panel. After every change the dataset box points to the
+    folder changed (a working copy for a read-only dataset), and the summary and the doctor are read again."""
+    named: set[str] = set()
+
+    def wire(trigger, fn, inputs, outputs, name: str) -> None:
+        visibility = {"api_name": name} if name not in named else {"api_visibility": "private"}
+        named.add(name)  # the first of several identical events gets the public API name
+        trigger(fn, inputs, outputs, concurrency_limit=2, concurrency_id="edit", **visibility).then(
+            **scan, api_visibility="private").then(**doctor, api_visibility="private")
+
+    for prefix, gallery in FIX_PANELS.items():
+        fixable, picture, to_class, message = _pick(ui, tuple(f"{prefix}_{n}" for n in
+                                                              ("fixable", "picture", "to_class", "msg")))
+        ui[gallery].select(app.pick_picture, fixable, [picture, to_class, message], api_visibility="private",
+                           concurrency_limit=None)
+        done = [message, ui["data_dir"]]
+        wire(ui[f"{prefix}_move"].click, app.move_picture, [fixable, picture, to_class, ui["data_dir"]], done,
+             "move_picture")
+        wire(ui[f"{prefix}_aside"].click, app.set_aside_picture, [fixable, picture, ui["data_dir"]], done,
+             "set_aside")
+        wire(ui[f"{prefix}_undo"].click, app.undo, ui["data_dir"], done, "undo")
+    ui["add_class"].focus(app.class_choices, [ui["data_dir"], ui["add_class"]], ui["add_class"],
+                          api_visibility="private", concurrency_limit=None)
+    wire(ui["add"].click, app.add_pictures, _pick(ui, ("add_class", "add_files", "add_webcam", "data_dir")),
+         _pick(ui, ("add_msg", "data_dir", "add_files", "add_webcam")), "add_pictures")
+    wire(ui["add_undo"].click, app.undo, ui["data_dir"], [ui["add_msg"], ui["data_dir"]], "undo")
 
 
 def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
@@ -282,8 +363,12 @@ def _wire_insight(app: DemoApp, ui: dict[str, Any]) -> None:
     for event in ui["predict_events"]:
         event.then(**cam, api_visibility="private")
     ui["inspect"].click(app.inspect, [ui["checkpoint"], ui["data_dir"]],
-                        _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors")),
+                        _pick(ui, ("inspect_caption", "inspect_confusion", "inspect_table", "inspect_errors",
+                                   "inspect_fixable")),
                         api_name="inspect", concurrency_limit=1, concurrency_id="evaluate")
+    ui["batch_run"].click(app.predict_batch, [ui["batch_files"], ui["checkpoint"]],
+                          _pick(ui, ("batch_caption", "batch_table", "batch_csv")), api_name="predict_batch",
+                          concurrency_limit=1, concurrency_id="evaluate")
     gr.on([ui["hub_load"].click, ui["hub_repo"].submit], app.load_from_hub,
           _pick(ui, ("hub_repo", "hub_loaded", "push_token")),
           [ui["hub_load_msg"], ui["checkpoint"], ui["hub_loaded"]], api_name="load_from_hub", concurrency_limit=2,
@@ -296,15 +381,17 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
     """Train and Compare share one concurrency slot: one training at a time, others queue."""
     # The State too: the pickers updated after a run also list this session's Hub models.
     inputs, options = [ui["data_dir"], ui["hub_loaded"]], option_widgets(ui)
+    # Training may continue from the model selected in Predict (the last two /train parameters).
+    continuing = {**options, "continue_from": ui["continue_from"], "model": ui["checkpoint"]}
     pickers = _pick(ui, CHECKPOINT_PICKERS)
-    for button, stop, fn, outputs, name in (
-        ("train", "stop", app.train, TRAIN_OUTPUTS, "train"),
-        ("compare", "compare_stop", app.compare, COMPARE_OUTPUTS, "compare"),
+    for button, stop, fn, outputs, name, kwargs in (
+        ("train", "stop", app.train, TRAIN_OUTPUTS, "train", continuing),
+        ("compare", "compare_stop", app.compare, COMPARE_OUTPUTS, "compare", options),
     ):
         progress = ui[outputs[0]]
         event = ui[button].click(app.reserve, None, progress, api_visibility="private", concurrency_limit=None,
                                  show_progress="hidden").success(
-            fn, inputs, _pick(ui, outputs) + pickers, inputs_kwargs=options, api_name=name, concurrency_limit=1,
+            fn, inputs, _pick(ui, outputs) + pickers, inputs_kwargs=kwargs, api_name=name, concurrency_limit=1,
             concurrency_id="train", show_progress_on=progress)
         if name == "train":
             event.then(app.auto_push, _pick(ui, ("push_repo", "push_private", "push_token", "push_auto")),
@@ -339,15 +426,19 @@ def _wire_checkpoints(app: DemoApp, ui: dict[str, Any]) -> None:
 
 
 def build_demo(checkpoint_root: str | os.PathLike | None = None, data_dir: str | None = None,
-               default_model: bool = True, public: bool | None = None) -> gr.Blocks:
+               default_model: bool = True, public: bool | None = None,
+               workspace_root: str | os.PathLike | None = None) -> gr.Blocks:
     """The whole app. Nothing is trained or loaded here; only checkpoints are listed (and a ``$POKEDEMO_MODEL``
     from the Hub downloaded). ``data_dir`` None: the bundled data (or ``$POKEDEMO_DATA``); ``default_model``
     False leaves the starter (or ``$POKEDEMO_MODEL``) out of the model pickers; ``public`` None: public mode
-    as the environment says (``pokedemo.app.public.public_mode``; app.py also knows the host and --share)."""
+    as the environment says (``pokedemo.app.public.public_mode``; app.py also knows the host and --share);
+    ``workspace_root`` None: working copies of read-only datasets go to ``$POKEDEMO_WORKSPACE`` or ./datasets
+    (in public mode: into the visitor's own uploads)."""
     data_dir = prefilled_data_dir() if data_dir is None else data_dir
     policy = PublicPolicy.create(public_mode() if public is None else public, data_dir)
     app = DemoApp(checkpoint_root or default_checkpoint_root(), data_dir,
-                  load_default_model() if default_model else None, policy)
+                  load_default_model() if default_model else None, policy,
+                  workspace_root or default_workspace_root())
     # The engine imports and the default model loads in the background while the page is built and served.
     default_path = app.default_model.path if app.default_model else None
     threading.Thread(target=warm_up, args=(default_path,), name="pokedemo-warm-up", daemon=True).start()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pokedemo.app import text
-from pokedemo.app.views import conflict_thumbnails
+from pokedemo.app.views import conflict_fixable, conflict_thumbnails
 from pokedemo.checkpoint import CheckpointError, checkpoint_info, list_checkpoints, read_config, recorded_data_root
 from pokedemo.config import (
     STARTER_COMPARISON,
@@ -71,17 +71,108 @@ def _decode_size(img_size: float | None) -> int | None:
     return TrainConfig(img_size=int(img_size)).resolved(resolve_device("auto")).last_epoch_size
 
 
-def doctor_panel(folder: str | None) -> tuple[str, list]:
-    """(Markdown report, conflict strips for a gr.Gallery) for the dataset folder; a message when unusable."""
+def doctor_panel(folder: str | None) -> tuple[str, list, dict[str, Any] | None]:
+    """(Markdown report, conflict strips for a gr.Gallery, the strips' fix-panel state) for the dataset folder;
+    a message and no strips when it is unusable."""
     folder = (folder or "").strip()
     if not folder:
-        return text.DOCTOR_EMPTY, []
+        return text.DOCTOR_EMPTY, [], None
     try:
         root = open_data(folder).root  # a Hub dataset comes from the local Hub cache once downloaded
         report = diagnose(root)
     except (DatasetError, ValueError, OSError, HubError) as exc:
-        return f"⚠️ {exc}", []
-    return text.doctor_panel_markdown(report), conflict_thumbnails(report, root)
+        return f"⚠️ {exc}", [], None
+    return text.doctor_panel_markdown(report), conflict_thumbnails(report, root), conflict_fixable(report, root)
+
+
+# ------------------------------------------------------------------------------- editing a dataset
+
+
+def class_names(folder: str | os.PathLike) -> list[str]:
+    """The class folders of a local dataset folder (empty when it is not one)."""
+    from pokedemo.curation import CurationError, Curator
+
+    try:
+        return Curator(folder).classes()
+    except (CurationError, OSError):
+        return []
+
+
+def dataset_classes(folder: str | None) -> list[str]:
+    """The class folders of the dataset box's folder or Hub dataset (empty when it is not usable)."""
+    try:
+        return class_names(_local_root(folder or ""))
+    except (ValueError, OSError, HubError):
+        return []
+
+
+def edit_dataset(folder: str, workspace: str | os.PathLike, action: str, *args: Any) -> tuple[str, str]:
+    """Apply one ``Curator`` action (``move``, ``set_aside``, ``add_pictures``) to the dataset ``folder`` (a
+    path or a Hub dataset), or to its working copy when ``folder`` is read-only; (message, edited folder).
+    Raises CurationError (one line) for a change that cannot be made."""
+    from pokedemo.curation import Curator, editable_root
+
+    source = _local_root(folder)
+    root, made = editable_root(source, workspace)
+    result = getattr(Curator(root), action)(*args)
+    message = text.change_message(result)
+    if root != source:
+        message += "\n\n" + text.working_copy_note(source, root, made)
+    return message, str(root)
+
+
+def undo_last_change(folder: str, workspace: str | os.PathLike) -> tuple[str, str | None]:
+    """Undo the newest change of the dataset ``folder`` (or of its working copy); (message, edited folder or
+    None when there was nothing to undo). Raises CurationError when the change cannot be reverted."""
+    from pokedemo.curation import Curator, existing_copy, is_read_only
+
+    source = _local_root(folder)
+    root = existing_copy(source, workspace) if is_read_only(source) else source
+    change = Curator(root).undo() if root is not None else None
+    if change is None:
+        return text.NOTHING_TO_UNDO, None
+    return text.undo_message(change), str(root)
+
+
+def _local_root(folder: str) -> Path:
+    """The local folder of a dataset path or ``hf://datasets/...`` address (the Hub cache's copy)."""
+    from pokedemo.curation import CurationError
+    from pokedemo.hub import open_data
+
+    if not (folder or "").strip():
+        raise CurationError(text.NO_DATASET)
+    return Path(open_data(folder.strip()).root).resolve()
+
+
+def predict_uploads(predictor: Any, paths: list[str]) -> list[Any]:
+    """``ImagePrediction`` per uploaded picture, named by its file name, in upload order: a zip is extracted
+    safely and stands for the pictures inside it (named ``zip/path inside``); a zip that cannot be used is one
+    row with the reason. Predictions run in chunks (``predict_files``)."""
+    import dataclasses
+
+    from pokedemo.predict import ImagePrediction, image_files, predict_files
+    from pokedemo.uploads import UploadError, extract_dataset_zip, new_upload_dir
+
+    entries: list[tuple[str, str | None, str | None]] = []  # (name, file to predict, why it cannot be)
+    for path in paths:
+        name = Path(path).name
+        if Path(path).suffix.lower() != ".zip":
+            entries.append((name, path, None))
+            continue
+        target = new_upload_dir()
+        try:
+            extract_dataset_zip(path, target)
+        except UploadError as exc:
+            entries.append((name, None, f"{name}: {exc}"))
+            continue
+        inside = image_files([target])
+        entries += [(f"{name}/{Path(p).relative_to(target).as_posix()}", p, None) for p in inside]
+        if not inside:
+            entries.append((name, None, f"{name}: no pictures inside"))
+    predicted = iter(predict_files(predictor, [file for _, file, _ in entries if file is not None]))
+    return [dataclasses.replace(next(predicted), image=name) if file is not None
+            else ImagePrediction(name, error=problem) for name, file, problem in entries]
+
 
 
 def test_split_examples(run_dir: str | os.PathLike | None, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
@@ -293,14 +384,20 @@ def model_folders(root: str | os.PathLike, default: DefaultModel | None) -> list
 
 def app_predictor(reference: str, root: str | os.PathLike, default: DefaultModel | None,
                   own: str | os.PathLike | None = None) -> Any:
-    """The cached Predictor of a model the app may load: a run under ``root`` (or under ``own``: a public-mode
-    visitor's runs), the default model, or a Hub model (by repo id or its snapshot). HubLoadError, in the app's
-    words, when a Hub model cannot be fetched."""
+    """The cached Predictor of a model the app may load (``app_model``)."""
     from pokedemo.predict import get_predictor
 
+    return get_predictor(app_model(reference, root, default, own))
+
+
+def app_model(reference: str, root: str | os.PathLike, default: DefaultModel | None,
+              own: str | os.PathLike | None = None) -> Path:
+    """The folder of a model the app may load: a run under ``root`` (or under ``own``: a public-mode visitor's
+    runs), the default model, or a Hub model (by repo id or its snapshot). HubLoadError, in the app's words, when
+    a Hub model cannot be fetched."""
     folders = model_folders(root, default) + ([Path(own)] if own is not None else [])
     try:
-        return get_predictor(reference, root=root, only_inside=folders)
+        return resolve_model(reference, root=root, only_inside=folders)
     except HubError as err:
         raise HubLoadError(text.hub_load_failed(str(reference), err, None)) from None
 

@@ -336,9 +336,76 @@ def doctor_panel_markdown(report: dict[str, Any]) -> str:
     """The doctor's Markdown plus, when there are label conflicts, what to do about the strips below it."""
     text = doctor_markdown(report)
     if report["conflict_groups"]:
-        text += ("\n\n**Label conflicts** (below): the same picture filed under two classes. Delete or move one "
-                 "copy, or the model is taught two answers for one image.")
+        text += ("\n\n**Label conflicts** (below): the same picture filed under two classes, or the model is "
+                 "taught two answers for one image. Click a strip, pick the copy, then move it to the right class "
+                 "or set it aside.")
     return text
+
+
+# ------------------------------------------------------------------------------- fixing the dataset
+
+FIX_HINT = "Click a picture above, then move it to its right class or set it aside. Every change can be undone."
+FIX_PICTURE_LABEL = "Picture (click one above)"
+FIX_CLASS_LABEL = "Move to class"
+FIX_MOVE = "Move to class"
+FIX_ASIDE = "Set aside"
+FIX_UNDO = "↩ Undo last change"
+NOTHING_TO_UNDO = "Nothing to undo: this dataset has no changes made here."
+NO_PICTURE = "⚠️ Click a picture above first."
+NO_TARGET_CLASS = "⚠️ Pick the class to move the picture to."
+ADD_TITLE = "Add pictures or a new class"
+ADD_HINT = ("Upload pictures (or take them with the webcam) into a class of this dataset: pick one, or type a new "
+            "name to make a new class. Then train again, or continue from a model (2 · How to train).")
+ADD_CLASS_LABEL = "Class (pick one, or type a new name)"
+ADD_FILES_LABEL = "Pictures"
+ADD_WEBCAM_LABEL = "… or take one with the webcam"
+ADD_BUTTON = "Add to the class"
+ADD_NOTHING = "⚠️ Upload pictures or take one with the webcam first."
+CONTINUE_LABEL = "Continue from the model selected in Predict"
+CONTINUE_INFO = ("Start from that model's weights instead of ImageNet's: its backbone is used, its classes keep "
+                 "what they learned and new classes are added; fewer epochs are enough.")
+BATCH_TITLE = "Predict many pictures at once (files or a .zip)"
+BATCH_FILES_LABEL = "Pictures or .zip files of pictures"
+BATCH_BUTTON = "Predict all"
+BATCH_CSV_LABEL = "Download the table as CSV"
+BATCH_EMPTY = "Upload pictures or a .zip of pictures, then press **Predict all**."
+BATCH_COLUMNS = ["file", "label", "probability", "error"]
+
+
+def change_message(result: Any) -> str:
+    """What a change (``pokedemo.curation.Change``, or the list an addition returns) did, in one line."""
+    if isinstance(result, list):
+        folder = result[0].class_to if result else "?"
+        return f"✅ Added {len(result)} picture(s) to class **{folder}**. **Undo** removes the last one."
+    if result.action == "move":
+        return (f"✅ Moved `{result.source}` to class **{result.class_to}** (now `{result.target}`). "
+                "**Undo** puts it back.")
+    return f"✅ Set aside `{result.source}` (kept in `{result.target}`, out of training). **Undo** puts it back."
+
+
+def undo_message(change: Any) -> str:
+    return f"↩️ Undone: `{change.source}` is back at `{change.target}`."
+
+
+def working_copy_note(source: Path, copy: Path, made: bool) -> str:
+    """Why an edit went somewhere else than the dataset box said: the folder is read-only."""
+    if made:
+        return (f"ℹ️ `{source}` is read-only (bundled data, a Hub dataset or an unwritable folder), so a working "
+                f"copy was made at `{copy}` and the change went there. The dataset box now points to the copy.")
+    return f"ℹ️ Changed in the working copy `{copy}` (the original `{source}` is read-only)."
+
+
+def batch_caption(results: list[Any]) -> str:
+    bad = sum(1 for r in results if r.error is not None)
+    line = f"**{len(results)} picture(s)**: {len(results) - bad} predicted"
+    return line + (f", {bad} could not be used (see the error column)." if bad else ".")
+
+
+def batch_frame(results: list[Any]) -> pd.DataFrame:
+    """One row per picture (``pokedemo.predict.ImagePrediction``): file, top label, its probability, error."""
+    rows = [[r.image, r.top_k[0]["label"], percent(r.top_k[0]["prob"]), ""] if r.error is None
+            else [r.image, "", "", r.error] for r in results]
+    return pd.DataFrame(rows, columns=BATCH_COLUMNS)
 
 
 def doctor_title(panel_text: str) -> str:

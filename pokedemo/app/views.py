@@ -31,12 +31,13 @@ from pokedemo.events import (
 )
 from pokedemo.images import ImageLoadError, load_image
 from pokedemo.metrics import classification_report
-from pokedemo.report import confusion_image, errors_gallery
+from pokedemo.report import confusion_image, errors_gallery_items
 
 LOG_LINES = 12
 RUN_LABELS = ("pretrained", "scratch")
 PLOT_COLUMNS = ["epoch", "value", "series"]
 THUMB_SIDE = 160  # conflict thumbnails in the doctor panel
+CONFLICT_STRIPS = 24  # conflict groups shown as strips
 
 
 # --------------------------------------------------------------------------------------- run state
@@ -266,24 +267,40 @@ def confusion_picture(report: dict[str, Any] | None):
     return confusion_image(report)
 
 
-def errors_items(report: dict[str, Any]) -> list:
-    """(picture, caption) of each misclassified test image, for a gr.Gallery."""
-    return errors_gallery(report)
+def errors_items(report: dict[str, Any]) -> tuple[list, dict[str, Any]]:
+    """(picture, caption) of each misclassified test image, for a gr.Gallery, and what each tile shows for the
+    fix panel under it (``fixable``: the picture, and its predicted class as the suggested one)."""
+    tiles = errors_gallery_items(report)
+    return ([(img, caption) for img, caption, _ in tiles],
+            fixable(report["root"], [([item["path"]], item["pred"]) for _, _, item in tiles]))
+
+
+def fixable(root: str | os.PathLike, tiles: list[tuple[list[str], str | None]]) -> dict[str, Any]:
+    """What the fix panel of a gallery keeps (in a gr.State): the dataset folder and, per tile, its pictures
+    (paths relative to the folder) and the class suggested for them (None: no suggestion)."""
+    return {"root": str(root), "tiles": [{"paths": list(paths), "suggest": suggest} for paths, suggest in tiles]}
 
 
 # ------------------------------------------------------------------------------------ doctor pictures
 
 
 def conflict_thumbnails(report: dict[str, Any], root: str | os.PathLike | None = None,
-                        limit: int = 24) -> list[tuple[Any, str]]:
+                        limit: int = CONFLICT_STRIPS) -> list[tuple[Any, str]]:
     """One side-by-side strip per label-conflict group of a doctor report (for a gr.Gallery): each picture
     with its class folder written under it; the caption lists the paths."""
     base = Path(root or report["root"])
     out = []
-    for group in report["conflict_groups"][:limit]:
+    for group in report["conflict_groups"][:limit]:  # conflict_fixable lists the same groups
         tiles = [(_thumbnail(base / p), p.split("/", 1)[0]) for p in group]
         out.append((_strip(tiles), " | ".join(group)))
     return out
+
+
+def conflict_fixable(report: dict[str, Any], root: str | os.PathLike | None = None,
+                     limit: int = CONFLICT_STRIPS) -> dict[str, Any]:
+    """The fix panel's state for the conflict strips of ``conflict_thumbnails`` (same order): each strip's
+    pictures, no suggested class (which copy is right is the user's call)."""
+    return fixable(root or report["root"], [(group, None) for group in report["conflict_groups"][:limit]])
 
 
 def _thumbnail(path: Path):

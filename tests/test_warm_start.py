@@ -1,0 +1,95 @@
+"""Continuing from a trained model (``TrainConfig.init_from``): same classes, added classes, and what is recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_dataset, train_folder
+
+from pokedemo.checkpoint import CheckpointError, load_checkpoint, warm_start
+from pokedemo.config import TrainConfig
+from pokedemo.events import Finished, Stage
+from pokedemo.models import build_classifier
+from pokedemo.options import command_line
+
+TINY = TrainConfig(backbone="resnet18", pretrained=False, epochs=1, batch_size=8, img_size=32, seed=0)
+
+
+def _finished(events) -> Finished:
+    events = list(events)
+    assert isinstance(events[-1], Finished), events[-1]
+    return events[-1]
+
+
+def _head_rows(run: Path, temperature_free: bool = True) -> dict[str, torch.Tensor]:
+    loaded = load_checkpoint(run)
+    t = loaded.config["metrics"].get("calibration", {}).get("temperature", 1.0) if temperature_free else 1.0
+    return {name: loaded.model.head.weight[i].detach() * t for i, name in enumerate(loaded.classes)}
+
+
+def test_warm_start_keeps_rows_by_class_name_and_adds_fresh_ones(tiny_checkpoint: Path):
+    start = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(1)
+    model = build_classifier("resnet18", 4, pretrained=False)
+    fresh = model.head.weight.detach().clone()
+    warm = warm_start(model, ["c", "new", "a", "b"], start)
+    assert (warm.kept, warm.added, warm.dropped) == (["c", "a", "b"], ["new"], [])
+    old = _head_rows(tiny_checkpoint)
+    for row, name in enumerate(["c", "new", "a", "b"]):
+        expected = fresh[row] if name == "new" else old[name]
+        assert torch.allclose(model.head.weight[row], expected, atol=1e-5), name
+    key = next(k for k in start.model.state_dict() if k.startswith("features."))
+    assert torch.equal(model.state_dict()[key], start.model.state_dict()[key]), "the backbone is the checkpoint's"
+
+
+def test_warm_start_refuses_another_backbone(tiny_checkpoint: Path):
+    model = build_classifier("efficientnet_lite0", 3, pretrained=False)
+    with pytest.raises(CheckpointError, match="resnet18"):
+        warm_start(model, ["a", "b", "c"], load_checkpoint(tiny_checkpoint))
+
+
+def test_continue_with_the_same_classes_starts_where_the_model_was(tiny_checkpoint: Path, tiny_data_dir: Path,
+                                                                   tmp_path: Path):
+    # efficientnet_lite0 asked for: the checkpoint's resnet18 is used.
+    config = dataclasses.replace(TINY, backbone="efficientnet_lite0", init_from=str(tiny_checkpoint), seed=3)
+    events = list(train_folder(config, tiny_data_dir, tmp_path / "runs"))
+    final = _finished(events)
+    assert any(isinstance(e, Stage) and e.name == "warm-start" for e in events)
+    saved = json.loads((Path(final.run_dir) / "config.json").read_text())
+    assert saved["backbone"] == "resnet18"
+    assert saved["train_config"]["init_from"] == str(tiny_checkpoint)
+    assert saved["init_from"]["added_classes"] == [] and saved["init_from"]["kept_classes"] == ["a", "b", "c"]
+    assert len(saved["split"]) == 24, "the split of the current data is drawn and recorded"
+    assert "--init-from" in saved["reproduce"]["command"]
+
+
+def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path):
+    data = make_tiny_dataset(tmp_path / "data", classes=("a", "b", "c", "d"))
+    for name in ("a", "b", "c"):  # the same pictures as the checkpoint's data, plus class d
+        for src in (tiny_data_dir / name).iterdir():
+            (data / name / src.name).write_bytes(src.read_bytes())
+    final = _finished(train_folder(dataclasses.replace(TINY, init_from=str(tiny_checkpoint)), data, tmp_path / "runs"))
+    saved = load_checkpoint(final.run_dir)
+    assert saved.classes == ["a", "b", "c", "d"] and saved.model.head.weight.shape[0] == 4
+    assert saved.config["init_from"]["added_classes"] == ["d"]
+
+
+def test_a_run_name_in_the_checkpoint_folder_is_a_reference(tiny_checkpoint: Path, tiny_data_dir: Path):
+    config = dataclasses.replace(TINY, init_from=tiny_checkpoint.name)
+    final = _finished(train_folder(config, tiny_data_dir, tiny_checkpoint.parent))
+    assert json.loads((Path(final.run_dir) / "config.json").read_text())["init_from"]["checkpoint"] == str(
+        tiny_checkpoint)
+
+
+def test_an_unknown_reference_is_a_failed_event(tiny_data_dir: Path, tmp_path: Path):
+    events = list(train_folder(dataclasses.replace(TINY, init_from=str(tmp_path / "nope")), tiny_data_dir, tmp_path))
+    assert type(events[-1]).__name__ == "Failed" and "not found" in events[-1].message
+
+
+def test_the_cli_option_is_init_from():
+    words = command_line(dataclasses.replace(TINY, init_from="runs/x"), "data")
+    assert "--init-from runs/x" in words
