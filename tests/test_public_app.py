@@ -131,7 +131,7 @@ def test_a_picture_on_the_server_cannot_be_named_in_the_image_payload(public, tm
     answers = []
     for path in (public.secret / "cls_a" / "private0.png", public.secret / "cls_a" / "nothing.png"):
         payload = {"path": str(path)}  # no upload: a bare path, as a hand-made request sends it
-        answers.append((client.predict(payload, own, api_name="/predict"),
+        answers.append((client.predict(payload, own, api_name="/predict")[:2],
                         client.predict(payload, own, "top class", api_name="/explain")[:2]))
     (label, caption), (overlay, cam_caption) = answers[0]
     assert not label and text.PUBLIC_IMAGE_REFUSED in caption
@@ -165,7 +165,7 @@ def test_an_empty_token_never_lends_the_servers_hub_token(public, hub_env, monke
     message, _ = client.predict("owner/secret-model", "", api_name="/load_from_hub")
     assert message.startswith("❌") and "not found" in message
     picture = handle_file(str(public.data / "a" / "000.png"))
-    _, caption = client.predict(picture, "owner/secret-model", api_name="/predict")  # typed into the picker
+    _, caption, _ = client.predict(picture, "owner/secret-model", api_name="/predict")  # typed into the picker
     assert "not found" in caption
     assert client.predict(str(public.own), "owner/pushed", False, "", api_name="/push_to_hub") == \
         text.PUBLIC_PUSH_TOKEN_NEEDED
@@ -202,7 +202,7 @@ def test_two_visitors_never_see_each_others_runs(public, alice, tmp_path, hub_en
     assert str(alice.run) not in bobs
     assert set(bobs) == {str(public.own), str(public.app.default_model.path)}  # the Space's models only
     picture = handle_file(str(public.data / "a" / "000.png"))
-    label, caption = bob.predict(picture, str(alice.run), api_name="/predict")
+    label, caption, _ = bob.predict(picture, str(alice.run), api_name="/predict")
     assert not label and "not one of this app's checkpoints" in caption
     assert "⚠️" in bob.predict(str(alice.run), str(public.data), api_name="/inspect")[0]
     token = hub_env.add_user("bob")
