@@ -69,14 +69,46 @@ def run_comparison(config: TrainConfig, data: Path, out_root: Path) -> Any:
 
 
 def store_half_precision(run_dir: Path) -> None:
-    """Rewrite the run's weights as float16 (half the bytes); loading casts them back to the model's dtype."""
+    """Rewrite the run's weights as float16 (half the bytes); loading casts them back to the model's dtype.
+    The open-set statistics stay float32: they are small, and their thresholds were fitted on them as they are."""
     from safetensors.torch import load_file
 
+    from pokedemo.openset import TENSOR_PREFIX
+
     tensors = load_file(str(run_dir / ckpt.WEIGHTS_FILE))
-    half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    half = {k: v.half() if v.is_floating_point() and not k.startswith(TENSOR_PREFIX) else v
+            for k, v in tensors.items()}
     digest = ckpt.save_weights(run_dir, half)
     config = ckpt.read_config(run_dir)
     ckpt.write_config(run_dir, {**config, "weights_sha256": digest, "weights_dtype": "float16"})
+
+
+def refit_open_set(run_dir: Path) -> dict[str, Any]:
+    """Fit the open-set rule of the stored weights as training does (statistics of the recorded training images,
+    thresholds on the recorded validation images, at the inference size) and record it; the weights stay as they
+    are. Returns the rule's record."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pokedemo.data import cached_tensors
+    from pokedemo.openset import ADOPTED_PER_CLASS, ADOPTED_SCORE, DEFAULT_ACCEPTANCE, OpenSet, logits_and_features
+    from pokedemo.predict import Predictor, recorded_split
+
+    predictor = Predictor.load(run_dir, torch.device("cpu"))
+    dataset, train = recorded_split(predictor, part="train")
+    _, val = recorded_split(predictor, part="val")
+    features = {}
+    for part, indices in (("train", train), ("val", val)):
+        images = cached_tensors(dataset, indices, predictor.image_size)
+        features[part] = logits_and_features(predictor.inference_model, images, predictor.device, predictor.plan)
+    labels = torch.tensor([dataset.records[i].label for i in train])
+    rule = OpenSet.fit(ADOPTED_SCORE, features["train"][1], labels, *features["val"], DEFAULT_ACCEPTANCE,
+                       per_class=ADOPTED_PER_CLASS)
+    weights = {k: v for k, v in load_file(str(run_dir / ckpt.WEIGHTS_FILE)).items() if not k.startswith("open_set.")}
+    digest = ckpt.save_weights(run_dir, {**weights, **rule.tensors()})
+    config = ckpt.read_config(run_dir)
+    ckpt.write_config(run_dir, {**config, "weights_sha256": digest, "open_set": rule.record()})
+    return rule.record()
 
 
 def remeasure_test(run_dir: Path) -> dict[str, Any]:
@@ -86,7 +118,7 @@ def remeasure_test(run_dir: Path) -> dict[str, Any]:
     config = ckpt.read_config(run_dir)
     report = evaluate_split(Predictor.load(run_dir))
     metrics = dict(config["metrics"])
-    metrics["test_accuracy_float32"] = metrics["test"]["accuracy"]  # as trained, before storing float16
+    metrics.setdefault("test_accuracy_float32", metrics["test"]["accuracy"])  # as trained, before float16
     metrics["test"] = {k: v for k, v in report.items() if k != "root"}
     ckpt.write_config(run_dir, {**config, "metrics": metrics})
     return report
@@ -174,7 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (tests only)")
     parser.add_argument("--img-size", type=int, default=None, help="override the recipe's image size (tests only)")
     parser.add_argument("--device", default="cpu", help="training device (default cpu, as recorded)")
+    parser.add_argument("--open-set-only", action="store_true",
+                        help="keep the starter's weights and comparison; fit and record its open-set rule and "
+                             "re-measure its test metrics (for a starter made before open-set rules existed)")
     args = parser.parse_args(argv)
+    if args.open_set_only:
+        rule = refit_open_set(args.out)
+        report = remeasure_test(args.out)
+        print(json.dumps({"starter": str(args.out), "open_set": rule, "test_acc": report["accuracy"],
+                          "open_set_test": report.get("open_set")}))
+        return 0
     argv_used = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "scripts/make_starter.py", *argv_used])
     config = starter_config(args)

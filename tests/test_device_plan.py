@@ -153,7 +153,8 @@ def test_a_cpu_run_keeps_natural_batch_shapes_in_channels_last(tiny_dataset, tmp
     train, val, test = sizes["train"], sizes["val"], sizes["test"]
     assert max(train, val, test) > CPU_EVAL_BATCH  # so the evaluation passes are split
     head = [2 * n for n in passes(train, CPU_EVAL_BATCH)]  # each pass with its mirror images
-    expected = head + passes(train, 8) + passes(val, CPU_EVAL_BATCH) + passes(test, CPU_EVAL_BATCH)
+    open_set = passes(train, CPU_EVAL_BATCH) + passes(val, CPU_EVAL_BATCH)  # its statistics and threshold
+    expected = head + passes(train, 8) + passes(val, CPU_EVAL_BATCH) + open_set + passes(test, CPU_EVAL_BATCH)
     assert sorted(s for s, _, _ in seen) == sorted(expected)
     assert all(channels_last for _, channels_last, _ in seen) and {d for _, _, d in seen} == {torch.float32}
     assert not read_config(events[-1].run_dir)["execution"]["fixed_batch_shapes"]

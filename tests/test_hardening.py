@@ -267,7 +267,7 @@ def test_broken_checkpoints_are_one_line_in_cli_and_a_message_in_the_app(tiny_ch
         assert cli_main(["predict", "--checkpoint", str(run), image]) == 2, name
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and expected[name] in err and len(err.splitlines()) == 1, (name, err)
-        label, caption = app.predict(image, str(run))
+        label, caption, _ = app.predict(image, str(run))
         assert label is None and caption.startswith("⚠️") and expected[name] in caption, (name, caption)
         assert "\n" not in caption and "Traceback" not in caption
         if name in ("malformed-config", "no-weights"):  # listing reads configs only; picking checks weights
@@ -397,7 +397,7 @@ def test_app_killed_while_training_comes_back_and_trains_again(tmp_path):
     try:
         client = client_for(url, tmp_path / "dl2")
         assert listed(client, root) == [str(earlier)]  # the interrupted run is hidden
-        label, caption = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
+        label, caption, _ = client.predict(handle_file(str(data / "b" / "001.png")), str(interrupted),
                                         api_name="/predict")
         assert not label and "unfinished" in caption, caption
         outputs = client.predict(str(data), *TINY_OPTIONS, api_name="/train")
