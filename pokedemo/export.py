@@ -40,6 +40,7 @@ from torch import nn
 from pokedemo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from pokedemo.config import default_checkpoint_root
 from pokedemo.data import cached_tensors
+from pokedemo.openset import OpenSet, compute_scores
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError
 from pokedemo.model_ref import resolve_model
 from pokedemo.predict import MAX_SIDE_FACTOR, Predictor, recorded_split
@@ -51,6 +52,8 @@ RECORD_FILE = "export.json"
 RECORD_FORMAT = "pokedemo-onnx-export"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+SCORE_NAME = "open_set_score"
+KNOWN_NAME = "known"
 FORMATS = ("onnx",)
 MAX_PROBABILITY_DIFF = 1e-4
 LATENCY_PICTURES = 200  # pictures timed one by one (the first ones of the parity set)
@@ -69,15 +72,27 @@ class ExportError(ValueError):
 
 
 class ProbabilityGraph(nn.Module):
-    """uint8 pictures [N, 3, S, S] → probabilities [N, C], around the Predictor's (folded) model."""
+    """uint8 pictures [N, 3, S, S] → (probabilities [N, C], open-set score [N], known [N]) around the Predictor's
+    (folded) model and its open-set rule (``pokedemo.openset``): known = score >= the closest class's threshold."""
 
-    def __init__(self, folded: nn.Module):
+    def __init__(self, folded: nn.Module, open_set: OpenSet):
         super().__init__()
         self.model = folded
+        self.score_name = open_set.score
+        self.register_buffer("thresholds", open_set.thresholds.float().clone())
+        self.statistic_names = sorted(open_set.stats)
+        for name in self.statistic_names:
+            self.register_buffer(f"stat_{name}", open_set.stats[name].float().clone())
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The Classifier scales uint8 to [0, 1] and normalises inside, exactly as for the Predictor's input.
-        return torch.softmax(self.model(images).float(), dim=1)
+        features = self.model.forward_features(images)
+        logits = self.model.head(features).float()
+        stats = {name: getattr(self, f"stat_{name}") for name in self.statistic_names}
+        score = compute_scores(self.score_name, logits, features.float(), stats)
+        probabilities = torch.softmax(logits, dim=1)
+        known = score >= self.thresholds[probabilities.argmax(dim=1)]
+        return probabilities, score, known
 
 
 @dataclass(frozen=True)
@@ -86,13 +101,16 @@ class Parity:
     source: str                       # "recorded test split" or the folder given
     max_abs_diff: float | None = None
     top1_agree: int | None = None     # pictures whose top-1 class is the same
+    max_score_diff: float | None = None  # open-set score, onnxruntime vs Predictor
+    known_differ: int = 0             # pictures whose known/unknown answer differs away from the threshold
     unreadable: int = 0               # files of a given folder that could not be read (left out)
     skipped: str | None = None        # why no check ran
 
     @property
     def passed(self) -> bool:
         return self.skipped is None and self.max_abs_diff is not None and \
-            self.max_abs_diff <= MAX_PROBABILITY_DIFF and self.top1_agree == self.pictures
+            self.max_abs_diff <= MAX_PROBABILITY_DIFF and self.top1_agree == self.pictures and \
+            (self.max_score_diff or 0.0) <= MAX_PROBABILITY_DIFF and self.known_differ == 0
 
 
 @dataclass(frozen=True)
@@ -127,7 +145,8 @@ class ExportResult:
             lines.append(f"parity check skipped: {p.skipped}")
         else:
             lines.append(f"parity on {p.pictures} pictures ({p.source}): max |Δp| {p.max_abs_diff:.1e}, "
-                         f"top-1 agreement {p.top1_agree}/{p.pictures}")
+                         f"top-1 agreement {p.top1_agree}/{p.pictures}, open-set score max |Δ| "
+                         f"{p.max_score_diff:.1e}, none-of-these answers differing {p.known_differ}")
         if self.latency:
             t = self.latency
             threads = f"{t.threads} thread{'s' if t.threads != 1 else ''}"
@@ -160,7 +179,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
             raise ExportError(
                 f"ONNX parity check failed on {parity.pictures} pictures ({parity.source}): max |Δp| "
                 f"{parity.max_abs_diff:.1e} (limit {MAX_PROBABILITY_DIFF:.0e}), top-1 differs on "
-                f"{parity.pictures - parity.top1_agree}; nothing was written")
+                f"{parity.pictures - parity.top1_agree}, open-set score max |Δ| {parity.max_score_diff:.1e}, "
+                f"none-of-these answers differing on {parity.known_differ}; nothing was written")
         result = ExportResult(out, out / ONNX_FILE, onnx_path.stat().st_size, parity, latency, metadata)
         record = _record(result, run_dir, predictor, opset)
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -186,6 +206,10 @@ def model_metadata(predictor: Predictor) -> dict[str, str]:
         "input": f"{INPUT_NAME}: uint8 RGB [N, 3, {size}, {size}], values 0-255 (no scaling or normalisation)",
         "output": f"{OUTPUT_NAME}: float32 [N, {len(predictor.classes)}], calibrated softmax probabilities in "
                   "class_names order",
+        "open_set": json.dumps({**predictor.open_set.record(), "rule": f"{KNOWN_NAME} = {SCORE_NAME} >= "
+                                "thresholds[index of the highest probability]; otherwise none of the classes"}),
+        "outputs": f"{OUTPUT_NAME} [N, C]; {SCORE_NAME} float32 [N] (higher: more like the known classes); "
+                   f"{KNOWN_NAME} bool [N]: false = the picture is none of class_names",
         "mean": json.dumps(config["mean"]),
         "std": json.dumps(config["std"]),
         "normalisation": "inside the graph: x / 255, then (x - mean) / std per channel",
@@ -213,12 +237,13 @@ def _write_onnx(predictor: Predictor, path: Path, metadata: dict[str, str]) -> i
         raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
                           "pip install onnx onnxscript")
     folded = copy.deepcopy(predictor.inference_model).to(memory_format=torch.contiguous_format)
-    graph = ProbabilityGraph(folded).eval()
+    graph = ProbabilityGraph(folded, predictor.open_set).eval()
     size = predictor.image_size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)  # 2, not 1: a size-1 batch would be fixed
     try:
         program = torch.onnx.export(
-            graph, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
+            graph, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, SCORE_NAME, KNOWN_NAME],
+            dynamo=True,
             dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}, verbose=False,
         )
     except Exception as exc:  # torch.export / onnxscript raise many types; the user gets one line
@@ -266,12 +291,17 @@ def _check(predictor: Predictor, onnx_path: Path, pictures: torch.Tensor, source
         return Parity(len(pictures), source, unreadable=unreadable,
                       skipped="onnxruntime is not installed (pip install onnxruntime)"), None
     session = _session(onnx_path)
-    expected = predictor.probabilities(pictures).numpy()
-    found = onnx_probabilities(session, pictures.numpy())
+    expected, expected_scores = (t.numpy() for t in predictor.outputs(pictures))
+    found, scores, known = onnx_outputs(session, pictures.numpy())
+    closest = expected.argmax(1)
+    limits = predictor.open_set.thresholds.numpy()[closest]
+    far_from_limit = abs(expected_scores - limits) > MAX_PROBABILITY_DIFF  # rounding may tip a picture at the limit
     parity = Parity(
         pictures=len(pictures), source=source, unreadable=unreadable,
         max_abs_diff=float(abs(found - expected).max()),
-        top1_agree=int((found.argmax(1) == expected.argmax(1)).sum()),
+        top1_agree=int((found.argmax(1) == closest).sum()),
+        max_score_diff=float(abs(scores - expected_scores).max()),
+        known_differ=int(((known != (expected_scores >= limits)) & far_from_limit).sum()),
     )
     return parity, _latency(predictor, session, pictures[:LATENCY_PICTURES]) if parity.passed else None
 
@@ -287,9 +317,16 @@ def _session(onnx_path: Path):
 
 def onnx_probabilities(session, pictures) -> Any:
     """Probabilities (numpy [N, C]) from an onnxruntime session for uint8 numpy pictures, PARITY_BATCH at a time."""
-    outputs = [session.run([OUTPUT_NAME], {INPUT_NAME: pictures[i:i + PARITY_BATCH]})[0]
-               for i in range(0, len(pictures), PARITY_BATCH)]
-    return np.concatenate(outputs)
+    return onnx_outputs(session, pictures)[0]
+
+
+def onnx_outputs(session, pictures) -> tuple[Any, Any, Any]:
+    """(probabilities [N, C], open-set scores [N], known [N]) from an onnxruntime session for uint8 numpy
+    pictures, PARITY_BATCH at a time."""
+    names = [OUTPUT_NAME, SCORE_NAME, KNOWN_NAME]
+    parts = [session.run(names, {INPUT_NAME: pictures[i:i + PARITY_BATCH]})
+             for i in range(0, len(pictures), PARITY_BATCH)]
+    return tuple(np.concatenate([part[k] for part in parts]) for k in range(3))
 
 
 def _latency(predictor: Predictor, session, pictures: torch.Tensor) -> Latency:
@@ -428,7 +465,9 @@ def export_readme(record: dict[str, Any]) -> str:
         checked = (f"Checked at export: on {parity['pictures']} pictures ({parity['source']}) onnxruntime's "
                    f"probabilities differ from pokedemo's by at most {parity['max_abs_diff']:.1e} (limit "
                    f"{parity['limit']:.0e}) and the top-1 class agrees on {parity['top1_agree']} of "
-                   f"{parity['pictures']}.")
+                   f"{parity['pictures']}; the open-set score differs by at most "
+                   f"{parity.get('max_score_diff') or 0:.1e} and the \"none of these\" answer on "
+                   f"{parity.get('known_differ', 0)} pictures.")
     timing = ""
     if latency:
         timing = (f"\nCPU time per picture (p50 of {latency['pictures']} one-picture calls, {latency['threads']} "

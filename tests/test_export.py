@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from pokedemo.checkpoint import CheckpointError, read_config
 from pokedemo.export import (
@@ -156,8 +158,13 @@ def test_an_unwritable_target_writes_nothing(tiny_checkpoint, tmp_path):
 def test_a_failed_parity_check_writes_nothing(tiny_checkpoint, tmp_path, monkeypatch):
     import pokedemo.export as export
 
-    real = export.onnx_probabilities
-    monkeypatch.setattr(export, "onnx_probabilities", lambda session, pictures: real(session, pictures)[:, ::-1])
+    real = export.onnx_outputs
+
+    def reversed_classes(session, pictures):
+        probabilities, scores, known = real(session, pictures)
+        return probabilities[:, ::-1], scores, known
+
+    monkeypatch.setattr(export, "onnx_outputs", reversed_classes)
     out = tmp_path / "out"
     with pytest.raises(ExportError) as caught:
         export_checkpoint(tiny_checkpoint, out)
@@ -271,3 +278,37 @@ def test_the_app_downloads_the_selected_model_as_onnx_and_a_zip(served, tmp_path
     assert f"{checkpoint.name}/model.safetensors" in names and f"{checkpoint.name}/onnx/{SCRIPT_FILE}" in names
     files, message = client.predict(None, api_name="/download_model")
     assert files is None and message == text.DOWNLOAD_NO_CHECKPOINT
+
+
+def test_the_graph_says_none_of_these_as_pokedemo_does(tiny_checkpoint, tmp_path):
+    """The open-set score and the known/unknown answer come out of the graph, equal to the Predictor's, and
+    predict_onnx.py words an unknown picture as pokedemo does."""
+    import onnx
+    import onnxruntime as ort
+
+    from pokedemo.export import KNOWN_NAME, SCORE_NAME, onnx_outputs
+
+    result = export_checkpoint(tiny_checkpoint, tmp_path / "out")
+    assert result.parity.max_score_diff is not None and result.parity.max_score_diff <= 1e-4
+    rule = json.loads(read_metadata(result.onnx_path)["open_set"])
+    predictor = Predictor.load(tiny_checkpoint, torch.device("cpu"))
+    assert rule["score"] == predictor.open_set.score and len(rule["thresholds"]) == len(predictor.classes)
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()][1:] == [SCORE_NAME, KNOWN_NAME]
+    noise = np.random.default_rng(0).integers(0, 256, (1, 3, predictor.image_size, predictor.image_size),
+                                                dtype=np.uint8)
+    _, scores, known = onnx_outputs(session, noise)
+    expected = predictor.classify_tensors(torch.from_numpy(noise))[0]
+    assert abs(float(scores[0]) - expected.score) <= 1e-4 and bool(known[0]) == expected.known
+    picture = tmp_path / "noise.png"
+    Image.fromarray(noise[0].transpose(1, 2, 0)).save(picture)
+    strict = tmp_path / "strict.onnx"  # every picture unknown: a threshold above any score
+    model = onnx.load(str(result.onnx_path))
+    for init in model.graph.initializer:
+        if init.name.endswith("thresholds"):
+            init.CopyFrom(onnx.numpy_helper.from_array(np.full(len(predictor.classes), 9.0, np.float32), init.name))
+    onnx.save(model, str(strict))
+    script = result.onnx_path.parent / "predict_onnx.py"
+    out = subprocess.run([sys.executable, str(script), "--model", str(strict), str(picture)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "none of these (closest:" in out.stdout, out.stderr

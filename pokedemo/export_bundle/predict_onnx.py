@@ -119,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read {picture}: {why_unreadable(picture, exc)}", file=sys.stderr)
             failed = True
             continue
-        probabilities = session.run(None, {input_name: pixels[None]})[0][0]
+        probabilities, score, known = (out[0] for out in session.run(None, {input_name: pixels[None]}))
         ranked = sorted(zip(classes, probabilities.tolist()), key=lambda pair: -pair[1])
-        results.append({"picture": picture, "probabilities": dict(zip(classes, probabilities.tolist()))})
+        closest = ranked[0][0]
+        results.append({"picture": picture, "label": closest if known else None, "closest": closest,
+                        "open_set_score": float(score), "probabilities": dict(zip(classes, probabilities.tolist()))})
         if not args.json:
-            print(f"{picture}: " + ", ".join(f"{name} {p:.1%}" for name, p in ranked[:max(1, args.top_k)]))
+            shown = ", ".join(f"{name} {p:.1%}" for name, p in ranked[:max(1, args.top_k)])
+            print(f"{picture}: {shown}" if known else f"{picture}: none of these (closest: {shown})")
     if args.json:
         print(json.dumps(results))
     return 1 if failed else 0
