@@ -294,7 +294,7 @@ def test_app_dataset_box_takes_a_hub_dataset(hub_env, splits_data):
     hub_env.create_repo("alice/app-box", kind="dataset", files=files)
     summary = sources.summarise_dataset("hf://datasets/alice/app-box", 0, 32)
     assert "brings its own split (test, train)" in summary and "⚠️" not in summary.split("ℹ️")[0]
-    report, strips = sources.doctor_panel("hf://datasets/alice/app-box")
+    report, strips, _ = sources.doctor_panel("hf://datasets/alice/app-box")
     assert "27" in report and strips == []
     assert sources.summarise_dataset("hf://datasets/alice/missing", 0, 32).startswith(
         "⚠️ dataset repo alice/missing not found")
