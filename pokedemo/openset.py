@@ -315,6 +315,16 @@ class OpenSet:
                    record.get("fitted"))
 
 
+def fit_adopted_rule(model, train_images: torch.Tensor, train_labels: torch.Tensor, val_images: torch.Tensor,
+                     device: torch.device, plan) -> OpenSet:
+    """The adopted rule (ADOPTED_SCORE at DEFAULT_ACCEPTANCE) of ``model``: statistics of the training images'
+    features, thresholds on the validation images (uint8, unaugmented, at the inference size)."""
+    _, train_features = logits_and_features(model, train_images, device, plan)
+    val_logits, val_features = logits_and_features(model, val_images, device, plan)
+    return OpenSet.fit(ADOPTED_SCORE, train_features.cpu(), train_labels.cpu(), val_logits.cpu(), val_features.cpu(),
+                       DEFAULT_ACCEPTANCE, per_class=ADOPTED_PER_CLASS)
+
+
 @torch.no_grad()
 def logits_and_features(model, images: torch.Tensor, device: torch.device, plan) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [N, C], features [N, D]) of uint8 images from ONE forward pass each, float32 on ``device``,

@@ -45,7 +45,7 @@ from pokedemo.hub import HubError
 from pokedemo.metrics import report_with_items
 from pokedemo.model_ref import resolve_model
 from pokedemo.training_data import TrainingData
-from pokedemo.openset import ADOPTED_PER_CLASS, ADOPTED_SCORE, DEFAULT_ACCEPTANCE, OpenSet, logits_and_features
+from pokedemo.openset import OpenSet, fit_adopted_rule, logits_and_features
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
     hub_backbone_config, is_hub_backbone,
@@ -432,10 +432,7 @@ class _Run:
         cfg, device, data = self.cfg, self.device, self.tensors
         train_x = data.train_x if cfg.eval_size == cfg.last_epoch_size else \
             cached_tensors(self.data.dataset, self.data.split.train, cfg.eval_size).to(device)
-        _, train_features = logits_and_features(folded, train_x, device, self.plan)
-        val_logits, val_features = logits_and_features(folded, data.val_x, device, self.plan)
-        return OpenSet.fit(ADOPTED_SCORE, train_features.cpu(), data.train_y.cpu(), val_logits.cpu(),
-                           val_features.cpu(), DEFAULT_ACCEPTANCE, per_class=ADOPTED_PER_CLASS)
+        return fit_adopted_rule(folded, train_x, data.train_y, data.val_x, device, self.plan)
 
     def cancelled(self) -> Cancelled:
         seconds = round(self.elapsed(), 3)

@@ -91,19 +91,16 @@ def refit_open_set(run_dir: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from pokedemo.data import cached_tensors
-    from pokedemo.openset import ADOPTED_PER_CLASS, ADOPTED_SCORE, DEFAULT_ACCEPTANCE, OpenSet, logits_and_features
+    from pokedemo.openset import fit_adopted_rule
     from pokedemo.predict import Predictor, recorded_split
 
     predictor = Predictor.load(run_dir, torch.device("cpu"))
     dataset, train = recorded_split(predictor, part="train")
     _, val = recorded_split(predictor, part="val")
-    features = {}
-    for part, indices in (("train", train), ("val", val)):
-        images = cached_tensors(dataset, indices, predictor.image_size)
-        features[part] = logits_and_features(predictor.inference_model, images, predictor.device, predictor.plan)
+    size = predictor.image_size
     labels = torch.tensor([dataset.records[i].label for i in train])
-    rule = OpenSet.fit(ADOPTED_SCORE, features["train"][1], labels, *features["val"], DEFAULT_ACCEPTANCE,
-                       per_class=ADOPTED_PER_CLASS)
+    rule = fit_adopted_rule(predictor.inference_model, cached_tensors(dataset, train, size), labels,
+                            cached_tensors(dataset, val, size), predictor.device, predictor.plan)
     weights = {k: v for k, v in load_file(str(run_dir / ckpt.WEIGHTS_FILE)).items() if not k.startswith("open_set.")}
     digest = ckpt.save_weights(run_dir, {**weights, **rule.tensors()})
     config = ckpt.read_config(run_dir)
