@@ -315,11 +315,6 @@ def _session(onnx_path: Path):
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_probabilities(session, pictures) -> Any:
-    """Probabilities (numpy [N, C]) from an onnxruntime session for uint8 numpy pictures, PARITY_BATCH at a time."""
-    return onnx_outputs(session, pictures)[0]
-
-
 def onnx_outputs(session, pictures) -> tuple[Any, Any, Any]:
     """(probabilities [N, C], open-set scores [N], known [N]) from an onnxruntime session for uint8 numpy
     pictures, PARITY_BATCH at a time."""
