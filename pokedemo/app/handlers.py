@@ -370,8 +370,14 @@ class DemoApp:
         return gr.Slider(minimum=control.low, maximum=control.high, value=control.default, info=control.info)
 
     def _predictor(self, checkpoint: str, request: gr.Request | None):
-        """The model a visitor picked: this app's runs, its default model, Hub models and, in public mode, the
-        visitor's own runs (named through the policy's gate); a Hub model with the visitor's token only."""
+        """The cached Predictor of the model a visitor picked (``_model_path``)."""
+        from pokedemo.predict import get_predictor  # the engine loads on first use, as in sources
+
+        return get_predictor(self._model_path(checkpoint, request))
+
+    def _model_path(self, checkpoint: str, request: gr.Request | None) -> Path:
+        """The folder of the model a visitor picked: this app's runs, its default model, Hub models and, in public
+        mode, the visitor's own runs (named through the policy's gate); a Hub model with the visitor's token only."""
         session = session_of(request)
         own = self.policy.runs_root(session, self.checkpoint_root) if self.policy.public else None
         if self.policy.public:
@@ -379,7 +385,7 @@ class DemoApp:
             checkpoint, from_hub = self.policy.model_reference(checkpoint, folders, self.checkpoint_root)
             if from_hub:  # never resolved against the server's folders, never with the server's token
                 checkpoint = str(sources.fetch_hub_model(checkpoint, self.policy.hub_token(None)))
-        return sources.app_predictor(checkpoint, self.checkpoint_root, self.default_model, own)
+        return sources.app_model(checkpoint, self.checkpoint_root, self.default_model, own)
 
     def _own_run(self, checkpoint: str, request: gr.Request | None) -> Path:
         """A run of this app's checkpoint folder or, in public mode, of this visitor's own runs."""
@@ -388,11 +394,6 @@ class DemoApp:
             checkpoint, _ = self.policy.model_reference(checkpoint, [self.checkpoint_root, own], self.checkpoint_root)
             return sources.run_of_this_app(checkpoint, self.checkpoint_root, own)
         return sources.run_of_this_app(checkpoint, self.checkpoint_root)
-
-    def _model_path(self, checkpoint: str, request: gr.Request | None) -> Path:
-        """The run folder of a picker value: this app's runs, its default model, Hub models and, in public mode,
-        the visitor's own runs (through the same gate as ``_predictor``)."""
-        return Path(self._predictor(checkpoint, request).checkpoint.path)
 
     def predict_batch(self, files: list[str] | None, checkpoint: str | None, request: gr.Request = None):
         """(caption, table, CSV file) for many uploaded pictures (or zips of pictures); a bad file is a row with

@@ -382,14 +382,6 @@ def model_folders(root: str | os.PathLike, default: DefaultModel | None) -> list
     return [Path(root), Path(hub_cache_dir()), *([default.path] if default is not None else [])]
 
 
-def app_predictor(reference: str, root: str | os.PathLike, default: DefaultModel | None,
-                  own: str | os.PathLike | None = None) -> Any:
-    """The cached Predictor of a model the app may load (``app_model``)."""
-    from pokedemo.predict import get_predictor
-
-    return get_predictor(app_model(reference, root, default, own))
-
-
 def app_model(reference: str, root: str | os.PathLike, default: DefaultModel | None,
               own: str | os.PathLike | None = None) -> Path:
     """The folder of a model the app may load: a run under ``root`` (or under ``own``: a public-mode visitor's
