@@ -48,6 +48,9 @@ class DeviceDefaults:
     img_size: int
     epochs: int
     why: str
+    # Epochs of a run that continues from a model (``init_from``): the model already knows its classes, so about
+    # a quarter of a fresh run's epochs adapts it (BENCHMARKS.md, "Continue from a model").
+    warm_start_epochs: int
     # The last epoch trains at img_size x last_epoch_scale, and evaluation runs at that size (see TrainConfig).
     last_epoch_scale: float = 1.0
 
@@ -56,11 +59,11 @@ class DeviceDefaults:
 DEVICE_DEFAULT_FIELDS = ("img_size", "epochs")
 DEVICE_DEFAULTS = {
     "cpu": DeviceDefaults(128, 4, "the fastest setting that still reaches high accuracy on a small CPU "
-                                  "(see BENCHMARKS.md)", last_epoch_scale=1.25),
+                                  "(see BENCHMARKS.md)", warm_start_epochs=1, last_epoch_scale=1.25),
     # On a GPU 224 px and 10 epochs generalise better than the CPU's 128 px and 4 epochs and cost seconds
     # (BENCHMARKS.md). Devices without their own entry (Apple MPS) take the CPU defaults.
     "cuda": DeviceDefaults(224, 10, "a GPU trains at the backbones' native 224 px for 10 epochs in seconds, "
-                                    "and that generalises better than the small CPU setting"),
+                                    "and that generalises better than the small CPU setting", warm_start_epochs=3),
 }
 _DEVICE_WORDS = {"cpu": "the CPU", "cuda": "a CUDA GPU", "mps": "an Apple GPU (MPS)"}
 
@@ -169,7 +172,8 @@ class TrainConfig:
         None,
         "Continue from a trained model (run folder, run name in the checkpoint folder or Hub repo id): its backbone "
         "and weights are the start; the head keeps the rows of the classes it knows and gets new ones for added "
-        "classes. The split is drawn again from the current data.",
+        "classes. The split is drawn again from the current data. Without --epochs it trains a quarter of a fresh run's "
+        f"epochs {_per_device('warm_start_epochs', '')}.",
         metavar="CKPT",
     )
 
@@ -206,6 +210,8 @@ class TrainConfig:
         defaults = device_defaults(device)
         names = (*DEVICE_DEFAULT_FIELDS, "last_epoch_scale")
         unset = {name: getattr(defaults, name) for name in names if getattr(self, name) is None}
+        if "epochs" in unset and self.init_from:
+            unset["epochs"] = defaults.warm_start_epochs
         return dataclasses.replace(self, **unset) if unset else self
 
     def unset_device_defaults(self) -> tuple[str, ...]:

@@ -58,14 +58,15 @@ def fixed_copy(workspace: Path) -> Path:
 
 
 def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> dict:
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     final = list(run_on(data, config, lambda opened: train(config, opened, out)))[-1]
     assert isinstance(final, Finished), final
     items = final.test_metrics["items"]
     saved = read_config(final.run_dir)
     sha = {e["path"]: e["sha256"] for e in saved["split"]}
     unseen = [it for it in items if sha[it["path"]] in starter_test]
-    return {"run": "continue" if config.init_from else "fresh", "epochs": config.epochs, "seconds": final.seconds,
+    return {"run": "continue" if config.init_from else "fresh", "epochs": saved["train_config"]["epochs"],
+            "seconds": final.seconds, "wall_seconds": round(time.perf_counter() - wall, 1),
             "cpu_seconds": round(time.process_time() - cpu, 1),
             "test_acc": round(final.test_acc, 4), "test_n": len(items),
             "unseen_acc": round(sum(it["true"] == it["pred"] for it in unseen) / len(unseen), 4),
@@ -74,7 +75,8 @@ def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2], help="Epochs of the continued runs.")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[None],
+                        help="Epochs of the continued runs (default: a continued run's default epochs).")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["fresh", "continue"], default=None,

@@ -166,7 +166,10 @@ def test_fix_a_label_conflict_and_continue_training_without_leaving_the_app(chro
             expect(page.locator("#doctor-report")).to_contain_text("label conflicts: 0", timeout=60_000)
             assert not (data / "squirtle" / "stray.png").exists()
 
+            expect(page.locator("#epochs input[type='number']")).to_have_value("4", timeout=30_000)  # fresh: CPU's
             page.locator("#continue-from input").check()  # continue from the model selected in Predict
+            # a continued run's default epochs
+            expect(page.locator("#epochs input[type='number']")).to_have_value("1", timeout=30_000)
             page.get_by_role("button", name="▶ Train").click()
             expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=300_000)
             page.screenshot(path=str(tmp_path / "continued.png"), full_page=True)
@@ -175,4 +178,5 @@ def test_fix_a_label_conflict_and_continue_training_without_leaving_the_app(chro
     (new,) = [r for r in runs.iterdir() if r != first]
     saved = json.loads((new / "config.json").read_text())
     assert saved["train_config"]["init_from"] == str(first) and saved["backbone"] == "resnet18"
+    assert saved["train_config"]["epochs"] == 1
     assert saved["dataset"]["conflict_groups"] == 0

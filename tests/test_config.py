@@ -96,6 +96,13 @@ def test_image_size_and_epochs_default_per_device():
     assert TrainConfig.from_dict(cpu.to_dict()) == cpu  # resolved configs round-trip through config.json
 
 
+def test_a_continued_run_defaults_to_a_quarter_of_the_epochs():
+    continued = TrainConfig(init_from="runs/one")
+    assert continued.resolved("cpu").epochs == 1 and continued.resolved("cuda").epochs == 3
+    assert TrainConfig(init_from="runs/one", epochs=5).resolved("cpu").epochs == 5  # an explicit value stays
+    assert continued.resolved("cpu").img_size == TrainConfig().resolved("cpu").img_size  # only the epochs change
+
+
 def test_defaults_note_says_which_values_and_why():
     from pokedemo.config import defaults_note
 

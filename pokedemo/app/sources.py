@@ -234,11 +234,12 @@ def default_backbone(choices: list[tuple[str, str]]) -> str:
     return available[0]
 
 
-def training_defaults() -> tuple[int, int, str]:
+def training_defaults(continuing: bool = False) -> tuple[int, int, str]:
     """(epochs, image size, explanation) the Train tab offers on the device training will run on: the CPU's
-    defaults on a CPU, larger ones on a CUDA GPU (``pokedemo.config.DEVICE_DEFAULTS``). Imports torch."""
+    defaults on a CPU, larger ones on a CUDA GPU (``pokedemo.config.DEVICE_DEFAULTS``); fewer epochs when the run
+    continues from a model. Imports torch."""
     device = resolve_device("auto")
-    config = TrainConfig().resolved(device)
+    config = TrainConfig(init_from="a model" if continuing else None).resolved(device)
     return config.epochs, config.img_size, text.defaults_text(device)
 
 

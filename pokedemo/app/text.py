@@ -363,7 +363,8 @@ ADD_BUTTON = "Add to the class"
 ADD_NOTHING = "⚠️ Upload pictures or take one with the webcam first."
 CONTINUE_LABEL = "Continue from the model selected in Predict"
 CONTINUE_INFO = ("Start from that model's weights instead of ImageNet's: its backbone is used, its classes keep "
-                 "what they learned and new classes are added; fewer epochs are enough.")
+                 "what they learned and new classes are added. Ticking it sets the epochs to a continued run's default "
+                 "(1 on a CPU): the model already knows its classes.")
 BATCH_TITLE = "Predict many pictures at once (files or a .zip)"
 BATCH_FILES_LABEL = "Pictures or .zip files of pictures"
 BATCH_BUTTON = "Predict all"
