@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from pokedemo.checkpoint import read_config
-from pokedemo.config import TrainConfig, bundled_data_dir, starter_checkpoint
-from pokedemo.curation import Curator, working_copy
-from pokedemo.doctor import diagnose
-from pokedemo.events import Finished
-from pokedemo.train import train
-from pokedemo.training_data import run_on
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pokedemo.checkpoint import read_config  # noqa: E402 - needs the repository root on sys.path
+from pokedemo.config import TrainConfig, bundled_data_dir, starter_checkpoint  # noqa: E402
+from pokedemo.curation import Curator, working_copy  # noqa: E402
+from pokedemo.doctor import diagnose  # noqa: E402
+from pokedemo.events import Finished  # noqa: E402
+from pokedemo.train import train  # noqa: E402
+from pokedemo.training_data import run_on  # noqa: E402
 
 # Decisions per conflict group of the bundled data (the doctor's list), as a user viewing the strips makes them.
 SET_ASIDE = [  # group pictures of several Pokémon: no single right class
