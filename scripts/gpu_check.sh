@@ -130,9 +130,12 @@ done
 
 # Per-step overhead: resnet18 from scratch is launch-bound (~55 steps/s at batch 32, the CLI step above). The
 # same run with 4x fewer, 4x larger steps (learning rate scaled by sqrt(4)) tells how much of its time is per-step
-# cost; its accuracy is one seed's, an indication only (the accuracy benchmark decides a default).
+# cost; its accuracy is one seed's, an indication only (the accuracy benchmark decides a default). The default
+# pretrained run gets the same question.
 section "timeline: resnet18 scratch at batch 128 (per-step overhead; batch 32 is the CLI step above)"
 step 120 "$PY" scripts/gpu_timeline.py "$DATA" resnet18 0 default "${SCRATCH[@]}" --batch-size 128 --lr 0.004
+section "timeline: efficientnet_lite0 pretrained at batch 128, learning rate x2 (the default run with 4x fewer steps)"
+step 120 "$PY" scripts/gpu_timeline.py "$DATA" efficientnet_lite0 1 default "${SIZE[@]}" --batch-size 128 --lr 0.004
 
 section "the test suite without gradio (app tests skip themselves)"
 if "$PY" -c "import gradio" 2>/dev/null; then
