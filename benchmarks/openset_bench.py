@@ -10,9 +10,10 @@ non-pictures (noise, flat colours, gradients, stripes, rendered text) are a seco
 Per candidate score (``pokedemo.openset.SCORES``), averaged over held-out classes and seeds:
   * AUROC and FPR@95TPR (the share of unknowns accepted when 95 % of known test pictures are), for the held-out
     class and for the generated pictures;
-  * with the threshold fitted on the validation split for each acceptance rate (global and per class): the share
-    of known test pictures accepted, of unknowns accepted, and the cost in known-class accuracy (test pictures
-    right before, rejected now);
+  * with the threshold fitted on the validation split by each threshold rule (global and per class): a quantile
+    (an acceptance rate) or a spread (standard deviations below the mean validation score); the share of known
+    test pictures accepted, of unknowns accepted, and the cost in known-class accuracy (test pictures right
+    before, rejected now);
   * the top probability at fixed thresholds (the rule of checkpoints that record no score).
 Every fold's features are kept under --out, so a second run scores them again without training (--reuse).
 """
@@ -49,7 +50,8 @@ from pokedemo.inference import folded_for_inference  # noqa: E402
 from pokedemo.train import train  # noqa: E402
 from pokedemo.training_data import training_data  # noqa: E402
 
-ACCEPTANCE_RATES = (0.95, 0.97, 0.98, 0.99)
+THRESHOLD_RULES = tuple([openset.ThresholdRule("quantile", rate) for rate in (0.95, 0.97, 0.98, 0.99)]
+                        + [openset.ThresholdRule("spread", z) for z in (2.0, 2.5, 3.0, 3.5)])
 FIXED_MAX_PROB = (0.5, 0.7, 0.8, 0.9)
 SYNTHETIC_PER_KIND = 8
 SHARED_DATA = ROOT.parent / "shared" / "data" / "pokemon"
@@ -194,12 +196,12 @@ def candidate_measures(fold: dict[str, Any], score: str) -> dict[str, Any]:
         "test_acc": float(test_right.double().mean()),
         "fitted": {},
     }
-    for rate in ACCEPTANCE_RATES:
+    for rule in THRESHOLD_RULES:
         for per_class in (False, True):
-            thresholds = openset.fit_thresholds(scores["val"], predicted["val"], num_classes, rate, per_class)
+            thresholds = openset.fit_thresholds(scores["val"], predicted["val"], num_classes, rule, per_class)
             accepted = {name: openset.accepts(scores[name], predicted[name], thresholds)
                         for name in ("test", "unknown", "synthetic")}
-            result["fitted"][f"{rate}-{'per_class' if per_class else 'global'}"] = {
+            result["fitted"][f"{rule_name(rule)} {'per_class' if per_class else 'global'}"] = {
                 "known_accepted": float(accepted["test"].double().mean()),
                 "unknown_accepted": float(accepted["unknown"].double().mean()),
                 "synthetic_accepted": float(accepted["synthetic"].double().mean()),
@@ -213,6 +215,10 @@ def candidate_measures(fold: dict[str, Any], score: str) -> dict[str, Any]:
             for t in FIXED_MAX_PROB
         }
     return result
+
+
+def rule_name(rule: openset.ThresholdRule) -> str:
+    return f"accept {rule.value:.0%}" if rule.kind == "quantile" else f"mean - {rule.value:g} sd"
 
 
 def summarise(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
@@ -244,14 +250,13 @@ def format_tables(summary: dict[str, Any], folds: int) -> str:
     for score, entry in summary.items():
         lines.append(f"| {score} | {entry['auroc']:.3f} | {pct(entry['fpr95'])} | {entry['auroc_synthetic']:.3f} | "
                      f"{pct(entry['fpr95_synthetic'])} |")
-    lines += ["", "Threshold fitted on the validation split for an acceptance rate (mean; known accepted: mean, lowest "
-              "fold):", "",
-              "| score | acceptance | thresholds | known test accepted (lowest) | held-out class accepted | "
+    lines += ["", "Threshold fitted on the validation split by a rule (mean; known accepted: mean, lowest fold):", "",
+              "| score | rule | thresholds | known test accepted (lowest) | held-out class accepted | "
               "generated accepted | accuracy cost |", "|---|---|---|---|---|---|---|"]
     for score, entry in summary.items():
         for rule, row in entry["fitted"].items():
-            rate, kind = rule.split("-")
-            lines.append(f"| {score} | {float(rate):.0%} | {kind.replace('_', ' ')} | {pct(row['known_accepted'])} "
+            name, kind = rule.rsplit(" ", 1)
+            lines.append(f"| {score} | {name} | {kind.replace('_', ' ')} | {pct(row['known_accepted'])} "
                          f"({pct(row['known_accepted_min'])}) | {pct(row['unknown_accepted'])} | "
                          f"{pct(row['synthetic_accepted'])} | {pct(row['accuracy_cost'])} |")
     fixed = summary.get("max_prob", {}).get("fixed", {})

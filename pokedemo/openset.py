@@ -18,12 +18,13 @@ means "more like the known classes". The candidates:
 - ``knn1``, ``knn10``: the cosine similarity to the nearest / 10th nearest training picture (Sun et al. 2022,
   "Out-of-Distribution Detection with Deep Nearest Neighbors"), features centred on the training mean.
 
-A threshold is fitted on validation scores of known-class pictures for a stated acceptance rate: the share of
-known-class pictures that must still be accepted. It is one value per class (the class the model predicts),
-either the same for all (global) or fitted on each class's own validation pictures (per class).
+A threshold is fitted on validation scores of known-class pictures by a ``ThresholdRule``: either a quantile (the
+share of known-class pictures that must still be accepted) or a spread (a number of standard deviations below
+their mean score). It is one value per class (the class the model predicts), either the same for all (global) or
+fitted on each class's own validation pictures (per class).
 
 Where each part lives in a checkpoint: the statistics are tensors in ``model.safetensors`` under
-``open_set.<name>`` (``OpenSet.tensors``), the rest (score name, thresholds, acceptance rate, what it was fitted
+``open_set.<name>`` (``OpenSet.tensors``), the rest (score name, thresholds, threshold rule, what it was fitted
 on) is JSON under ``config.json``'s ``"open_set"`` (``OpenSet.record``).
 """
 
@@ -40,7 +41,6 @@ TENSOR_PREFIX = "open_set."  # statistics' names in model.safetensors
 # What training fits (the leave-one-class-out benchmark in BENCHMARKS.md chose them).
 ADOPTED_SCORE = "cosine"
 ADOPTED_PER_CLASS = False
-DEFAULT_ACCEPTANCE = 0.99  # share of known-class validation pictures the fitted threshold accepts
 # Older checkpoints carry no fitted score: they use the top probability with this threshold (BENCHMARKS.md).
 DEFAULT_MAX_PROB_THRESHOLD = 0.7
 
@@ -188,21 +188,87 @@ def acceptance_threshold(scores: torch.Tensor, acceptance: float) -> float:
     return float(ordered[rejectable])
 
 
-def fit_thresholds(scores: torch.Tensor, predicted: torch.Tensor, num_classes: int, acceptance: float,
+def spread_threshold(scores: torch.Tensor, deviations: float) -> float:
+    """``deviations`` standard deviations below the mean of ``scores``; -inf (accept everything) for fewer than
+    two scores, where no spread is known."""
+    if deviations < 0:
+        raise ValueError(f"deviations must be >= 0, got {deviations}")
+    values = scores.detach().double().flatten()
+    if len(values) < 2:
+        return -math.inf
+    return float(values.mean() - deviations * values.std(correction=0))
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How a threshold is fitted on the validation scores of known-class pictures.
+
+    ``quantile``: the highest threshold that accepts ``value`` (a share) of them. ``spread``: ``value`` standard
+    deviations below their mean. A quantile of a few dozen validation scores sits at the lowest of them, and
+    test pictures spread further than that; a spread leaves a margin that grows with how widely the known
+    pictures score."""
+
+    kind: str
+    value: float
+
+    KINDS = ("quantile", "spread")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown threshold rule {self.kind!r}; choose one of {', '.join(self.KINDS)}")
+        if self.kind == "quantile" and not 0 < self.value <= 1:
+            raise ValueError(f"a quantile rule accepts a share in (0, 1], got {self.value}")
+        if self.kind == "spread" and self.value < 0:
+            raise ValueError(f"a spread rule needs deviations >= 0, got {self.value}")
+
+    def threshold(self, scores: torch.Tensor) -> float:
+        if self.kind == "quantile":
+            return acceptance_threshold(scores, self.value)
+        return spread_threshold(scores, self.value)
+
+    @property
+    def fewest_pictures(self) -> int | float:
+        """How many validation pictures one class needs for a threshold of its own: a quantile must be able to
+        leave out at least one picture, a spread needs enough pictures for its standard deviation to mean much."""
+        if self.kind == "quantile":
+            return math.ceil(1 / (1 - self.value)) if self.value < 1 else math.inf
+        return 20
+
+    def words(self) -> str:
+        if self.kind == "quantile":
+            return f"to accept {self.value:.0%} of known-class validation pictures"
+        return f"{self.value:g} standard deviations below the mean score of known-class validation pictures"
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "ThresholdRule":
+        """From config.json's "open_set": its "threshold_rule", or the "acceptance" of checkpoints that record a
+        quantile only."""
+        if record.get("threshold_rule"):
+            return cls(str(record["threshold_rule"]["kind"]), float(record["threshold_rule"]["value"]))
+        return cls("quantile", float(record.get("acceptance") or 1.0))
+
+
+# The threshold rule training fits (leave one class out in BENCHMARKS.md chose it).
+ADOPTED_RULE = ThresholdRule("spread", 3.0)
+
+
+def fit_thresholds(scores: torch.Tensor, predicted: torch.Tensor, num_classes: int, rule: ThresholdRule,
                    per_class: bool) -> torch.Tensor:
-    """Thresholds [num_classes] (one per predicted class) accepting ``acceptance`` of the validation ``scores``.
+    """Thresholds [num_classes] (one per predicted class) fitted by ``rule`` on the validation ``scores``.
 
     Global: one value for every class. Per class: each class's value is fitted on the pictures predicted as that
-    class; a class with too few of them to leave out even one picture at this rate keeps the global value."""
-    overall = acceptance_threshold(scores, acceptance)
+    class; a class with fewer than ``rule.fewest_pictures`` of them keeps the global value."""
+    overall = rule.threshold(scores)
     thresholds = torch.full((num_classes,), overall, dtype=torch.float32)
     if not per_class:
         return thresholds
-    enough = math.ceil(1 / (1 - acceptance)) if acceptance < 1 else math.inf
     for c in range(num_classes):
         mine = scores[predicted == c]
-        if len(mine) >= enough:
-            thresholds[c] = acceptance_threshold(mine, acceptance)
+        if len(mine) >= rule.fewest_pictures:
+            thresholds[c] = rule.threshold(mine)
     return thresholds
 
 
@@ -242,7 +308,7 @@ class OpenSet:
     score: str
     thresholds: torch.Tensor  # [C]: a picture predicted as class c is known when its score >= thresholds[c]
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
-    acceptance: float | None = None  # the share of known validation pictures the thresholds accept
+    rule: ThresholdRule | None = None  # how the thresholds were fitted; None for the fallback
     per_class: bool = False
     fitted: dict[str, Any] | None = None  # what it was fitted on; None for the fallback of older checkpoints
 
@@ -253,17 +319,17 @@ class OpenSet:
 
     @classmethod
     def fit(cls, score: str, train_features: torch.Tensor, train_labels: torch.Tensor, val_logits: torch.Tensor,
-            val_features: torch.Tensor, acceptance: float, per_class: bool = False) -> "OpenSet":
+            val_features: torch.Tensor, rule: ThresholdRule, per_class: bool = False) -> "OpenSet":
         """Statistics from the training split, thresholds from the validation split."""
         num_classes = val_logits.shape[1]
         stats = fit_statistics(score, train_features, train_labels, num_classes)
         val_scores = compute_scores(score, val_logits.cpu(), val_features.cpu(), stats)
         predicted = val_logits.argmax(dim=1).cpu()
-        thresholds = fit_thresholds(val_scores, predicted, num_classes, acceptance, per_class)
+        thresholds = fit_thresholds(val_scores, predicted, num_classes, rule, per_class)
         accepted = float(accepts(val_scores, predicted, thresholds).double().mean()) if len(val_scores) else 1.0
         fitted = {"statistics_from": "train", "train_images": len(train_labels), "thresholds_from": "val",
                   "val_images": len(val_scores), "val_accepted": round(accepted, 5)}
-        return cls(score, thresholds, stats, acceptance, per_class, fitted)
+        return cls(score, thresholds, stats, rule, per_class, fitted)
 
     @property
     def default_threshold(self) -> float | None:
@@ -286,11 +352,24 @@ class OpenSet:
                 "accepted": round(float(accepted.double().mean()), 6),
                 "accuracy_when_rejections_count_as_wrong": round(float((right & accepted).double().mean()), 6)}
 
+    def how_fitted(self) -> str | None:
+        """The threshold rule in words ("fitted on N validation pictures, …"); None for the fallback."""
+        if self.rule is None or self.fitted is None:
+            return None
+        return f"fitted on {self.fitted.get('val_images', '?')} validation pictures, {self.rule.words()}"
+
+    @classmethod
+    def how_fitted_from_record(cls, record: Mapping[str, Any]) -> str | None:
+        """``how_fitted`` from config.json's "open_set" alone (no weights read)."""
+        return cls(str(record.get("score")), torch.zeros(0), rule=ThresholdRule.from_record(record),
+                   fitted=record.get("fitted")).how_fitted()
+
     def record(self) -> dict[str, Any]:
         """The JSON part (config.json's "open_set")."""
+        rule = {"threshold_rule": self.rule.record(), "threshold_rule_words": self.rule.words()} if self.rule else {}
         return {"score": self.score, "description": score_kind(self.score).description,
                 "thresholds": [round(float(t), 6) for t in self.thresholds], "per_class": self.per_class,
-                "acceptance": self.acceptance, "statistics": sorted(self.stats), "fitted": self.fitted}
+                **rule, "statistics": sorted(self.stats), "fitted": self.fitted}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensor part (model.safetensors), names prefixed with TENSOR_PREFIX."""
@@ -311,18 +390,18 @@ class OpenSet:
             problem = f"tensors {', '.join(TENSOR_PREFIX + m for m in missing)} missing" if missing else \
                 f"{len(thresholds)} thresholds for {num_classes} classes"
             raise ValueError(f"open-set record of score {score.name!r} does not fit: {problem}")
-        return cls(score.name, thresholds, stats, record.get("acceptance"), bool(record.get("per_class")),
+        return cls(score.name, thresholds, stats, ThresholdRule.from_record(record), bool(record.get("per_class")),
                    record.get("fitted"))
 
 
 def fit_adopted_rule(model, train_images: torch.Tensor, train_labels: torch.Tensor, val_images: torch.Tensor,
                      device: torch.device, plan) -> OpenSet:
-    """The adopted rule (ADOPTED_SCORE at DEFAULT_ACCEPTANCE) of ``model``: statistics of the training images'
+    """The adopted rule (ADOPTED_SCORE, thresholds by ADOPTED_RULE) of ``model``: statistics of the training images'
     features, thresholds on the validation images (uint8, unaugmented, at the inference size)."""
     _, train_features = logits_and_features(model, train_images, device, plan)
     val_logits, val_features = logits_and_features(model, val_images, device, plan)
     return OpenSet.fit(ADOPTED_SCORE, train_features.cpu(), train_labels.cpu(), val_logits.cpu(), val_features.cpu(),
-                       DEFAULT_ACCEPTANCE, per_class=ADOPTED_PER_CLASS)
+                       ADOPTED_RULE, per_class=ADOPTED_PER_CLASS)
 
 
 @torch.no_grad()

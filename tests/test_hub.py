@@ -163,6 +163,8 @@ def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny
     assert f"| epochs | {config['train_config']['epochs']} |" in text
     rule = config["open_set"]
     assert f"| \"none of these\" rule | {rule['score']} >= {rule['thresholds'][0]:.4f} |" in text
+    assert f"threshold fitted on {rule['fitted']['val_images']} validation pictures, " \
+           f"{rule['threshold_rule_words']}; statistics in model.safetensors" in text
     assert f"| known-class test images accepted | {test['open_set']['accepted']:.4f} |" in text
     assert f"--checkpoint {repo}" in text and f'Predictor.load("{repo}")' in text
     assert f'timm.create_model("hf-hub:{repo}", pretrained=True)' in text

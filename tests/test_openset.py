@@ -40,10 +40,36 @@ def test_per_class_thresholds_follow_each_class_and_small_classes_keep_the_globa
     # Class 0's validation scores lie in [10, 110), class 1's in [0, 100), class 2 has 3 pictures only.
     scores = torch.cat([torch.arange(10.0, 110.0), torch.arange(0.0, 100.0), torch.tensor([50.0, 60.0, 70.0])])
     predicted = torch.cat([torch.zeros(100), torch.ones(100), torch.full((3,), 2)]).long()
-    overall = openset.fit_thresholds(scores, predicted, 3, 0.95, per_class=False)
+    rule = openset.ThresholdRule("quantile", 0.95)
+    overall = openset.fit_thresholds(scores, predicted, 3, rule, per_class=False)
     assert torch.equal(overall, torch.full((3,), openset.acceptance_threshold(scores, 0.95)))
-    per_class = openset.fit_thresholds(scores, predicted, 3, 0.95, per_class=True)
+    per_class = openset.fit_thresholds(scores, predicted, 3, rule, per_class=True)
     assert per_class.tolist() == [15.0, 5.0, overall[2].item()]
+
+
+def test_a_spread_threshold_sits_the_stated_deviations_below_the_mean():
+    scores = torch.tensor([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])  # mean 5, population standard deviation 2
+    assert openset.spread_threshold(scores, 0.0) == 5.0
+    assert openset.spread_threshold(scores, 1.5) == 2.0
+    rule = openset.ThresholdRule("spread", 3.0)
+    assert rule.threshold(scores) == -1.0 and (scores >= rule.threshold(scores)).all()
+    assert openset.spread_threshold(torch.tensor([3.0]), 3.0) == -math.inf  # one score: no spread known
+    # per class: class 0's own scores once it has enough pictures, the global value for a class with three
+    many = torch.cat([scores.repeat(3), torch.tensor([50.0, 60.0, 70.0])])
+    predicted = torch.cat([torch.zeros(24), torch.full((3,), 1)]).long()
+    per_class = openset.fit_thresholds(many, predicted, 2, rule, per_class=True)
+    assert per_class.tolist() == pytest.approx([-1.0, rule.threshold(many)])
+
+
+def test_threshold_rules_refuse_what_they_cannot_mean_and_read_back_from_a_record():
+    for kind, value in (("quantile", 0.0), ("quantile", 1.2), ("spread", -1.0), ("median", 0.5)):
+        with pytest.raises(ValueError):
+            openset.ThresholdRule(kind, value)
+    rule = openset.ThresholdRule("spread", 2.5)
+    assert openset.ThresholdRule.from_record({"threshold_rule": rule.record()}) == rule
+    # checkpoints made before spread rules record their quantile as "acceptance"
+    assert openset.ThresholdRule.from_record({"acceptance": 0.99}) == openset.ThresholdRule("quantile", 0.99)
+    assert "2.5 standard deviations below the mean" in rule.words()
 
 
 def test_a_picture_is_accepted_against_its_predicted_class_threshold():
@@ -142,19 +168,21 @@ def test_auroc_and_fpr_at_95_tpr_on_scripted_scores():
 def test_a_fitted_rule_round_trips_through_safetensors_and_json(tmp_path):
     features, labels, _ = _clusters()
     logits = F.one_hot(labels, 3).float() * 5
-    rule = OpenSet.fit("knn10", features, labels, logits, features, acceptance=0.95)
+    rule = OpenSet.fit("knn10", features, labels, logits, features, openset.ThresholdRule("quantile", 0.95))
     assert rule.fitted["val_images"] == len(labels) and rule.fitted["val_accepted"] >= 0.95
     save_file({"head.weight": torch.zeros(3, 16), **rule.tensors()}, tmp_path / "model.safetensors")
     record = rule.record()
     assert record["statistics"] == ["centre", "train_directions"] and len(record["thresholds"]) == 3
     again = OpenSet.from_checkpoint(record, load_file(tmp_path / "model.safetensors"), num_classes=3)
-    assert again.score == "knn10" and torch.allclose(again.thresholds, rule.thresholds)
+    assert again.score == "knn10" and torch.allclose(again.thresholds, rule.thresholds) and again.rule == rule.rule
+    assert again.how_fitted() == OpenSet.how_fitted_from_record(record) == \
+        f"fitted on {len(labels)} validation pictures, to accept 95% of known-class validation pictures"
     assert torch.equal(again.scores(logits, features), rule.scores(logits, features))
 
 
 def test_a_checkpoint_without_a_rule_falls_back_to_the_top_probability():
     rule = OpenSet.from_checkpoint(None, {}, num_classes=4)
-    assert rule.score == "max_prob" and rule.fitted is None
+    assert rule.score == "max_prob" and rule.fitted is None and rule.how_fitted() is None
     assert rule.thresholds.tolist() == pytest.approx([openset.DEFAULT_MAX_PROB_THRESHOLD] * 4)
     logits = torch.tensor([[4.0, 0, 0, 0], [0.1, 0, 0, 0]])
     scores = rule.scores(logits, torch.zeros(2, 8))
@@ -163,7 +191,7 @@ def test_a_checkpoint_without_a_rule_falls_back_to_the_top_probability():
 
 def test_a_record_that_does_not_fit_its_tensors_is_refused():
     features, labels, _ = _clusters()
-    rule = OpenSet.fit("cosine", features, labels, F.one_hot(labels, 3).float(), features, acceptance=0.95)
+    rule = OpenSet.fit("cosine", features, labels, F.one_hot(labels, 3).float(), features, openset.ADOPTED_RULE)
     with pytest.raises(ValueError, match="open_set.class_directions missing"):
         OpenSet.from_checkpoint(rule.record(), {"open_set.centre": rule.stats["centre"]}, num_classes=3)
     with pytest.raises(ValueError, match="3 thresholds for 4 classes"):
@@ -207,6 +235,7 @@ def test_the_benchmark_runs_on_tiny_generated_data(tmp_path, capsys):
     assert [fold["held_out"] for fold in result["folds"]] == ["class0", "class1", "class2"]
     for score, entry in result["summary"].items():
         assert 0 <= entry["auroc"] <= 1 and 0 <= entry["fpr95"] <= 1, score
+        assert {"accept 99% global", "mean - 3 sd global", "mean - 3 sd per_class"} <= set(entry["fitted"])
         for rule in entry["fitted"].values():
             assert 0 <= rule["known_accepted"] <= 1 and 0 <= rule["accuracy_cost"] <= 1
     # Scoring the kept features again gives the same numbers without training.

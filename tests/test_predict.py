@@ -227,12 +227,12 @@ def noise_image(path: Path, size: int = 48, seed: int = 0) -> Path:
 
 
 def test_a_trained_checkpoint_records_its_open_set_rule(tiny_checkpoint):
-    from pokedemo.openset import ADOPTED_SCORE, DEFAULT_ACCEPTANCE
+    from pokedemo.openset import ADOPTED_RULE, ADOPTED_SCORE
 
     config = ckpt.read_config(tiny_checkpoint)
     record = config["open_set"]
-    assert record["score"] == ADOPTED_SCORE and record["acceptance"] == DEFAULT_ACCEPTANCE
-    assert record["fitted"]["thresholds_from"] == "val" and record["fitted"]["val_accepted"] >= DEFAULT_ACCEPTANCE
+    assert record["score"] == ADOPTED_SCORE and record["threshold_rule"] == ADOPTED_RULE.record()
+    assert record["fitted"]["thresholds_from"] == "val" and 0 < record["fitted"]["val_accepted"] <= 1
     from safetensors import safe_open
 
     with safe_open(str(tiny_checkpoint / ckpt.WEIGHTS_FILE), framework="pt") as weights:

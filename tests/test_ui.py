@@ -201,7 +201,7 @@ def test_a_picture_below_the_threshold_is_none_of_the_classes_with_the_closest_s
     default = control["value"]
     label, caption, answer = client.predict(image, str(checkpoint), default, api_name="/predict")
     assert answer["open_set"]["default_threshold"] is True and answer["known"] == (answer["label"] is not None)
-    assert f"Default {default:.2f}" in control["info"]
+    assert f"Default {default:.2f}" in control["info"] and "standard deviations below the mean" in control["info"]
 
 
 def test_grad_cam_explains_the_closest_class_with_the_labels_numbers(served, client, tmp_path):

@@ -281,8 +281,8 @@ class ThresholdControl:
     info: str
 
 
-def threshold_control(score: str, thresholds: list[float], acceptance: float | None) -> ThresholdControl:
-    """The control for a rule (``acceptance`` None: the fallback of a model that records none). The range is the
+def threshold_control(score: str, thresholds: list[float], how_fitted: str | None) -> ThresholdControl:
+    """The control for a rule (``how_fitted`` None: the fallback of a model that records none). The range is the
     score's own bounds, else one wide enough around the default to accept or reject everything."""
     from pokedemo.openset import score_kind
 
@@ -291,19 +291,18 @@ def threshold_control(score: str, thresholds: list[float], acceptance: float | N
     bounds = score_kind(score).bounds
     spread = max(abs(default), 1.0)
     low, high = bounds if bounds is not None else (round(default - spread, 4), round(default + spread, 4))
-    return ThresholdControl(low, high, default, text.threshold_info(score, shared, acceptance))
+    return ThresholdControl(low, high, default, text.threshold_info(score, shared, how_fitted))
 
 
 def model_threshold_control(predictor) -> ThresholdControl:
     rule = predictor.open_set
-    acceptance = rule.acceptance if rule.fitted is not None else None
-    return threshold_control(rule.score, [float(t) for t in rule.thresholds], acceptance)
+    return threshold_control(rule.score, [float(t) for t in rule.thresholds], rule.how_fitted())
 
 
 def recorded_threshold_control(run_dir: str | os.PathLike | None) -> ThresholdControl:
     """The control for a checkpoint from its config.json alone (no model load): the page's first one."""
     from pokedemo.checkpoint import CheckpointError, read_config
-    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD, OpenSet
 
     try:
         record = read_config(run_dir).get("open_set") if run_dir else None
@@ -311,7 +310,7 @@ def recorded_threshold_control(run_dir: str | os.PathLike | None) -> ThresholdCo
         record = None
     if not record:
         return threshold_control("max_prob", [DEFAULT_MAX_PROB_THRESHOLD], None)
-    return threshold_control(record["score"], record["thresholds"], record.get("acceptance"))
+    return threshold_control(record["score"], record["thresholds"], OpenSet.how_fitted_from_record(record))
 
 
 def chosen_threshold(value: float | None, predictor) -> float | None:

@@ -452,18 +452,17 @@ def _score_words(prediction: Any) -> str:
     return f"{prediction.score_name} score {prediction.score:.2f}, {which} {prediction.threshold:.2f}"
 
 
-def threshold_info(score: str, default: float | None, acceptance: float | None) -> str:
-    """What the threshold control means for a model, with its default marked; ``acceptance`` None: the model
-    records no fitted threshold."""
+def threshold_info(score: str, default: float | None, how_fitted: str | None) -> str:
+    """What the threshold control means for a model, with its default marked; ``how_fitted`` (the rule in words)
+    None: the model records no fitted threshold."""
     from pokedemo.openset import score_kind
 
     what = f"The least {score_kind(score).description} a picture needs to count as one of the classes"
-    if acceptance is None:
+    if how_fitted is None:
         return (f"{what}. Default {default:.2f}: this model records no fitted threshold (it was trained before "
                 "they existed), so the default is a fixed one.")
     mark = f"Default {default:.2f}" if default is not None else "Default: one threshold per class"
-    return (f"{what}. {mark}, fitted on the validation pictures so that {acceptance:.0%} of pictures of the known "
-            "classes pass; higher = stricter.")
+    return f"{what}. {mark}, {how_fitted}; higher = stricter."
 
 
 def cam_caption(result: Any, prediction: dict | None = None) -> str:

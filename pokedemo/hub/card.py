@@ -150,19 +150,17 @@ def _card_metrics(config: dict[str, Any]) -> str:
 
 def _open_set_rows(config: dict[str, Any], test: dict[str, Any]) -> list[list[Any]]:
     """The "none of these" rule: which score, which threshold, fitted on what; or the default of older runs."""
-    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD
+    from pokedemo.openset import DEFAULT_MAX_PROB_THRESHOLD, OpenSet
 
     record = config.get("open_set")
     if not record:
         return [["\"none of these\" rule", f"max_prob >= {DEFAULT_MAX_PROB_THRESHOLD}",
                  "not recorded (trained before such rules existed): the top probability with a default threshold"]]
-    fitted = record.get("fitted") or {}
     thresholds = sorted(set(record["thresholds"]))
     limit = f"{thresholds[0]:.4f}" if len(thresholds) == 1 else "one per class"
     rows = [["\"none of these\" rule", f"{record['score']} >= {limit}",
-             f"{record.get('description', '')}; threshold fitted on {fitted.get('val_images', '?')} validation "
-             f"images to accept {record.get('acceptance', 0):.0%} of known-class pictures; statistics in "
-             "model.safetensors (open_set.*)"]]
+             f"{record.get('description', '')}; threshold {OpenSet.how_fitted_from_record(record) or 'not fitted'}; "
+             "statistics in model.safetensors (open_set.*)"]]
     accepted = (test.get("open_set") or {}).get("accepted")
     if accepted is not None:
         rows.append(["known-class test images accepted", f"{accepted:.4f}", "the rest are answered \"none of these\""])
