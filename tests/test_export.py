@@ -304,9 +304,11 @@ def test_the_graph_says_none_of_these_as_pokedemo_does(tiny_checkpoint, tmp_path
     Image.fromarray(noise[0].transpose(1, 2, 0)).save(picture)
     strict = tmp_path / "strict.onnx"  # every picture unknown: a threshold above any score
     model = onnx.load(str(result.onnx_path))
-    for init in model.graph.initializer:
-        if init.name.endswith("thresholds"):
-            init.CopyFrom(onnx.numpy_helper.from_array(np.full(len(predictor.classes), 9.0, np.float32), init.name))
+    thresholds = predictor.open_set.thresholds.numpy().astype(np.float32)
+    holding = [init for init in model.graph.initializer  # the exporter may rename the buffer: found by its values
+               if np.array_equal(onnx.numpy_helper.to_array(init), thresholds)]
+    assert len(holding) == 1
+    holding[0].CopyFrom(onnx.numpy_helper.from_array(np.full(len(thresholds), 9.0, np.float32), holding[0].name))
     onnx.save(model, str(strict))
     script = result.onnx_path.parent / "predict_onnx.py"
     out = subprocess.run([sys.executable, str(script), "--model", str(strict), str(picture)], capture_output=True,
