@@ -10,6 +10,9 @@ browser sessions editing one working copy take turns and each reads the other's 
 
 Folders pokedemo must not change (the bundled data, the Hub cache, anything not writable) are edited through a
 working copy made on the first edit (``working_copy``); ``.pokedemo/origin.json`` there names the original.
+A dataset downloaded from the Hub, in whatever cache folder (a public-mode visitor's own included), is one of
+them, and a ``Curator`` asked to change one in place refuses in one line: the files of a download are links
+into its cache, shared by its every snapshot, and the next download would not know they had changed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Iterator
 
 from pokedemo.checkpoint import sha256_file, utc_now
 from pokedemo.config import bundled_data_dir
-from pokedemo.hub import hub_cache_dir
+from pokedemo.hub import hub_cache_dir, is_hub_download
 from pokedemo.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
 STATE_DIR = ".pokedemo"
@@ -81,10 +84,11 @@ def validate_class_name(name: str) -> str:
 
 
 def is_read_only(root: str | os.PathLike) -> bool:
-    """True for folders pokedemo does not edit in place: the bundled data, the Hub cache, unwritable folders."""
+    """True for folders pokedemo does not edit in place: the bundled data, the Hub cache, Hub downloads in any
+    other cache folder, unwritable folders."""
     path = Path(root).resolve()
     protected = (bundled_data_dir().resolve(), Path(hub_cache_dir()).resolve())
-    if any(path == p or p in path.parents for p in protected):
+    if any(path == p or p in path.parents for p in protected) or is_hub_download(path):
         return True
     return not os.access(path, os.W_OK)
 
@@ -280,6 +284,11 @@ class Curator:
         return path.relative_to(self.root).as_posix()
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
+        """The folder's lock, taken by every change; CurationError, before anything is written, for a download."""
+        if is_hub_download(self.root):
+            raise CurationError("this dataset is a download from the Hugging Face Hub, which pokedemo never changes "
+                                "in place: make the change in a working copy of it (the app makes one on the first "
+                                "change)")
         self.state_dir.mkdir(exist_ok=True)
         return _flock(self.state_dir / "lock")
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import torch
 
@@ -282,20 +282,23 @@ def evaluate_folder(predictor: Predictor, data_root: str | os.PathLike) -> dict[
     return report
 
 
-def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test") -> dict:
-    """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly."""
-    dataset, indices = recorded_split(predictor, data_root, part)
+def evaluate_split(predictor: Predictor, data_root: str | os.PathLike | None = None, part: str = "test",
+                   hub: Mapping[str, Any] | None = None) -> dict:
+    """Evaluate a checkpoint on the split it recorded (by default its test images), reproducibly; ``hub``: how a
+    Hub dataset is fetched (``open_data``'s token, cache folder and budget)."""
+    dataset, indices = recorded_split(predictor, data_root, part, hub)
     return _report(predictor, dataset, indices, [dataset.records[i].label for i in indices])
 
 
 def recorded_split(predictor: Predictor, data_root: str | os.PathLike | None = None,
-                   part: str = "test") -> tuple[Any, list[int]]:
+                   part: str = "test", hub: Mapping[str, Any] | None = None) -> tuple[Any, list[int]]:
     """(dataset, indices of its ``part`` images) of the split the checkpoint recorded, found again on this machine
-    (or in ``data_root``); DatasetError / CheckpointError (one line) when they are not all here."""
+    (or in ``data_root``; a Hub dataset fetched as ``hub`` says); DatasetError / CheckpointError (one line) when
+    they are not all here."""
     config = predictor.checkpoint.config
-    root = data_root or _recorded_root(config)
+    root = data_root or _recorded_root(config, hub)
     if root and is_hub_dataset(str(root)):
-        root = str(open_data(str(root)).root)
+        root = str(open_data(str(root), **(hub or {})).root)
     if not root or not Path(root).is_dir():
         recorded = (config.get("dataset") or {}).get("root")
         raise DatasetError(f"the training data folder {str(root or recorded)!r} is not here; pass --data DIR")
@@ -312,14 +315,13 @@ def recorded_split(predictor: Predictor, data_root: str | os.PathLike | None = N
     return dataset, list(indices)
 
 
-def _recorded_root(config: dict[str, Any]) -> Path | None:
+def _recorded_root(config: dict[str, Any], hub: Mapping[str, Any] | None = None) -> Path | None:
     """The folder a run trained on, found on this machine, else fetched again from the Hub at the recorded commit
     (a run trained on ``hf://datasets/...``)."""
     found = recorded_data_root(config)
     source = (config.get("dataset") or {}).get("source") or {}
     if found is None and source.get("spec"):
-
-        return open_data(source["spec"]).root
+        return open_data(source["spec"], **(hub or {})).root
     return found
 
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator, Iterator, Mapping
 
 from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.data import Dataset, DatasetError, Split, scan_dataset
@@ -34,10 +34,11 @@ class TrainingData:
         return self.source.record()
 
 
-def open_training_data(spec: str | os.PathLike | DataSource,
-                       config: TrainConfig) -> Generator[Stage, None, TrainingData]:
+def open_training_data(spec: str | os.PathLike | DataSource, config: TrainConfig,
+                       hub: Mapping[str, Any] | None = None) -> Generator[Stage, None, TrainingData]:
     """Generator: fetch (a Hub dataset), scan and split ``spec`` for runs with ``config``, yielding a ``Stage``
-    per step; returns the ``TrainingData``. Raises DatasetError, HubError or ValueError (one line).
+    per step; returns the ``TrainingData``. Raises DatasetError, HubError or ValueError (one line). ``hub``:
+    how a Hub dataset is fetched (``open_data``'s token, cache folder and budget; None: its defaults).
 
     The scan decodes the images at the size the run's last epoch trains at (``config`` resolved for the device
     it names), which fills the tensor cache training then reads.
@@ -45,7 +46,7 @@ def open_training_data(spec: str | os.PathLike | DataSource,
     config.validate()  # a wrong option is reported before a long download or scan
     if not isinstance(spec, DataSource) and is_hub_dataset(str(spec)):
         yield Stage("download", f"Fetching {spec} from the Hugging Face Hub")
-    source = open_data(spec)
+    source = open_data(spec, **(hub or {}))
     yield Stage("scan", f"Reading and hashing images in {source.spec or source.root}")
     start_importing_backbone(config.backbone)  # found data: the run will build its backbone after the scan
     sizes = config.resolved(resolve_device(config.device))
@@ -74,11 +75,12 @@ def start_importing_backbone(backbone: str) -> None:
 
 
 def run_on(spec: str | os.PathLike | DataSource, config: TrainConfig,
-           start: Callable[[TrainingData], Iterator[Event]]) -> Iterator[Event]:
-    """The stages of opening ``spec`` for ``config``, then the events of ``start(data)`` (``train``/``compare``
-    on it): how the CLI and the app start a run. Data that cannot be opened ends the stream in one Failed."""
+           start: Callable[[TrainingData], Iterator[Event]], hub: Mapping[str, Any] | None = None) -> Iterator[Event]:
+    """The stages of opening ``spec`` for ``config`` (``hub``: as ``open_training_data``'s), then the events of
+    ``start(data)`` (``train``/``compare`` on it): how the CLI and the app start a run. Data that cannot be
+    opened ends the stream in one Failed."""
     try:
-        data = yield from open_training_data(spec, config)
+        data = yield from open_training_data(spec, config, hub)
     except (DatasetError, HubError, ValueError) as exc:
         yield Failed(message=str(exc))
         return

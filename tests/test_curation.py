@@ -176,3 +176,28 @@ def test_the_log_is_json_lines_with_sha256(dataset: Path):
     line = json.loads((dataset / STATE_DIR / "changes.jsonl").read_text().splitlines()[0])
     assert set(line) == {"id", "action", "source", "target", "sha256", "when", "undoes"}
     assert line["sha256"] == hashlib.sha256((dataset / line["target"]).read_bytes()).hexdigest()
+
+
+def test_a_hub_download_is_never_changed_in_place(dataset: Path, tmp_path: Path, hub_env):
+    """A dataset downloaded into any cache folder (a public-mode visitor's own, here) is read-only: a Curator
+    refuses every change in one line before writing anything, and an edit goes to a working copy."""
+    from pokedemo.curation import editable_root
+    from pokedemo.hub import is_hub_download, open_data
+
+    files = {p.relative_to(dataset).as_posix(): p.read_bytes() for p in dataset.rglob("*.png")}
+    hub_env.create_repo("alice/pets", kind="dataset", files=files)
+    download = open_data("hf://datasets/alice/pets", token=False, cache_dir=tmp_path / "visitor" / "hub").root
+    before = {p: p.read_bytes() for p in download.rglob("*") if p.is_file()}
+    assert is_hub_download(download) and is_read_only(download) and not is_hub_download(dataset)
+    curator = Curator(download)
+    assert curator.classes() == ["cat", "dog"]  # reading is fine
+    for change in (lambda: curator.move("cat/0.png", "dog"), lambda: curator.set_aside("cat/0.png"),
+                   lambda: curator.add_pictures("cat", [dataset / "dog" / "1.png"]), curator.undo):
+        with pytest.raises(CurationError, match="^this dataset is a download from the Hugging Face Hub, which"):
+            change()
+    assert {p: p.read_bytes() for p in download.rglob("*") if p.is_file()} == before
+    assert not (download / STATE_DIR).exists()
+    copy, made = editable_root(download, tmp_path / "work")
+    assert made and not is_read_only(copy)
+    Curator(copy).set_aside("cat/0.png")
+    assert {p: p.read_bytes() for p in download.rglob("*") if p.is_file()} == before

@@ -147,3 +147,49 @@ def test_token_false_never_sends_the_servers_token(hub_env, monkeypatch):
         download_checkpoint("owner/private-model", token=False)
     assert hub_env.requests[start:] and not any(r.authorized for r in hub_env.requests[start:])
     assert (download_dataset(RepoRef("owner/private-set")) / "a" / "0.png").is_file()  # None: HF_TOKEN is used
+
+
+# ------------------------------------------------------------------------ a caller's own folder and disk share
+
+
+def in_folder(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+
+
+def test_a_download_goes_to_the_callers_folder_within_its_budget(hub_env, tmp_path):
+    """A dataset given a cache folder and a budget lands there and nowhere else; files of the commit already
+    there cost nothing the next time, so reopening a download never needs its size again."""
+    hub_env.create_repo("alice/budget", kind="dataset", files=SMALL)
+    mine = tmp_path / "visitor" / "hub"
+    source = open_data("hf://datasets/alice/budget", token=False, cache_dir=mine, budget=1_000)
+    assert source.root.is_relative_to(mine) and (source.root / "a" / "0.png").read_bytes() == SMALL["a/0.png"]
+    assert cached_files("alice/budget") == []  # not in the normal Hub cache
+    downloads = len(downloads_of(hub_env, "alice/budget"))
+    again = open_data("hf://datasets/alice/budget", token=False, cache_dir=mine, budget=0)
+    assert again.root == source.root and len(downloads_of(hub_env, "alice/budget")) == downloads
+
+
+def test_a_download_bigger_than_the_budget_is_refused_from_its_listing(hub_env, tmp_path):
+    hub_env.create_repo("alice/over-budget", kind="dataset", files=SMALL, listed={"c/big.png": 5_000_000})
+    hub_env.create_repo("alice/model-over", files={"config.json": b"{}"}, listed={"model.safetensors": 3_000_000})
+    mine = tmp_path / "hub"
+    with pytest.raises(DownloadTooLarge) as err:
+        open_data("hf://datasets/alice/over-budget", token=False, cache_dir=mine, budget=2_000_000)
+    assert str(err.value) == ("hf://datasets/alice/over-budget needs 5.0 MB of disk space, more than the 2.0 MB left "
+                              "of the share its downloads may use; nothing was downloaded")
+    with pytest.raises(DownloadTooLarge, match=r"^model repo alice/model-over needs 3.0 MB .* the 1.0 MB left"):
+        download_checkpoint("alice/model-over", token=False, cache_dir=mine, budget=1_000_000)
+    assert downloads_of(hub_env, "-over") == [] and in_folder(mine) == []
+
+
+def test_a_download_that_grows_past_the_budget_is_stopped_and_removed(hub_env, tmp_path):
+    """The listing says 10 bytes a file, the files hold 1500: within the limits, not within a 2000-byte budget."""
+    big = {f"c{k}/{k}.png": bytes([k]) * 1500 for k in range(3)}
+    repo = hub_env.create_repo("alice/grows", kind="dataset", files={**SMALL, **big})
+    repo.listed.update({path: 10 for path in big})
+    mine = tmp_path / "hub"
+    with pytest.raises(DownloadTooLarge) as err:
+        open_data("hf://datasets/alice/grows", token=False, cache_dir=mine, budget=2_000)
+    assert str(err.value).startswith("stopped downloading hf://datasets/alice/grows: it grew past the 2.0 kB left")
+    assert downloads_of(hub_env, "alice/grows") != []  # it did start downloading
+    assert in_folder(mine) == ["CACHEDIR.TAG"]  # huggingface_hub's tag of a cache folder; nothing of the repo

@@ -1,8 +1,10 @@
 """Public mode end to end: the app launched as on a Space, used through gradio_client as outside visitors would.
 
 No endpoint reveals anything about a folder or picture on the server (names, counts, existence, pictures);
-an empty token box never lends the server's HF_TOKEN; a Hub dataset over the limit is refused before any byte
-is written; visitors never see each other's runs or uploads; idle visitors' files are deleted; the caps hold.
+an empty token box never lends the server's HF_TOKEN, for models and datasets alike; a Hub dataset over the
+limit is refused before any byte is written; a visitor's Hub downloads go to their own folder, within what is
+left of their disk share, and are fixed through a working copy, never in place; visitors never see each other's
+runs or uploads; idle visitors' files are deleted; the caps hold.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
-from pokedemo.app import layout, text  # noqa: E402
-from pokedemo.app.public import SessionFiles  # noqa: E402
+from pokedemo.app import layout, sources, text  # noqa: E402
+from pokedemo.app.handlers import DemoApp  # noqa: E402
+from pokedemo.app.public import PublicPolicy, SessionFiles, session_key  # noqa: E402
 from pokedemo.hub import push_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.app
@@ -189,6 +192,106 @@ def test_a_hub_dataset_over_the_limit_is_refused_before_any_byte(public, hub_env
     assert not [r for r in hub_env.requests if "/resolve/" in r.path and "owner/huge" in r.path]
     assert not (Path(os.environ["HF_HOME"]) / "hub" / "datasets--owner--huge").exists()
     print(f"refused in {seconds:.2f} s")  # the figure BENCHMARKS.md quotes
+
+
+# ------------------------------------------------------------------------ a visitor's Hub downloads
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def hub_folder(public, client: Client) -> Path:
+    """The visitor's own Hub cache folder on the server."""
+    return public.sessions / session_key(client.session_hash) / "hub"
+
+
+def test_a_visitors_hub_downloads_land_in_their_own_folder(public, hub_env, monkeypatch, tmp_path):
+    """A Hub dataset and a Hub model a visitor names go to their session's folder, never the server's Hub cache,
+    with no token sent although the server has one; another visitor cannot name the downloaded model."""
+    monkeypatch.setenv("HF_TOKEN", hub_env.add_user("owner"))  # the Space's secret
+    hub_env.create_repo("owner/pets", kind="dataset", files=dataset_files(public.data))
+    push_checkpoint(public.own, "owner/model", token=os.environ["HF_TOKEN"])
+    client = visitor(public, tmp_path, "downloader")
+    start = len(hub_env.requests)
+    assert "3 classes · 24 images" in client.predict("hf://datasets/owner/pets", 0, 32, api_name="/scan")
+    message, picker = client.predict("owner/model", "", api_name="/load_from_hub")
+    assert message.startswith("✅") and Path(picker["value"]).is_relative_to(hub_folder(public, client))
+    assert not any(r.authorized for r in hub_env.requests[start:])
+    mine = sorted(p.name for p in hub_folder(public, client).iterdir())
+    assert "datasets--owner--pets" in mine and "models--owner--model" in mine
+    normal_cache = Path(os.environ["HF_HOME"]) / "hub"
+    assert not any(normal_cache.glob("*--owner--*"))
+    picture = handle_file(str(public.data / "a" / "000.png"))
+    assert client.predict(picture, picker["value"], api_name="/predict")[0]["label"] in ("a", "b", "c")
+    other = visitor(public, tmp_path, "neighbour")
+    assert other.predict(picture, picker["value"], api_name="/predict")[1] == f"⚠️ {text.PUBLIC_MODEL_REFUSED}"
+
+
+def test_a_hub_download_counts_against_the_visitors_disk_share(public, hub_env, tmp_path):
+    """What a visitor's share has left is the download's budget: a dataset bigger than that is refused from its
+    listing before any byte is written, though it is well within the Space's download limits."""
+    hub_env.create_repo("owner/photos", kind="dataset", files={"a/0.png": b"x"},
+                        listed={"b/big.png": 3_000_000})
+    hub_env.create_repo("owner/photos-model", files={"config.json": b"{}"}, listed={"model.safetensors": 3_000_000})
+    client = visitor(public, tmp_path, "thrifty")
+    sessions = public.app.policy.sessions
+    limits = sessions.limits
+    sessions.limits = replace(limits, session_mb=2)
+    try:
+        summary = client.predict("hf://datasets/owner/photos", 0, 32, api_name="/scan")
+        message, _ = client.predict("owner/photos-model", "", api_name="/load_from_hub")
+    finally:
+        sessions.limits = limits
+    assert summary.startswith("⚠️") and "needs 3.0 MB of disk space, more than the 2.0 MB left" in summary
+    assert "nothing was downloaded" in summary
+    assert message.startswith("❌") and "needs 3.0 MB of disk space, more than the 2.0 MB left" in message
+    assert not [r for r in hub_env.requests if "/resolve/" in r.path and "owner/photos" in r.path]
+    assert not list(hub_folder(public, client).glob("*--owner--photos*"))
+
+
+def test_a_private_hub_dataset_is_not_reached_with_the_servers_token(public, hub_env, monkeypatch, tmp_path):
+    owner = hub_env.add_user("owner")
+    monkeypatch.setenv("HF_TOKEN", owner)  # the Space's secret could read it
+    hub_env.create_repo("owner/secret-set", private=True, kind="dataset", files=dataset_files(public.data))
+    client = visitor(public, tmp_path, "curious")
+    start = len(hub_env.requests)
+    spec = "hf://datasets/owner/secret-set"
+    answers = [client.predict(spec, 0, 32, api_name="/scan"), client.predict(spec, api_name="/doctor")[0],
+               client.predict(spec, *TINY, api_name="/train")[4],
+               client.predict("a/000.png", spec, api_name="/set_aside")[0]]
+    assert all("dataset repo owner/secret-set not found" in answer for answer in answers), answers
+    assert hub_env.requests[start:] and not any(r.authorized for r in hub_env.requests[start:])
+    assert owner not in json.dumps(answers) and not list(hub_folder(public, client).glob("datasets--*"))
+
+
+def test_fixing_a_hub_dataset_changes_a_working_copy_never_the_download(public, hub_env, tmp_path):
+    hub_env.create_repo("owner/to-fix", kind="dataset", files=dataset_files(public.data))
+    client = visitor(public, tmp_path, "fixer")
+    spec = "hf://datasets/owner/to-fix"
+    assert "24 images" in client.predict(spec, 0, 32, api_name="/scan")
+    download = next(hub_folder(public, client).glob("datasets--owner--to-fix/snapshots/*"))
+    before = {p: p.read_bytes() for p in download.rglob("*.png")}
+    message, folder = client.predict("a/000.png", spec, api_name="/set_aside")
+    assert message.startswith("✅ Set aside `a/000.png`") and "working copy was made" in message
+    assert folder == "uploads/datasets/" + download.name  # the visitor's own copy, named without a server path
+    assert str(public.sessions) not in message
+    assert {p: p.read_bytes() for p in download.rglob("*.png")} == before
+    assert "23 images" in client.predict(folder, 0, 32, api_name="/scan")
+    assert client.predict(folder, api_name="/undo")[0].startswith("↩️ Undone")
+
+
+def test_the_spaces_own_model_loads_with_the_servers_token_into_the_normal_cache(public, hub_env, monkeypatch,
+                                                                                  tmp_path):
+    owner = hub_env.add_user("owner")
+    monkeypatch.setenv("HF_TOKEN", owner)
+    push_checkpoint(public.own, "owner/space-model", private=True, token=owner)
+    monkeypatch.setenv("POKEDEMO_MODEL", "owner/space-model")
+    default = sources.load_default_model()
+    assert default is not None and default.path.is_relative_to(Path(os.environ["HF_HOME"]) / "hub")
+    app = DemoApp(public.root, str(public.data), default, PublicPolicy.create(True, str(public.data),
+                                                                                tmp_path / "sessions"))
+    assert app._model_path(str(default.path), None) == default.path  # every visitor may use it
 
 
 # ------------------------------------------------------------------------ one visitor's files

@@ -140,9 +140,14 @@ class DemoApp:
         return min(epochs, self.policy.limits.max_epochs) if self.policy.public else epochs
 
     def gate(self, folder: str | None, request: gr.Request | None) -> str:
-        """THE gate of every folder a visitor gives (public mode: the shared data, their uploads, Hub datasets);
-        PublicRefusal otherwise."""
+        """THE gate of every folder a visitor gives (public mode: the shared data, their uploads and Hub downloads,
+        Hub datasets); PublicRefusal otherwise."""
         return self.policy.data_spec(folder, session_of(request))
+
+    def downloads(self, request: gr.Request | None, token: str | None = None) -> dict[str, Any]:
+        """How this visitor's Hub downloads are made (public mode: their token only, into their own folder, within
+        their disk share); the keyword arguments of ``open_data`` and ``fetch_hub_model``."""
+        return self.policy.download_options(token, session_of(request))
 
     def recorded_compare(self) -> dict[str, Any] | None:
         """What the Compare tab shows before anyone runs it: the comparison recorded beside the starter."""
@@ -163,7 +168,8 @@ class DemoApp:
             folder = self.gate(folder, request)
         except PublicRefusal as refusal:
             return f"⚠️ {refusal}"
-        return self.policy.words(sources.summarise_dataset(folder, seed, img_size), session_of(request))
+        summary = sources.summarise_dataset(folder, seed, img_size, self.downloads(request))
+        return self.policy.words(summary, session_of(request))
 
     def upload_zip(self, zip_path: str | None, seed: float, img_size: float, request: gr.Request = None):
         """Extract an uploaded zip safely (public mode: into the visitor's own folder, within their disk share);
@@ -270,7 +276,7 @@ class DemoApp:
             except Exception as exc:  # noqa: BLE001 - not one of this app's models, Hub download failed, ...
                 return iter([Failed(message=f"cannot continue from the selected model: {friendly_error(exc)}")])
         runs = str(self.policy.runs_root(session, self.checkpoint_root))
-        return run_on(folder, config, lambda data: engine(config, data, runs, stop=stop))
+        return run_on(folder, config, lambda data: engine(config, data, runs, stop=stop), self.downloads(request))
 
     def _train_outputs(self, view: RunView, done: bool = False, loaded: list | None = None,
                        request: gr.Request = None) -> tuple:
@@ -381,15 +387,16 @@ class DemoApp:
         return get_predictor(self._model_path(checkpoint, request))
 
     def _model_path(self, checkpoint: str, request: gr.Request | None) -> Path:
-        """The folder of the model a visitor picked: this app's runs, its default model, Hub models and, in public
-        mode, the visitor's own runs (named through the policy's gate); a Hub model with the visitor's token only."""
-        session = session_of(request)
-        own = self.policy.runs_root(session, self.checkpoint_root) if self.policy.public else None
-        if self.policy.public:
-            folders = [*sources.model_folders(self.checkpoint_root, self.default_model), own]
-            checkpoint, from_hub = self.policy.model_reference(checkpoint, folders, self.checkpoint_root)
-            if from_hub:  # never resolved against the server's folders, never with the server's token
-                checkpoint = str(sources.fetch_hub_model(checkpoint, self.policy.hub_token(None)))
+        """The folder of the model a visitor picked: this app's runs, its default model, Hub models; in public mode
+        not the shared Hub cache but the visitor's own runs and Hub downloads (named through the policy's gate), a
+        Hub model fetched with the visitor's token only into their own folder."""
+        if not self.policy.public:
+            return sources.app_model(checkpoint, self.checkpoint_root, self.default_model)
+        own = self.policy.own_model_folders(session_of(request))
+        folders = sources.model_folders(self.checkpoint_root, self.default_model, own)
+        checkpoint, from_hub = self.policy.model_reference(checkpoint, folders, self.checkpoint_root)
+        if from_hub:  # never resolved against the server's folders, never with the server's token
+            checkpoint = str(sources.fetch_hub_model(checkpoint, **self.downloads(request)))
         return sources.app_model(checkpoint, self.checkpoint_root, self.default_model, own)
 
     def _own_run(self, checkpoint: str, request: gr.Request | None) -> Path:
@@ -448,12 +455,12 @@ class DemoApp:
     def _test_report(self, predictor: Any, folder: str, request: gr.Request | None) -> dict[str, Any]:
         """A model on its test images; in public mode the folder its config records passes the gate too."""
         gate = (lambda root: self.gate(root, request)) if self.policy.public else None
-        return sources.test_report(predictor, folder, gate)
+        return sources.test_report(predictor, folder, gate, self.downloads(request))
 
     def doctor(self, folder: str | None, request: gr.Request = None):
         """(report, conflict strips, accordion, the strips' fix-panel state) of the Train tab's dataset doctor."""
         try:
-            report, strips, fixable = sources.doctor_panel(self.gate(folder, request))
+            report, strips, fixable = sources.doctor_panel(self.gate(folder, request), self.downloads(request))
         except PublicRefusal as refusal:
             report, strips, fixable = f"⚠️ {refusal}", [], None
         report = self.policy.words(report, session_of(request))
@@ -466,7 +473,7 @@ class DemoApp:
             folder = self.gate(folder, request)
         except PublicRefusal:
             folder = None
-        return gr.Dropdown(choices=sources.dataset_classes(folder), value=current)
+        return gr.Dropdown(choices=sources.dataset_classes(folder, self.downloads(request)), value=current)
 
     # ---- fixing the dataset: move, set aside, add, undo
 
@@ -516,11 +523,13 @@ class DemoApp:
 
     def undo(self, folder: str | None, request: gr.Request = None):
         """Undo the newest change of the dataset in the dataset box (or its working copy); (message, folder)."""
+        words = lambda value: self.policy.words(value, session_of(request))  # noqa: E731
         try:
-            message, root = sources.undo_last_change(self.gate(folder, request), self._workspace(request))
+            message, root = sources.undo_last_change(self.gate(folder, request), self._workspace(request),
+                                                     self.downloads(request))
         except Exception as exc:  # noqa: BLE001 - changed outside pokedemo, Hub unreachable, ...: a message
-            return f"⚠️ {friendly_error(exc)}", gr.skip()
-        return message, root if root is not None else gr.skip()
+            return f"⚠️ {words(friendly_error(exc))}", gr.skip()
+        return words(message), words(root) if root is not None else gr.skip()
 
     def _fix_root(self, fixable: dict | None, folder: str | None) -> str:
         """The dataset a gallery's pictures belong to (the one its report was made on), else the dataset box's."""
@@ -533,11 +542,15 @@ class DemoApp:
         return self.workspace_root
 
     def _edit(self, folder: str, request: gr.Request | None, action: str, *args: Any):
-        """One change of the dataset ``folder`` (through the gate); (message, the folder edited) or a message."""
+        """One change of the dataset ``folder`` (through the gate; a read-only one, such as a Hub download, through
+        its working copy); (message, the folder edited) or a message."""
+        words = lambda message: self.policy.words(message, session_of(request))  # noqa: E731
         try:
-            return sources.edit_dataset(self.gate(folder, request), self._workspace(request), action, *args)
+            message, edited = sources.edit_dataset(self.gate(folder, request), self._workspace(request), action,
+                                                   *args, hub=self.downloads(request))
         except Exception as exc:  # noqa: BLE001 - a refused change (CurationError), PublicRefusal, ...: a message
-            return f"⚠️ {friendly_error(exc)}", gr.skip()
+            return f"⚠️ {words(friendly_error(exc))}", gr.skip()
+        return words(message), words(edited)  # public mode: the dataset box shows uploads/..., not a server path
 
     def inspect(self, checkpoint: str | None, folder: str | None, request: gr.Request = None):
         """(caption, confusion picture, per-class table, errors gallery, its fix-panel state) of a model on its
@@ -591,11 +604,11 @@ class DemoApp:
                       request: gr.Request = None):
         """Download a model by repo id and select it in the Predict picker; (message, picker, this session's
         Hub models: the ``gr.State`` the pickers list after the local runs). The panel's token, else locally
-        the server's login; in public mode no token at all."""
+        the server's login; in public mode no token at all, and the model goes to the visitor's own folder."""
         if not (spec or "").strip():
             return text.LOAD_NO_REPO, gr.skip(), gr.skip()
         try:
-            path = sources.fetch_hub_model(spec, self.policy.hub_token(token))
+            path = sources.fetch_hub_model(spec, **self.downloads(request, token))
         except sources.HubLoadError as err:
             return f"❌ {err}", gr.skip(), gr.skip()
         choice = sources.hub_choice(spec, path)

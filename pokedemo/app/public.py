@@ -8,11 +8,14 @@ freedom of one: every folder on the machine, the server's Hub login, no caps. In
   shared data (the bundled data, the app's own dataset), the visitor's own uploads and Hub datasets
   (``hf://``), and refuses anything else with one message that is the same whether the path exists or not;
   a refused path is never looked at on disk.
-- **files**: runs and uploads go to a folder per browser session (``SessionFiles``), capped in size and
-  deleted once the session has been idle for a stated time.
+- **files**: runs, uploads and Hub downloads go to a folder per browser session (``SessionFiles``), capped in
+  size and deleted once the session has been idle for a stated time. A Hub download is checked against what is
+  left of that share before its first byte (``download_options``: the budget) and stopped if it grows past it.
 - **training**: caps on epochs and image size (refused above them) and on wall time (``time_limit`` stops
   the run; the engine keeps its best epoch).
-- **Hub**: the visitor's own token only (``hub_token``), never the server's ``HF_TOKEN`` or cached login.
+- **Hub**: the visitor's own token only (``hub_token``), never the server's ``HF_TOKEN`` or cached login, for
+  models and ``hf://datasets/...`` alike (the dataset box has no token: public datasets only). The Space's own
+  ``POKEDEMO_MODEL`` is not a visitor's action: it loads at start with the server's token into the normal cache.
 
 The limits come from the environment (``PublicLimits.from_env``). No Gradio here: the handlers pass the
 request's session hash.
@@ -42,6 +45,7 @@ PUBLIC_ENV = "POKEDEMO_PUBLIC"           # 1/true/yes/on forces public mode on, 
 PUBLIC_DIR_ENV = "POKEDEMO_PUBLIC_DIR"   # where the per-session folders live (default: <tmp>/pokedemo-public)
 FALSE_VALUES = frozenset({"0", "false", "no", "off"})
 UPLOADS = "uploads"                     # what a visitor's upload is called in the dataset box: uploads/<folder>
+HUB = "hub"                             # a visitor's Hub downloads (models and datasets), as the Hub cache lays out
 
 
 def on_spaces() -> bool:
@@ -116,7 +120,7 @@ def session_key(session: str) -> str:
 
 
 class SessionFiles:
-    """One folder per browser session, ``<root>/<key>/{runs,uploads}``: marked active on every use; folders
+    """One folder per browser session, ``<root>/<key>/{runs,uploads,hub}``: marked active on every use; folders
     idle for longer than ``limits.session_hours`` are deleted (checked at most once a minute)."""
 
     SWEEP_EVERY_S = 60.0
@@ -140,6 +144,10 @@ class SessionFiles:
     def uploads(self, session: str) -> Path:
         return self._sub(session, UPLOADS)
 
+    def hub(self, session: str) -> Path:
+        """The visitor's Hub cache folder: the models and datasets they download, unpacked datasets included."""
+        return self._sub(session, HUB)
+
     def _sub(self, session: str, name: str) -> Path:
         path = self.folder(session) / name
         path.mkdir(exist_ok=True)
@@ -155,6 +163,11 @@ class SessionFiles:
         if used >= self.limits.session_bytes:
             raise PublicRefusal(text.public_space_full(used, self.limits.session_bytes))
         return self.limits.session_bytes - used
+
+    def bytes_left(self, session: str) -> int:
+        """Bytes this session may still write, 0 when none (no refusal: a download of files already here adds
+        nothing and may go ahead)."""
+        return max(0, self.limits.session_bytes - self.used_bytes(session))
 
     def sweep(self, now: float | None = None) -> list[Path]:
         """Delete the folders of sessions idle for longer than ``limits.session_hours``; returns them."""
@@ -197,30 +210,34 @@ class PublicPolicy:
 
     def data_spec(self, spec: str | None, session: str) -> str:
         """THE gate of every folder-taking input: the data spec to open for this visitor (stripped). Locally:
-        as typed. Public: the shared data, a folder under this visitor's uploads (``uploads/<folder>`` or its
-        full path) or a Hub address; PublicRefusal with the same words for anything else."""
+        as typed. Public: the shared data, a folder under this visitor's uploads or Hub downloads
+        (``uploads/<folder>``, ``hub/<folder>`` or its full path) or a Hub address; PublicRefusal with the same
+        words for anything else."""
         spec = (spec or "").strip()
         if not self.public or not spec or is_hub_dataset(spec):
             return spec  # hf:// addresses: the bounded Hub download decides
         shared = self.shared_data.get(os.path.normpath(spec))
         if shared is not None:
             return str(shared)
-        upload = self._own_upload(spec, session)
-        if upload is None:
+        own = self._own_folder(spec, session)
+        if own is None:
             raise PublicRefusal(text.PUBLIC_DATA_REFUSED)
-        return str(upload)
+        return str(own)
 
-    def _own_upload(self, spec: str, session: str) -> Path | None:
-        """The existing folder ``spec`` names inside this session's uploads (``uploads/<folder>`` or its full
-        path), else None."""
-        uploads = self.sessions.uploads(session)
+    def _own_folder(self, spec: str, session: str) -> Path | None:
+        """The existing folder ``spec`` names inside this session's uploads or Hub downloads (``uploads/...``,
+        ``hub/...`` or its full path), else None."""
+        owned = [self.sessions.uploads(session), self.sessions.hub(session)]
         written = Path(spec)
         if not written.is_absolute():
-            if written.parts[:1] != (UPLOADS,):
+            if written.parts[:1] not in ((UPLOADS,), (HUB,)):
                 return None
-            written = uploads.parent / written
-        found = inside(written, uploads)
-        return found if found is not None and found != uploads and found.is_dir() else None
+            written = owned[0].parent / written
+        for folder in owned:
+            found = inside(written, folder)
+            if found is not None and found != folder and found.is_dir():
+                return found
+        return None
 
     def image_path(self, path: str | os.PathLike | None, folders: list[str | os.PathLike]) -> str | None:
         """THE gate of image inputs given as a path: locally as given; in public mode only a file inside
@@ -280,6 +297,10 @@ class PublicPolicy:
             raise PublicRefusal(text.PUBLIC_MODEL_REFUSED)
         return str(found), False
 
+    def own_model_folders(self, session: str) -> list[Path]:
+        """Where a public-mode visitor's own models are: their runs and their Hub downloads."""
+        return [self.sessions.runs(session), self.sessions.hub(session)]
+
     # ---- runs
 
     def runs_root(self, session: str, default_root: str | os.PathLike) -> Path:
@@ -307,6 +328,15 @@ class PublicPolicy:
         if token and token.strip():
             return token.strip()
         return False if self.public else None
+
+    def download_options(self, token: str | None, session: str) -> dict[str, Any]:
+        """How a visitor's Hub download is made (``download_checkpoint``/``open_data`` keyword arguments): with
+        ``hub_token``; in public mode into the visitor's own folder, within what is left of their disk share.
+        Locally: the normal Hub cache, the download limits only."""
+        if not self.public:
+            return {"token": self.hub_token(token)}
+        return {"token": self.hub_token(token), "cache_dir": self.sessions.hub(session),
+                "budget": self.sessions.bytes_left(session)}
 
     def push_refusal(self, token: str | None) -> str | None:
         """Why a push cannot go ahead with ``token`` (public mode without a token), else None."""

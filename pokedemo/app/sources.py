@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from pokedemo.app import text
 from pokedemo.app.views import conflict_fixable, conflict_thumbnails
@@ -46,14 +46,15 @@ def prefilled_data_dir() -> str:
     return folder if os.environ.get("POKEDEMO_DATA", "").strip() or Path(folder).is_dir() else ""
 
 
-def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None) -> str:
-    """Scan ``folder`` (or a ``hf://datasets/...`` address) and describe it; a friendly line instead of an
-    exception for anything wrong."""
+def summarise_dataset(folder: str | None, seed: float = 0, img_size: float | None = None,
+                      hub: Mapping[str, Any] | None = None) -> str:
+    """Scan ``folder`` (or a ``hf://datasets/...`` address, fetched as ``hub`` says: ``open_data``'s token, cache
+    folder and budget) and describe it; a friendly line instead of an exception for anything wrong."""
     if not folder or not str(folder).strip():
         return text.NO_DATASET
     defaults = TrainConfig()
     try:
-        source = open_data(str(folder).strip())
+        source = open_data(str(folder).strip(), **(hub or {}))
         # Scanning at the size training decodes at fills the tensor cache, so Train starts without decoding again.
         dataset = scan_dataset(source.root, image_size=_decode_size(img_size))
         split = source.split(dataset, defaults.ratios, int(seed or 0))
@@ -71,14 +72,14 @@ def _decode_size(img_size: float | None) -> int | None:
     return TrainConfig(img_size=int(img_size)).resolved(resolve_device("auto")).last_epoch_size
 
 
-def doctor_panel(folder: str | None) -> tuple[str, list, dict[str, Any] | None]:
-    """(Markdown report, conflict strips for a gr.Gallery, the strips' fix-panel state) for the dataset folder;
-    a message and no strips when it is unusable."""
+def doctor_panel(folder: str | None, hub: Mapping[str, Any] | None = None) -> tuple[str, list, dict[str, Any] | None]:
+    """(Markdown report, conflict strips for a gr.Gallery, the strips' fix-panel state) for the dataset folder
+    (a Hub dataset fetched as ``hub`` says); a message and no strips when it is unusable."""
     folder = (folder or "").strip()
     if not folder:
         return text.DOCTOR_EMPTY, [], None
     try:
-        root = open_data(folder).root  # a Hub dataset comes from the local Hub cache once downloaded
+        root = open_data(folder, **(hub or {})).root  # a Hub dataset comes from its cache folder once downloaded
         report = diagnose(root)
     except (DatasetError, ValueError, OSError, HubError) as exc:
         return f"⚠️ {exc}", [], None
@@ -98,21 +99,22 @@ def class_names(folder: str | os.PathLike) -> list[str]:
         return []
 
 
-def dataset_classes(folder: str | None) -> list[str]:
+def dataset_classes(folder: str | None, hub: Mapping[str, Any] | None = None) -> list[str]:
     """The class folders of the dataset box's folder or Hub dataset (empty when it is not usable)."""
     try:
-        return class_names(_local_root(folder or ""))
+        return class_names(_local_root(folder or "", hub))
     except (ValueError, OSError, HubError):
         return []
 
 
-def edit_dataset(folder: str, workspace: str | os.PathLike, action: str, *args: Any) -> tuple[str, str]:
+def edit_dataset(folder: str, workspace: str | os.PathLike, action: str, *args: Any,
+                 hub: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """Apply one ``Curator`` action (``move``, ``set_aside``, ``add_pictures``) to the dataset ``folder`` (a
-    path or a Hub dataset), or to its working copy when ``folder`` is read-only; (message, edited folder).
-    Raises CurationError (one line) for a change that cannot be made."""
+    path or a Hub dataset), or to its working copy when ``folder`` is read-only (the bundled data, any Hub
+    download); (message, edited folder). Raises CurationError (one line) for a change that cannot be made."""
     from pokedemo.curation import Curator, editable_root
 
-    source = _local_root(folder)
+    source = _local_root(folder, hub)
     root, made = editable_root(source, workspace)
     result = getattr(Curator(root), action)(*args)
     message = text.change_message(result)
@@ -121,12 +123,13 @@ def edit_dataset(folder: str, workspace: str | os.PathLike, action: str, *args: 
     return message, str(root)
 
 
-def undo_last_change(folder: str, workspace: str | os.PathLike) -> tuple[str, str | None]:
+def undo_last_change(folder: str, workspace: str | os.PathLike,
+                     hub: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
     """Undo the newest change of the dataset ``folder`` (or of its working copy); (message, edited folder or
     None when there was nothing to undo). Raises CurationError when the change cannot be reverted."""
     from pokedemo.curation import Curator, existing_copy, is_read_only
 
-    source = _local_root(folder)
+    source = _local_root(folder, hub)
     root = existing_copy(source, workspace) if is_read_only(source) else source
     change = Curator(root).undo() if root is not None else None
     if change is None:
@@ -134,14 +137,14 @@ def undo_last_change(folder: str, workspace: str | os.PathLike) -> tuple[str, st
     return text.undo_message(change), str(root)
 
 
-def _local_root(folder: str) -> Path:
-    """The local folder of a dataset path or ``hf://datasets/...`` address (the Hub cache's copy)."""
+def _local_root(folder: str, hub: Mapping[str, Any] | None = None) -> Path:
+    """The local folder of a dataset path or ``hf://datasets/...`` address (its download, fetched as ``hub``
+    says)."""
     from pokedemo.curation import CurationError
-    from pokedemo.hub import open_data
 
     if not (folder or "").strip():
         raise CurationError(text.NO_DATASET)
-    return Path(open_data(folder.strip()).root).resolve()
+    return Path(open_data(folder.strip(), **(hub or {})).root).resolve()
 
 
 def predict_uploads(predictor: Any, paths: list[str]) -> list[Any]:
@@ -376,18 +379,21 @@ def recorded_comparison() -> dict[str, Any] | None:
     return record if usable else None
 
 
-def model_folders(root: str | os.PathLike, default: DefaultModel | None) -> list[Path]:
-    """Where the app loads models from: its checkpoint root, the Hub cache (models downloaded from the Hub) and
-    its default model; never any other folder."""
-    return [Path(root), Path(hub_cache_dir()), *([default.path] if default is not None else [])]
+def model_folders(root: str | os.PathLike, default: DefaultModel | None,
+                  own: Sequence[str | os.PathLike] | None = None) -> list[Path]:
+    """Where the app loads models from: its checkpoint root, its default model and the models downloaded from the
+    Hub: the Hub cache, or in public mode the visitor's ``own`` folders instead (their runs and their Hub
+    downloads); never any other folder."""
+    downloads = [Path(hub_cache_dir())] if own is None else [Path(folder) for folder in own]
+    return [Path(root), *downloads, *([default.path] if default is not None else [])]
 
 
 def app_model(reference: str, root: str | os.PathLike, default: DefaultModel | None,
-              own: str | os.PathLike | None = None) -> Path:
-    """The folder of a model the app may load: a run under ``root`` (or under ``own``: a public-mode visitor's
-    runs), the default model, or a Hub model (by repo id or its snapshot). HubLoadError, in the app's words, when
-    a Hub model cannot be fetched."""
-    folders = model_folders(root, default) + ([Path(own)] if own is not None else [])
+              own: Sequence[str | os.PathLike] | None = None) -> Path:
+    """The folder of a model the app may load: a run under ``root``, the default model, a Hub model (by repo id
+    or its snapshot) or, in public mode, a model in the visitor's ``own`` folders (``model_folders``).
+    HubLoadError, in the app's words, when a Hub model cannot be fetched."""
+    folders = model_folders(root, default, own)
     try:
         return resolve_model(reference, root=root, only_inside=folders)
     except HubError as err:
@@ -412,10 +418,11 @@ def data_root_for(predictor: Any, folder: str | None) -> str | None:
     return (folder or "").strip() or None
 
 
-def test_report(predictor: Any, folder: str | None, gate: Callable[[str], str] | None = None) -> dict[str, Any]:
+def test_report(predictor: Any, folder: str | None, gate: Callable[[str], str] | None = None,
+                hub: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint evaluated on the test images its run held out (with ``items`` and ``root``). ``gate``
     (public mode): the folder a checkpoint records must pass it (a model's config can name any path), else the
-    Train tab's ``folder``, already gated, is used instead."""
+    Train tab's ``folder``, already gated, is used instead. A Hub dataset is fetched as ``hub`` says."""
     from pokedemo.predict import evaluate_split
 
     root = data_root_for(predictor, folder)
@@ -424,7 +431,7 @@ def test_report(predictor: Any, folder: str | None, gate: Callable[[str], str] |
             root = gate(root)
         except ValueError:
             root = (folder or "").strip() or None
-    return evaluate_split(predictor, data_root=root)
+    return evaluate_split(predictor, data_root=root, hub=hub)
 
 
 
@@ -444,11 +451,14 @@ class HubLoadError(ValueError):
     """A Hub model the app cannot load; the message is the app's one token-free line."""
 
 
-def fetch_hub_model(spec: str, token: str | bool | None = None) -> Path:
-    """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into the Hub cache; HubLoadError otherwise.
-    No token (None or empty) falls back to HF_TOKEN, then the cached login; False sends none."""
+def fetch_hub_model(spec: str, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                    budget: int | None = None) -> Path:
+    """Download a model by repo id (``NAMESPACE/NAME[@REVISION]``) into ``cache_dir`` (None: the Hub cache),
+    within ``budget`` bytes (None: the download limits only); HubLoadError otherwise. No token (None or empty)
+    falls back to HF_TOKEN, then the cached login; False sends none."""
     try:
-        return download_checkpoint(spec.strip(), token=token if token is False else token or None)
+        return download_checkpoint(spec.strip(), token=token if token is False else token or None,
+                                   cache_dir=cache_dir, budget=budget)
     except (HubError, CheckpointError) as err:
         raise HubLoadError(text.hub_load_failed(spec, err, token)) from None
     except Exception as err:  # noqa: BLE001 - the app shows a line, never a traceback

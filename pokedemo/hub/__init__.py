@@ -24,7 +24,7 @@ from pokedemo.hub.client import (
     written_as_repo_id,
 )
 from pokedemo.hub.limits import DownloadLimits, DownloadTooLarge, download_limits, human_size
-from pokedemo.hub.datasets import DataSource, is_hub_dataset, open_data, part_of, push_dataset
+from pokedemo.hub.datasets import DataSource, is_hub_dataset, is_hub_download, open_data, part_of, push_dataset
 from pokedemo.hub.models import (
     OnnxExport,
     PushResult,
@@ -53,6 +53,7 @@ __all__ = [
     "hub_endpoint",
     "human_size",
     "is_hub_dataset",
+    "is_hub_download",
     "looks_like_repo_id",
     "offline_mode",
     "one_line",

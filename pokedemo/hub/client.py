@@ -269,9 +269,11 @@ def hub_errors(ctx: HubContext) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------- context and API
 
 
-def read_context(action: str, ref: RepoRef, token: str | bool | None) -> HubContext:
-    """The context of a read from the Hub (a download), with the token resolved now."""
-    return _context(action, ref, effective_token(token))
+def read_context(action: str, ref: RepoRef, token: str | bool | None,
+                 cache_dir: str | os.PathLike | None = None) -> HubContext:
+    """The context of a read from the Hub (a download), with the token resolved now; its files go to
+    ``cache_dir`` (a folder laid out like the Hub cache), else the normal Hub cache."""
+    return _context(action, ref, effective_token(token), cache_dir)
 
 
 def write_context(action: str, ref: RepoRef, token: str | bool | None) -> HubContext:
@@ -285,14 +287,14 @@ def write_context(action: str, ref: RepoRef, token: str | bool | None) -> HubCon
     return _context(action, ref, token)
 
 
-def _context(action: str, ref: RepoRef, token: str | None) -> HubContext:
-    return HubContext(action=action, ref=ref, endpoint=hub_endpoint(), cache_dir=hub_cache_dir(), token=token)
+def _context(action: str, ref: RepoRef, token: str | None, cache_dir: str | os.PathLike | None = None) -> HubContext:
+    return HubContext(action=action, ref=ref, endpoint=hub_endpoint(), cache_dir=str(cache_dir or hub_cache_dir()),
+                      token=token)
 
 
 def hub_api(ctx: HubContext) -> Any:
     """huggingface_hub's HfApi for this context's endpoint and token, identifying pokedemo to the Hub."""
     from huggingface_hub import HfApi
-
 
     return HfApi(endpoint=ctx.endpoint, token=library_token(ctx), library_name="pokedemo",
                  library_version=__version__)

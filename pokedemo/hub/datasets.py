@@ -14,7 +14,9 @@ as it is. A Hub dataset is fetched with ``snapshot_download(repo_type="dataset")
 When a dataset brings its own splits they are used instead of pokedemo's duplicate-aware split (a missing
 validation or test part is carved out of ``train`` with that split); the duplicate report is still made.
 Zips and Parquet rows are unpacked once per commit into ``<hub cache>/pokedemo-prepared/`` (built in a
-temporary folder and renamed into place, so concurrent processes — torchrun ranks — never see half of it).
+temporary folder and renamed into place, so concurrent processes — torchrun ranks — never see half of it). A
+caller may name another cache folder (a public-mode visitor's own); download and unpacked form then go there.
+``is_hub_download`` tells a downloaded folder from one of the user's: nothing edits a download in place.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "val", "vali
 EXPECTED = ("expected class folders of images (<class>/<image>, at the root or under one folder, optionally "
             "under train/ validation/ test/), zip files of such folders, or Parquet files with an image column "
             "and an integer label column")
+PREPARED = "pokedemo-prepared"  # where zips and Parquet rows of a download are unpacked, beside the download
+_REPO_FOLDER = re.compile(r"^(models|datasets|spaces)--.+")  # huggingface_hub's cache folder of one repo
 _PARQUET_SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)(-\d{5}-of-\d{5})?(-[0-9a-f]+)?\.parquet$")
 
 
@@ -115,15 +119,19 @@ def parse_dataset_spec(spec: str) -> RepoRef:
     return parse_repo_ref(text[len(PREFIX):])
 
 
-def open_data(spec: str | os.PathLike | DataSource, *, token: str | bool | None = None) -> DataSource:
-    """A data spec (local folder, ``hf://datasets/...`` address or an already opened source) → DataSource."""
+def open_data(spec: str | os.PathLike | DataSource, *, token: str | bool | None = None,
+              cache_dir: str | os.PathLike | None = None, budget: int | None = None) -> DataSource:
+    """A data spec (local folder, ``hf://datasets/...`` address or an already opened source) → DataSource.
+
+    For a Hub dataset: ``token``, ``cache_dir`` and ``budget`` are ``download_dataset``'s; its unpacked form
+    (zips, Parquet) goes beside the download, under ``cache_dir``."""
     if isinstance(spec, DataSource):
         return spec
     if not is_hub_dataset(spec):
         return DataSource(root=Path(spec))
     ref = parse_dataset_spec(str(spec))
-    snapshot = download_dataset(ref, token=token)
-    source = prepare_snapshot(snapshot, ref.repo_id, snapshot.name)
+    snapshot = download_dataset(ref, token=token, cache_dir=cache_dir, budget=budget)
+    source = prepare_snapshot(snapshot, ref.repo_id, snapshot.name, cache_dir)
     source.spec = str(spec).strip()
     return source
 
@@ -131,13 +139,15 @@ def open_data(spec: str | os.PathLike | DataSource, *, token: str | bool | None 
 # ----------------------------------------------------------------------------------------------- download
 
 
-def download_dataset(ref: RepoRef, *, token: str | bool | None = None) -> Path:
-    """The snapshot folder (``.../snapshots/<commit sha>``) of a dataset repo in the normal Hub cache, within
-    the dataset download limits (``pokedemo.hub.limits``). ``token`` False: none at all, not HF_TOKEN."""
-    ctx = read_context("download", ref, token)
+def download_dataset(ref: RepoRef, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                     budget: int | None = None) -> Path:
+    """The snapshot folder (``.../snapshots/<commit sha>``) of a dataset repo in ``cache_dir`` (None: the
+    normal Hub cache), within the dataset download limits and ``budget``, the bytes it may add there
+    (``pokedemo.hub.limits``). ``token`` False: none at all, not HF_TOKEN."""
+    ctx = read_context("download", ref, token, cache_dir)
     with _dataset_errors(ctx):
         return bounded_snapshot_download(ctx, repo_type="dataset", label=f"{PREFIX}{ref.label}",
-                                         local_files_only=offline_mode())
+                                         local_files_only=offline_mode(), budget=budget)
 
 
 @contextmanager
@@ -160,14 +170,16 @@ def _dataset_errors(ctx: HubContext) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------- layouts
 
 
-def prepare_snapshot(snapshot: Path, repo_id: str, revision: str) -> DataSource:
-    """Recognise the layout of a downloaded dataset and return the folder to scan (DatasetError if none fits)."""
+def prepare_snapshot(snapshot: Path, repo_id: str, revision: str,
+                     cache_dir: str | os.PathLike | None = None) -> DataSource:
+    """Recognise the layout of a downloaded dataset and return the folder to scan (DatasetError if none fits);
+    what has to be unpacked goes under ``cache_dir`` (None: the normal Hub cache)."""
     label = f"{PREFIX}{repo_id}"
     files = [p for p in snapshot.rglob("*") if p.is_file() and not _hidden(p.relative_to(snapshot))]
     parquet = [p for p in files if p.suffix.lower() == ".parquet"]
     zips = [p for p in files if p.suffix.lower() == ".zip"]
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    prepared = _prepared_dir(repo_id, revision)
+    prepared = _prepared_dir(repo_id, revision, cache_dir)
     if images:
         found = find_image_layout(snapshot)
         if found is None:
@@ -406,8 +418,18 @@ def _flatten_single_part(target: Path) -> None:
             part_dir.rmdir()
 
 
-def _prepared_dir(repo_id: str, revision: str) -> Path:
-    return Path(hub_cache_dir()) / "pokedemo-prepared" / f"datasets--{repo_id.replace('/', '--')}" / revision
+def _prepared_dir(repo_id: str, revision: str, cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir or hub_cache_dir()) / PREPARED / f"datasets--{repo_id.replace('/', '--')}" / revision
+
+
+def is_hub_download(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in files downloaded from the Hub, wherever their cache folder is: a repo folder in
+    huggingface_hub's cache layout (``datasets--NS--NAME/snapshots/...``, ``models--...``) or a dataset
+    unpacked from one (``pokedemo-prepared/...``). The path's text is read, links resolved; no file is opened."""
+    parts = Path(path).resolve().parts
+    in_repo_folder = any(_REPO_FOLDER.match(part) and following in ("snapshots", "blobs")
+                         for part, following in zip(parts, parts[1:]))
+    return in_repo_folder or PREPARED in parts
 
 
 # ----------------------------------------------------------------------------------------------- own splits

@@ -2,7 +2,7 @@
 
 A dataset or model over the limits is refused in one line before the first byte is written. A download that
 grows past the size limit anyway (a listing that understates the files) is stopped at the chunk that would
-cross it, and every file it had written into the Hub cache is removed again; files cached before stay.
+cross it, and every file it had written into its cache folder is removed again; files cached before stay.
 
 The limits are read when a download starts, from the environment (bytes, or a number with a unit: ``2GB``,
 ``500MB``), with defaults that fit a free Space's disk:
@@ -17,6 +17,10 @@ variable                       default   counts
 =============================  ========  =============================
 
 Only the files a download would fetch count (``allow_patterns``): a model repo with other large files is fine.
+
+A caller may also give a ``budget``: the bytes a download may add to its folder (a public-mode visitor's disk
+share left, say). Files of the listed commit already in that folder add nothing; the rest must fit, checked from
+the listing (``DownloadTooLarge``, nothing written) and while downloading (stopped, its files removed).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,14 +90,22 @@ def human_size(size: float) -> str:
 class RepoSize:
     files: int
     bytes: int
+    new_bytes: int  # of files not in the download folder yet: what the download adds to it
 
 
-def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str) -> RepoSize:
-    """Count and sum the files of a repo listing (``RepoSibling`` with sizes); DownloadTooLarge over a limit."""
-    files = size = 0
+def sibling_size(sibling: Any) -> int:
+    return sibling.lfs.size if sibling.lfs is not None else int(sibling.size or 0)
+
+
+def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str, *, budget: int | None = None,
+                  present: Callable[[str], bool] = lambda name: False) -> RepoSize:
+    """Count and sum the files of a repo listing (``RepoSibling`` with sizes); DownloadTooLarge over a limit, or
+    when the files not ``present`` yet need more than ``budget`` bytes (None: no budget)."""
+    files = size = new = 0
     for sibling in siblings:
         files += 1
-        size += sibling.lfs.size if sibling.lfs is not None else int(sibling.size or 0)
+        size += sibling_size(sibling)
+        new += 0 if present(sibling.rfilename) else sibling_size(sibling)
     if files > limits.max_files:
         raise DownloadTooLarge(
             f"{label} has {files:,} files, over this app's limit of {limits.max_files:,} for a {limits.kind} (set "
@@ -102,12 +114,19 @@ def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str) -
         raise DownloadTooLarge(
             f"{label} holds {human_size(size)}, over this app's limit of {human_size(limits.max_bytes)} for a "
             f"{limits.kind} (set by {limits.bytes_variable}); nothing was downloaded")
-    return RepoSize(files, size)
+    if budget is not None and new > budget:
+        raise DownloadTooLarge(
+            f"{label} needs {human_size(new)} of disk space, more than the {human_size(budget)} left of the share "
+            "its downloads may use; nothing was downloaded")
+    return RepoSize(files, size, new)
 
 
 def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | None, limits: DownloadLimits,
-                    label: str, allow_patterns: list[str] | None = None) -> RepoSize:
-    """The files a download of ``repo_id`` at ``revision`` would fetch, checked against ``limits``.
+                    label: str, allow_patterns: list[str] | None = None, budget: int | None = None,
+                    repo_folder: Path | None = None) -> RepoSize:
+    """The files a download of ``repo_id`` at ``revision`` would fetch, checked against ``limits`` and
+    ``budget`` (the files of the listed commit already in ``repo_folder``, the repo's folder in the download's
+    cache, count against the limits but not the budget).
 
     One request: the repo's info with its files' sizes (``files_metadata``). The Hub lists at most 100,000
     files there, so a file limit above that is not seen from the listing (the size guard while downloading
@@ -116,7 +135,9 @@ def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | N
 
     info = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
     fetched = filter_repo_objects(info.siblings or [], allow_patterns=allow_patterns, key=lambda s: s.rfilename)
-    return check_listing(fetched, limits, label)
+    snapshot = repo_folder / "snapshots" / str(info.sha) if repo_folder is not None and info.sha else None
+    present = (lambda name: (snapshot / name).is_file()) if snapshot is not None else (lambda name: False)
+    return check_listing(fetched, limits, label, budget=budget, present=present)
 
 
 # ------------------------------------------------------------------------------------------- while downloading
@@ -167,31 +188,41 @@ def _remove_new(folders: Iterable[Path], before: set[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+def stopped_message(label: str, limits: DownloadLimits, budget: int | None) -> str:
+    """What a download stopped while downloading says: the limit or the budget it grew past."""
+    if budget is not None and budget < limits.max_bytes:
+        grew_past = f"the {human_size(budget)} left of the share its downloads may use"
+    else:
+        grew_past = (f"{human_size(limits.max_bytes)}, this app's limit for a {limits.kind} (set by "
+                     f"{limits.bytes_variable})")
+    return f"stopped downloading {label}: it grew past {grew_past}, although the Hub listed less; its partial " \
+           "files were removed"
+
+
 def bounded_snapshot_download(ctx: HubContext, *, repo_type: str, label: str, allow_patterns: list[str] | None = None,
-                              local_files_only: bool = False) -> Path:
-    """``snapshot_download`` of ``ctx.ref`` into the Hub cache within ``download_limits(repo_type)``: the
-    listing is checked first (DownloadTooLarge, nothing written), the bytes while downloading (stopped, its
-    files removed). huggingface_hub's own errors propagate for the caller to word."""
+                              local_files_only: bool = False, budget: int | None = None) -> Path:
+    """``snapshot_download`` of ``ctx.ref`` into ``ctx.cache_dir`` within ``download_limits(repo_type)`` and
+    ``budget`` (bytes it may add there; None: the limits only): the listing is checked first
+    (DownloadTooLarge, nothing written), the bytes while downloading (stopped, its files removed).
+    huggingface_hub's own errors propagate for the caller to word."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.file_download import repo_folder_name
 
     repo_id, revision, cache_dir = ctx.ref.repo_id, ctx.ref.revision, ctx.cache_dir
     limits = download_limits(repo_type)
-    if not local_files_only:
-        check_repo_size(hub_api(ctx), repo_id, repo_type=repo_type, revision=revision, limits=limits, label=label,
-                        allow_patterns=allow_patterns)
-    stopped = (f"stopped downloading {label}: it grew past {human_size(limits.max_bytes)}, this app's limit for a "
-               f"{limits.kind} (set by {limits.bytes_variable}), although the Hub listed less; its partial files "
-               "were removed")
     name = repo_folder_name(repo_id=repo_id, repo_type=repo_type)
     folders = [Path(cache_dir) / name, Path(cache_dir) / ".locks" / name]
+    if not local_files_only:
+        check_repo_size(hub_api(ctx), repo_id, repo_type=repo_type, revision=revision, limits=limits, label=label,
+                        allow_patterns=allow_patterns, budget=budget, repo_folder=folders[0])
+    max_bytes = limits.max_bytes if budget is None else min(limits.max_bytes, budget)
     with _repo_lock(folders[0].resolve()):
         before = _present(folders)
         try:
             folder = snapshot_download(
                 repo_id, repo_type=repo_type, revision=revision, endpoint=ctx.endpoint, cache_dir=cache_dir,
                 token=library_token(ctx), allow_patterns=allow_patterns, local_files_only=local_files_only,
-                tqdm_class=byte_guard_bar_class(limits.max_bytes, stopped),
+                tqdm_class=byte_guard_bar_class(max_bytes, stopped_message(label, limits, budget)),
             )
         except DownloadTooLarge:
             _remove_new(folders, before)

@@ -102,15 +102,18 @@ class PushResult:
 # --------------------------------------------------------------------------------------------- pull
 
 
-def download_checkpoint(spec: str, *, token: str | bool | None = None) -> Path:
-    """``NAMESPACE/NAME[@REVISION]`` → the snapshot directory in the normal Hub cache, validated like a
-    local checkpoint; within the model download limits (``pokedemo.hub.limits``). Offline (HF_HUB_OFFLINE=1) a
-    cached snapshot is used. ``token`` False: none at all, not HF_TOKEN. Raises HubError (one line)."""
+def download_checkpoint(spec: str, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                        budget: int | None = None) -> Path:
+    """``NAMESPACE/NAME[@REVISION]`` → the snapshot directory in ``cache_dir`` (None: the normal Hub cache),
+    validated like a local checkpoint; within the model download limits and ``budget``, the bytes it may add
+    there (``pokedemo.hub.limits``). Offline (HF_HUB_OFFLINE=1) a cached snapshot is used. ``token`` False:
+    none at all, not HF_TOKEN. Raises HubError (one line)."""
     ref = parse_repo_ref(spec)
-    ctx = read_context("download", ref, token)
+    ctx = read_context("download", ref, token, cache_dir)
     with hub_errors(ctx):
         folder = bounded_snapshot_download(ctx, repo_type="model", label=f"model repo {ref.label}",
-                                           allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode())
+                                           allow_patterns=list(POKEDEMO_FILES), local_files_only=offline_mode(),
+                                           budget=budget)
     return _validated_snapshot(folder, ref)
 
 
