@@ -14,6 +14,7 @@ recorded test split), which no continued run has trained on.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> d
     saved = read_config(final.run_dir)
     sha = {e["path"]: e["sha256"] for e in saved["split"]}
     unseen = [it for it in items if sha[it["path"]] in starter_test]
-    return {"run": "continue" if config.init_from else "fresh", "epochs": saved["train_config"]["epochs"],
+    return {"run": "continue" if config.init_from else "fresh", "seed": config.seed, "epochs": saved["train_config"]["epochs"],
             "seconds": final.seconds, "wall_seconds": round(time.perf_counter() - wall, 1),
             "cpu_seconds": round(time.process_time() - cpu, 1),
             "test_acc": round(final.test_acc, 4), "test_n": len(items),
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[None],
                         help="Epochs of the continued runs (default: a continued run's default epochs).")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Split seeds; each round runs each.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["fresh", "continue"], default=None,
                         help="Only this kind of run (two processes side by side, one each).")
@@ -92,12 +94,13 @@ def main() -> None:
     print(json.dumps({"data": str(data), "conflicts_left": len(conflicts)}), flush=True)
     starter = read_config(starter_checkpoint())
     starter_test = {e["sha256"] for e in starter["split"] if e["split"] == "test"}
-    fresh = TrainConfig(backbone="efficientnet_lite0")
-    for _ in range(args.rounds):
+    for _, seed in itertools.product(range(args.rounds), args.seeds):
         if args.only != "continue":
+            fresh = TrainConfig(backbone="efficientnet_lite0", seed=seed)
             print(json.dumps(run(fresh, data, work / "runs", starter_test)), flush=True)
         for epochs in args.epochs if args.only != "fresh" else []:
-            config = TrainConfig(backbone="efficientnet_lite0", epochs=epochs, init_from=str(starter_checkpoint()))
+            config = TrainConfig(backbone="efficientnet_lite0", epochs=epochs, seed=seed,
+                                 init_from=str(starter_checkpoint()))
             print(json.dumps(run(config, data, work / "runs", starter_test)), flush=True)
 
 
