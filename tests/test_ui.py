@@ -665,7 +665,7 @@ def test_both_panels_render_the_same_per_class_table_for_one_report(tmp_path, mo
     view.update(finished)
     train_table = app._train_outputs(view, done=True)[5]
     monkeypatch.setattr(app, "_predictor", lambda checkpoint, request: object())
-    monkeypatch.setattr(sources, "test_report", lambda predictor, folder, gate=None: report)
+    monkeypatch.setattr(sources, "test_report", lambda predictor, folder, gate=None, hub=None: report)
     inspect_table = app.inspect("some-run", "")[2]
     assert train_table.values.tolist() == inspect_table.values.tolist()
     assert train_table.values.tolist()[-1] == ["macro average", "83.3%", "75.0%", "73.3%", 4]
