@@ -178,13 +178,11 @@ class Strategy:
     frozen_batchnorm: bool  # BatchNorm keeps its pretrained running statistics while training
 
     @classmethod
-    def of(cls, cfg: TrainConfig, head_trained: bool = False) -> "Strategy":
-        """``head_trained``: every head row comes from a trained model (a continued run with no new class), so
-        fitting the head on frozen features first has nothing left to do."""
+    def of(cls, cfg: TrainConfig) -> "Strategy":
         linear = cfg.strategy == "linear"
         # Batch statistics of 32 images are noisy and differ from the ones the head was fitted on, which costs
         # accuracy early in a short fine-tune; a linear probe's backbone must not drift through them either.
-        return cls(linear=linear, head_first=cfg.pretrained and (cfg.head_warmup or linear) and not head_trained,
+        return cls(linear=linear, head_first=cfg.pretrained and (cfg.head_warmup or linear),
                    frozen_batchnorm=linear or (cfg.pretrained and cfg.freeze_bn))
 
 
@@ -208,7 +206,7 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     warm = ckpt.warm_start(model, dataset.classes, start) if start is not None else None
     if warm is not None:
         yield Stage("warm-start", _warm_start_text(warm))
-    strategy = Strategy.of(cfg, head_trained=warm is not None and not warm.added)
+    strategy = Strategy.of(cfg)
     model.keeps_batchnorm_statistics = strategy.frozen_batchnorm
     if parallel.any_stop(stop.is_set(), device):
         raise _Stop

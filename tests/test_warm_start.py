@@ -78,17 +78,6 @@ def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tin
     assert saved.config["init_from"]["added_classes"] == ["d"]
 
 
-@pytest.mark.parametrize("classes, fits_the_head", [(("a", "b", "c"), False), (("a", "b", "c", "d"), True)])
-def test_the_head_is_fitted_first_only_when_a_class_is_new(tiny_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path,
-                                                            classes, fits_the_head):
-    # pretrained=True asks for head fitting; a continued run's backbone comes from the checkpoint either way
-    data = make_tiny_dataset(tmp_path / "data", classes=classes)
-    config = dataclasses.replace(TINY, pretrained=True, init_from=str(tiny_checkpoint))
-    events = list(train_folder(config, data, tmp_path / "runs"))
-    _finished(events)
-    assert any(isinstance(e, Stage) and e.name == "head" for e in events) == fits_the_head
-
-
 def test_a_run_name_in_the_checkpoint_folder_is_a_reference(tiny_checkpoint: Path, tiny_data_dir: Path):
     config = dataclasses.replace(TINY, init_from=tiny_checkpoint.name)
     final = _finished(train_folder(config, tiny_data_dir, tiny_checkpoint.parent))
