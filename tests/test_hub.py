@@ -169,15 +169,18 @@ def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny
 
 
 def test_push_onnx_uploads_the_checked_model_and_shows_both_ways_on_the_card(hub_env, tokens, tiny_checkpoint,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
+    """``push --onnx`` through the CLI's main in this process (test_cli_push_then_predict_at_a_revision runs the
+    push command as a process of its own)."""
     import onnxruntime as ort
 
+    from pokedemo.cli import main
+
     repo = new_repo()
-    done = subprocess.run([sys.executable, "-m", "pokedemo", "push", "--checkpoint", str(tiny_checkpoint),
-                           "--repo-id", repo, "--token", tokens.alice, "--onnx"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{hub_env.url}/{repo}" and "top-1 agreement" in done.stderr
+    code = main(["push", "--checkpoint", str(tiny_checkpoint), "--repo-id", repo, "--token", tokens.alice, "--onnx"])
+    done = capsys.readouterr()
+    assert code == 0, done.err
+    assert done.out.strip() == f"{hub_env.url}/{repo}" and "top-1 agreement" in done.err
     files = uploaded(hub_env, repo)
     assert set(files) == HUB_FILES | {"model.onnx", "predict_onnx.py"}
     (tmp_path / "model.onnx").write_bytes(files["model.onnx"])
