@@ -4,7 +4,8 @@ checkpoint, rank 0 alone reporting; a rank that dies or a Ctrl-C on rank 0 ends 
 Setup chosen to be deterministic: pretrained efficientnet_lite0 with frozen BatchNorm statistics (no per-rank
 batch statistics), no augmentation (the random crops would be drawn per rank), no dropout. Then two ranks with
 4 images each compute the same averaged gradient as one process with 8, and losses agree to float rounding.
-The one-process reference runs in the test's own process. Tests wait for the processes to exit; pytest-timeout (pyproject) is the only guard against a hang.
+The one-process reference runs in the test's own process. Tests wait for the processes to exit; pytest-timeout
+(pyproject) is the only guard against a hang.
 """
 
 from __future__ import annotations
