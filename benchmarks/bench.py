@@ -283,17 +283,23 @@ def run_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in args.seeds:
         for name, recipe, checkout, backbone in accuracy_rows(args):
             print(f"training {name} seed {seed} …", file=sys.stderr, flush=True)
-            cmd = [*bench_command(checkout), "--data", data, "--out", out,
-                   "--one-accuracy", recipe, str(seed), json.dumps(budget_from_args(args, backbone))]
-            result = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
-            if result.returncode != 0 or not lines:
-                row = {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
-            else:
-                row = json.loads(lines[-1])
+            row = accuracy_process(checkout, data, out, recipe, seed, budget_from_args(args, backbone))
             results.append({"recipe": name, "backbone": backbone, "seed": seed, **row})
     return results
+
+
+def accuracy_process(checkout: str | None, data: str, out: str, recipe: str, seed: int,
+                     budget: dict[str, Any]) -> dict[str, Any]:
+    """One ``accuracy_run`` in a fresh process of this checkout's benchmark (None) or another checkout's, started
+    in that checkout; its result, or ``{"error": …}`` with the last line it wrote to stderr."""
+    cmd = [*bench_command(checkout), "--data", data, "--out", out, "--one-accuracy", recipe, str(seed),
+           json.dumps(budget)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(lines[-1])
 
 
 def bench_command(checkout: str | None) -> list[str]:

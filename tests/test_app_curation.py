@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("gradio_client", reason="the app's tests need gradio (engine and CLI tests run without it)")
 
 import gradio as gr  # noqa: E402
-from conftest import launch_local, make_tiny_dataset, tiny_run  # noqa: E402
+from conftest import app_client, launch_local, make_tiny_dataset, tiny_run  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from pokedemo.app import handlers, layout, text  # noqa: E402
@@ -43,7 +43,7 @@ def app_parts(tmp_path_factory):
 
 
 def client_for(url: str, tmp_path: Path) -> Client:
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    return app_client(url, tmp_path)
 
 
 def files_of(root: Path) -> dict[str, str]:

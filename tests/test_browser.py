@@ -151,29 +151,32 @@ def test_fix_a_label_conflict_and_continue_training_without_leaving_the_app(chro
         browser = p.chromium.launch(**chromium_launch)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            expect.set_options(timeout=BROWSER_TIMEOUT_MS)
             page.goto(url)
-            expect(page.get_by_text("3 classes · 25 images")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("3 classes · 25 images")).to_be_visible()
             page.locator("#doctor").get_by_text("Dataset doctor").first.click()  # open the accordion
             strip = page.locator("#doctor-conflicts").get_by_role("button", name="Thumbnail 1 of 1")
-            expect(strip).to_be_visible(timeout=60_000)
+            expect(strip).to_be_visible()
             strip.click()  # picks the strip: its pictures fill the picture picker
-            expect(page.locator("#doctor-picture input")).to_have_value("pikachu/002.png", timeout=30_000)
+            expect(page.locator("#doctor-picture input")).to_have_value("pikachu/002.png")
             page.locator("#doctor-picture input").click()
             page.get_by_role("option", name="squirtle/stray.png").click()
             page.locator("#doctor-aside").click()
-            expect(page.locator("#doctor-fix-msg")).to_contain_text("Set aside squirtle/stray.png", timeout=30_000)
-            expect(page.get_by_text("3 classes · 24 images")).to_be_visible(timeout=60_000)  # summary refreshed
-            expect(page.locator("#doctor-report")).to_contain_text("label conflicts: 0", timeout=60_000)
+            expect(page.locator("#doctor-fix-msg")).to_contain_text("Set aside squirtle/stray.png")
+            expect(page.get_by_text("3 classes · 24 images")).to_be_visible()  # summary refreshed
+            expect(page.locator("#doctor-report")).to_contain_text("label conflicts: 0")
             assert not (data / "squirtle" / "stray.png").exists()
 
-            expect(page.locator("#epochs input[type='number']")).to_have_value("4", timeout=30_000)  # fresh: CPU's
+            expect(page.locator("#epochs input[type='number']")).to_have_value("4")  # fresh: CPU's
             page.locator("#continue-from input").check()  # continue from the model selected in Predict
             # a continued run's default epochs
-            expect(page.locator("#epochs input[type='number']")).to_have_value("1", timeout=30_000)
+            expect(page.locator("#epochs input[type='number']")).to_have_value("1")
             page.get_by_role("button", name="▶ Train").click()
             expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=300_000)
             page.screenshot(path=str(tmp_path / "continued.png"), full_page=True)
         finally:
+            expect.set_options(timeout=5_000)  # Playwright's default, for any later user of expect
             browser.close()
     (new,) = [r for r in runs.iterdir() if r != first]
     saved = json.loads((new / "config.json").read_text())

@@ -23,7 +23,9 @@ def run_cli(*args, env=None, timeout=300):
                           cwd=ROOT, env=full_env, timeout=timeout)
 
 
-def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
+def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path, capsys):
+    """Training runs as a user starts it (``python -m pokedemo`` in a process of its own); evaluate and predict
+    read its checkpoint through the same ``main`` in this process."""
     data = tiny_dataset(tmp_path / "data")
     out = tmp_path / "runs"
     options = ["--scratch", "--epochs", "2", "--img-size", "32", "--batch-size", "8", "--label-smoothing", "0.05",
@@ -45,21 +47,22 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     assert command[:4] == ["python", "-m", "pokedemo", "train"] and config_of(*command[3:]) == recorded
     assert command[command.index("--data") + 1] == str(data)
 
-    evaluated = run_cli("evaluate", "--checkpoint", run_dir, "--data", data, "--json")
-    assert evaluated.returncode == 0, evaluated.stderr
-    report = json.loads(evaluated.stdout)
+    code = main(["evaluate", "--checkpoint", str(run_dir), "--data", str(data), "--json"])
+    evaluated = capsys.readouterr()
+    assert code == 0, evaluated.err
+    report = json.loads(evaluated.out)
     assert {"accuracy", "n", "per_class", "confusion", "classes"} <= set(report) and report["n"] == 24
 
     good = next((data / "a").iterdir())
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
-    predicted = run_cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "2", good, bad)
-    assert predicted.returncode == 1
-    items = json.loads(predicted.stdout)
+    assert main(["predict", "--checkpoint", str(run_dir), "--json", "--top-k", "2", str(good), str(bad)]) == 1
+    predicted = capsys.readouterr()
+    items = json.loads(predicted.out)
     assert items[0]["image"] == str(good) and len(items[0]["top_k"]) == 2
     assert set(items[0]["top_k"][0]) == {"label", "prob"}
     assert items[1]["image"] == str(bad) and "error" in items[1]
-    assert "Traceback" not in predicted.stderr and len(predicted.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in predicted.err and len(predicted.err.strip().splitlines()) == 1
 
 
 def config_of(*argv: str) -> TrainConfig:

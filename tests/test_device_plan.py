@@ -103,8 +103,10 @@ def test_padded_evaluation_sees_one_shape_and_returns_the_unpadded_results():
     torch.testing.assert_close(out, expected)
 
 
-def spy_runs(monkeypatch, simulate_cuda: bool):
-    """Record (batch size, channels_last?, dtype) of every input the backbone sees in a run."""
+def spy_runs(monkeypatch, simulate_cuda: bool, autocast: bool = True):
+    """Record (batch size, channels_last?, dtype) of every input the backbone sees in a run. With
+    ``autocast=False`` a simulated CUDA plan computes in float32: a dense net's CUDA plan autocasts to bfloat16,
+    which the CPU runs about ten times slower, and tests of which images are trained need no reduced precision."""
     seen = []
     real_build, real_plan = engine.classifier_with, engine.execution_plan
 
@@ -117,7 +119,8 @@ def spy_runs(monkeypatch, simulate_cuda: bool):
     def plan(device, model, batch_size, n_train=None):
         if not simulate_cuda:
             return real_plan(device, model, batch_size, n_train)
-        return dataclasses.replace(real_plan(CUDA, model, batch_size, n_train), device=device)
+        cuda_plan = dataclasses.replace(real_plan(CUDA, model, batch_size, n_train), device=device)
+        return cuda_plan if autocast else dataclasses.replace(cuda_plan, autocast_dtype=None)
 
     monkeypatch.setattr(engine, "classifier_with", build)
     monkeypatch.setattr(engine, "execution_plan", plan)
@@ -359,7 +362,7 @@ def test_a_simulated_cuda_run_trains_every_image_of_a_small_split_in_full_batche
                                                                                    monkeypatch, epochs):
     """15 training images, batch 8: one-epoch runs top the remainder up, longer runs carry it over; either way
     every training image is trained on within the run, in full batches of real images."""
-    spy_runs(monkeypatch, simulate_cuda=True)
+    spy_runs(monkeypatch, simulate_cuda=True, autocast=False)
     batches = []
     real_batches = ExecutionPlan.epoch_batches
 

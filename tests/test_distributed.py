@@ -4,7 +4,8 @@ checkpoint, rank 0 alone reporting; a rank that dies or a Ctrl-C on rank 0 ends 
 Setup chosen to be deterministic: pretrained efficientnet_lite0 with frozen BatchNorm statistics (no per-rank
 batch statistics), no augmentation (the random crops would be drawn per rank), no dropout. Then two ranks with
 4 images each compute the same averaged gradient as one process with 8, and losses agree to float rounding.
-Tests wait for the processes to exit; pytest-timeout (pyproject) is the only guard against a hang.
+The one-process reference runs in the test's own process. Tests wait for the processes to exit; pytest-timeout
+(pyproject) is the only guard against a hang.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from conftest import REPO_ROOT, make_tiny_dataset
 
 from pokedemo.checkpoint import load_checkpoint
+from pokedemo.cli import main
 from pokedemo.distributed import FAULT_ENV, SINGLE, Parallel, from_env
 
 # On the CPU (gloo) on any machine: with a single GPU, two ranks would ask for cuda:0 and cuda:1 (NCCL).
@@ -51,9 +53,11 @@ def no_temp_files(out: Path) -> bool:
     return not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_torchrun_two_ranks_match_one_process(data, tmp_path):
-    single = run([*ARGS, "--data", str(data), "--out", str(tmp_path / "one")])
-    assert single.returncode == 0, single.stderr[-2000:]
+def test_torchrun_two_ranks_match_one_process(data, tmp_path, capsys):
+    # The one-process reference runs the CLI in this process (what `python -m pokedemo` runs); the ranks do not.
+    code = main([*ARGS, "--data", str(data), "--out", str(tmp_path / "one")])
+    single = capsys.readouterr()
+    assert code == 0, single.err[-2000:]
     ddp = run([*ARGS, "--data", str(data), "--out", str(tmp_path / "two")], nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
@@ -65,7 +69,7 @@ def test_torchrun_two_ranks_match_one_process(data, tmp_path):
     [run_dir] = run_dirs(tmp_path / "two")
     assert load_checkpoint(run_dir).config["parallel"] == {"world_size": 2, "backend": "gloo"}
 
-    one, two = json.loads(single.stdout.splitlines()[-1]), json.loads(json_lines[0])
+    one, two = json.loads(single.out.splitlines()[-1]), json.loads(json_lines[0])
     n_test = sum(1 for e in load_checkpoint(run_dir).config["split"] if e["split"] == "test")
     assert abs(one["test_acc"] - two["test_acc"]) <= TOLERANCE_IMAGES / n_test + 1e-9
     history_one = json.loads((Path(one["checkpoint"]) / "history.json").read_text())
@@ -127,8 +131,6 @@ def test_shards_cover_each_global_batch_once():
 
 
 def test_compare_refuses_to_run_under_torchrun(monkeypatch, tiny_data_dir, capsys):
-    from pokedemo.cli import main
-
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["compare", "--data", str(tiny_data_dir)]) == 2

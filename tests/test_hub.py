@@ -171,15 +171,18 @@ def test_model_card_has_metadata_classes_metrics_and_usage(hub_env, tokens, tiny
 
 
 def test_push_onnx_uploads_the_checked_model_and_shows_both_ways_on_the_card(hub_env, tokens, tiny_checkpoint,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
+    """``push --onnx`` through the CLI's main in this process (test_cli_push_then_predict_at_a_revision runs the
+    push command as a process of its own)."""
     import onnxruntime as ort
 
+    from pokedemo.cli import main
+
     repo = new_repo()
-    done = subprocess.run([sys.executable, "-m", "pokedemo", "push", "--checkpoint", str(tiny_checkpoint),
-                           "--repo-id", repo, "--token", tokens.alice, "--onnx"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{hub_env.url}/{repo}" and "top-1 agreement" in done.stderr
+    code = main(["push", "--checkpoint", str(tiny_checkpoint), "--repo-id", repo, "--token", tokens.alice, "--onnx"])
+    done = capsys.readouterr()
+    assert code == 0, done.err
+    assert done.out.strip() == f"{hub_env.url}/{repo}" and "top-1 agreement" in done.err
     files = uploaded(hub_env, repo)
     assert set(files) == HUB_FILES | {"model.onnx", "predict_onnx.py"}
     (tmp_path / "model.onnx").write_bytes(files["model.onnx"])
@@ -508,7 +511,11 @@ def run_cli(*args, env: dict[str, str]) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=full_env, timeout=300)
 
 
-def test_cli_push_then_predict_at_a_revision(hub_env, tokens, tmp_path):
+def test_cli_push_then_predict_at_a_revision(hub_env, tokens, tmp_path, capsys):
+    """push runs as a process of its own; predict downloads the pinned revision through the CLI's main in this
+    process (its Hub cache is the test's fresh one, so the weights come from the stand-in)."""
+    from pokedemo.cli import main
+
     run = make_checkpoint(tmp_path)
     repo = new_repo()
     env = {"HF_ENDPOINT": hub_env.url, "HF_HOME": str(tmp_path / "cli-home")}
@@ -520,15 +527,20 @@ def test_cli_push_then_predict_at_a_revision(hub_env, tokens, tmp_path):
     assert hub_env.repos[repo].commits[commit].message == "from the CLI"
 
     image = image_files(write_images(tmp_path / "images", per_class=1))[0]
-    predicted = run_cli("predict", "--checkpoint", f"{repo}@{commit}", "--json", "--top-k", "3", image, env=env)
-    assert predicted.returncode == 0, predicted.stderr
+    def downloads() -> int:
+        return sum(r.method == "GET" and "/resolve/" in r.path for r in hub_env.requests)
+
+    before = downloads()
+    code = main(["predict", "--checkpoint", f"{repo}@{commit}", "--json", "--top-k", "3", str(image)])
+    predicted = capsys.readouterr()
+    assert code == 0, predicted.err
+    assert downloads() > before  # downloaded from the stand-in, not found in a cache
     expected = Predictor.load(run).predict(image, top_k=3)
-    got = json.loads(predicted.stdout)[0]["top_k"]
+    got = json.loads(predicted.out)[0]["top_k"]
     assert [t["label"] for t in got] == [label for label, _ in expected]
     assert [t["prob"] for t in got] == pytest.approx([p for _, p in expected], abs=1e-6)
 
-    for result in (pushed, predicted):
-        assert tokens.alice not in result.stdout + result.stderr
+    assert tokens.alice not in pushed.stdout + pushed.stderr + predicted.out + predicted.err
 
 
 def test_cli_predict_from_a_missing_revision_exits_2(hub_env, tokens, tmp_path, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refused_port
 
 from pokedemo import models
 from pokedemo.models import UnknownBackbone, WeightsUnavailable, build_classifier, get_backbone, weights_status
@@ -109,14 +110,10 @@ def test_offline_without_a_cached_copy_is_one_clear_line(hub_env, hub_repo, monk
 
 
 def test_unreachable_hub_is_one_clear_line(hub_env, hub_repo, monkeypatch):
-    import socket
-
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    server.close()  # nothing listens there now
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(WeightsUnavailable, match="cannot be reached") as caught:
-        get_backbone(hub_repo)
+    with refused_port() as port:  # held, so no other process can start listening there meanwhile
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        with pytest.raises(WeightsUnavailable, match="cannot be reached") as caught:
+            get_backbone(hub_repo)
     assert "\n" not in str(caught.value)
 
 

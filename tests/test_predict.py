@@ -151,7 +151,7 @@ def test_requests_arriving_together_load_a_model_once(tiny_checkpoint, tmp_path,
 
     def slow_load(path):
         loads.append(path)
-        release.wait(30)  # keep the first load in progress until every request has arrived
+        release.wait(600)  # keep the first load in progress until every request has arrived (600 s: a hang guard)
         return real_load(path)
 
     def counted_resolve(spec, **where):
@@ -164,10 +164,12 @@ def test_requests_arriving_together_load_a_model_once(tiny_checkpoint, tmp_path,
     threads = [threading.Thread(target=lambda: got.append(get_predictor(copy))) for _ in range(4)]
     for thread in threads:
         thread.start()
-    assert wait_for(lambda: len(arrivals) == 4 and loads, timeout=30)
-    release.set()
+    try:
+        assert wait_for(lambda: len(arrivals) == 4 and loads, timeout=600)  # a hang guard, not a speed limit
+    finally:
+        release.set()
     for thread in threads:
-        thread.join(60)
+        thread.join(600)
     assert len(loads) == 1 and len(got) == 4 and all(p is got[0] for p in got)
 
 

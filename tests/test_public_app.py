@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("gradio_client", reason="the app's tests need gradio (engine and CLI tests run without it)")
 
-from conftest import launch_local, make_tiny_dataset, tiny_run, wait_for  # noqa: E402
+from conftest import app_client, launch_local, make_tiny_dataset, tiny_run, wait_for  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
@@ -64,7 +64,7 @@ def public(tmp_path_factory):
 
 
 def visitor(public, tmp_path, name: str) -> Client:
-    return Client(public.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / name))
+    return app_client(public.url, tmp_path / name)
 
 
 @pytest.fixture(scope="module")
