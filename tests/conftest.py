@@ -7,10 +7,12 @@ whose data folder is missing fails: nothing is skipped for missing data.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,11 @@ from PIL import Image
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Gradio's file cache is content-addressed and shared by every app using one folder, and an app with
+# delete_cache (the public mode) deletes all files it handed out when it closes: apps in the other xdist
+# worker would lose the same picture's copy mid-test. Each test process gets a cache folder of its own.
+os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-tests-", dir=os.environ.get("GRADIO_TEMP_DIR"))
+atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) without an installed package

@@ -397,6 +397,7 @@ def test_a_waiting_visitor_sees_the_queue_position(public, alice, tmp_path, batc
             alice.client.predict(api_name="/stop")
         gate.release()
     assert wait_for(first.done, timeout=600) and wait_for(second.done, timeout=600)
+    assert second.outputs(), second.exception()
     assert "Test accuracy" in second.outputs()[-1][4]
 
 
