@@ -4,7 +4,9 @@ while downloading (stopped, its files removed, earlier cached files kept), the l
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +16,7 @@ from pokedemo.hub import (
 )
 from pokedemo.hub.datasets import download_dataset
 from pokedemo.hub.client import RepoRef, read_context
-from pokedemo.hub.limits import bounded_snapshot_download
+from pokedemo.hub.limits import bounded_snapshot_download, check_listing
 
 
 def fetch(repo_id: str, repo_type: str = "dataset", revision: str | None = None, **kwargs) -> Path:
@@ -193,3 +195,16 @@ def test_a_download_that_grows_past_the_budget_is_stopped_and_removed(hub_env, t
     assert str(err.value).startswith("stopped downloading hf://datasets/alice/grows: it grew past the 2.0 kB left")
     assert downloads_of(hub_env, "alice/grows") != []  # it did start downloading
     assert in_folder(mine) == ["CACHEDIR.TAG"]  # huggingface_hub's tag of a cache folder; nothing of the repo
+
+
+def test_a_listing_over_the_limits_is_refused_before_the_disk_is_looked_at():
+    listing = [SimpleNamespace(rfilename=f"{i}.png", size=10, lfs=None) for i in range(5)]
+
+    def present(name: str) -> bool:
+        raise AssertionError(f"looked for {name} on disk")
+
+    limits = download_limits("dataset")
+    with pytest.raises(DownloadTooLarge, match="has 5 files"):
+        check_listing(listing, replace(limits, max_files=4), "repo", budget=10**9, present=present)
+    found = check_listing(listing, limits, "repo", budget=10**9, present=lambda name: name == "0.png")
+    assert (found.files, found.bytes, found.new_bytes) == (5, 50, 40)

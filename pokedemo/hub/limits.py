@@ -100,12 +100,10 @@ def sibling_size(sibling: Any) -> int:
 def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str, *, budget: int | None = None,
                   present: Callable[[str], bool] = lambda name: False) -> RepoSize:
     """Count and sum the files of a repo listing (``RepoSibling`` with sizes); DownloadTooLarge over a limit, or
-    when the files not ``present`` yet need more than ``budget`` bytes (None: no budget)."""
-    files = size = new = 0
-    for sibling in siblings:
-        files += 1
-        size += sibling_size(sibling)
-        new += 0 if present(sibling.rfilename) else sibling_size(sibling)
+    when the files not ``present`` yet need more than ``budget`` bytes (None: no budget). The limits are checked
+    first: a repo over them is refused without looking at the disk."""
+    listed = [(sibling.rfilename, sibling_size(sibling)) for sibling in siblings]
+    files, size = len(listed), sum(nbytes for _, nbytes in listed)
     if files > limits.max_files:
         raise DownloadTooLarge(
             f"{label} has {files:,} files, over this app's limit of {limits.max_files:,} for a {limits.kind} (set "
@@ -114,6 +112,7 @@ def check_listing(siblings: Iterable[Any], limits: DownloadLimits, label: str, *
         raise DownloadTooLarge(
             f"{label} holds {human_size(size)}, over this app's limit of {human_size(limits.max_bytes)} for a "
             f"{limits.kind} (set by {limits.bytes_variable}); nothing was downloaded")
+    new = sum(nbytes for name, nbytes in listed if not present(name))
     if budget is not None and new > budget:
         raise DownloadTooLarge(
             f"{label} needs {human_size(new)} of disk space, more than the {human_size(budget)} left of the share "
@@ -136,8 +135,9 @@ def check_repo_size(api: Any, repo_id: str, *, repo_type: str, revision: str | N
     info = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
     fetched = filter_repo_objects(info.siblings or [], allow_patterns=allow_patterns, key=lambda s: s.rfilename)
     snapshot = repo_folder / "snapshots" / str(info.sha) if repo_folder is not None and info.sha else None
-    present = (lambda name: (snapshot / name).is_file()) if snapshot is not None else (lambda name: False)
-    return check_listing(fetched, limits, label, budget=budget, present=present)
+    if snapshot is None or not snapshot.is_dir():
+        return check_listing(fetched, limits, label, budget=budget)
+    return check_listing(fetched, limits, label, budget=budget, present=lambda name: (snapshot / name).is_file())
 
 
 # ------------------------------------------------------------------------------------------- while downloading
