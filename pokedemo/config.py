@@ -105,9 +105,10 @@ class TrainConfig:
     except image size and epochs: None means "the device's default", filled in by ``resolved`` once the device
     is known; the engine records the resolved values in the checkpoint."""
 
-    backbone: str = _opt("resnet18", "Backbone: resnet18, efficientnet_lite0, efficientnet_lite1 or "
-                         "efficientnet_lite2 (offline), or any timm model on the Hugging Face Hub as timm/<model> "
-                         "(needs internet once).", app=True)
+    backbone: str = _opt("efficientnet_lite0", "Backbone: efficientnet_lite0 (default), efficientnet_lite1 or "
+                         "efficientnet_lite2 (ImageNet weights offline from their pip packages), resnet18 (ImageNet "
+                         "weights through torchvision's download), or any timm model on the Hugging Face Hub as "
+                         "timm/<model> (needs internet once).", app=True)
     pretrained: bool = _opt(True, "Start from ImageNet weights (transfer learning); False trains from scratch.",
                             flag="--scratch", flag_help="Train from random initialisation (no ImageNet).", app=True)
     strategy: str = _opt(

@@ -85,7 +85,7 @@ def test_train_help_lists_every_training_option():
 def _differs_everywhere() -> TrainConfig:
     """A config in which every field differs from its default (parsing does not validate: linear with scratch)."""
     return TrainConfig(
-        backbone="efficientnet_lite0", pretrained=False, strategy="linear", epochs=3, batch_size=16, lr=0.0015,
+        backbone="resnet18", pretrained=False, strategy="linear", epochs=3, batch_size=16, lr=0.0015,
         backbone_lr_scale=0.5, weight_decay=0.02, img_size=96, last_epoch_scale=1.5, eval_scale=1.125,
         select_epoch_by="val_acc", seed=7, label_smoothing=0.05, augment=0.5, warmup_epochs=1.0,
         head_warmup=False, freeze_bn=False, calibrate=False, val_ratio=0.15, test_ratio=0.25, device="cpu",
@@ -183,8 +183,8 @@ def test_user_errors_are_one_line_exit_2(args, words, tiny_data_dir, capsys):
 
 
 def test_missing_weights_offline_is_one_line_with_advice(tiny_data_dir, tmp_path):
-    result = run_cli("train", "--data", tiny_data_dir, "--epochs", "1", "--out", tmp_path / "runs",
-                     env={"TORCH_HOME": str(tmp_path / "th"), "POKEDEMO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    result = run_cli("train", "--data", tiny_data_dir, "--backbone", "resnet18", "--epochs", "1", "--out",
+                     tmp_path / "runs", env={"TORCH_HOME": str(tmp_path / "th"), "POKEDEMO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     err_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]

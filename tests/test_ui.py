@@ -789,7 +789,8 @@ def test_widget_values_become_a_typed_config():
     config = config_from_values(widgets)
     assert (config.epochs, config.lr, config.batch_size, config.img_size, config.seed) == (3, 0.01, 16, 64, 7)
     assert config.strategy == "linear" and config.pretrained is True
-    assert config == TrainConfig(strategy="linear", epochs=3, lr=0.01, batch_size=16, img_size=64, seed=7)
+    assert config == TrainConfig(backbone="resnet18", strategy="linear", epochs=3, lr=0.01, batch_size=16,
+                                 img_size=64, seed=7)
     with pytest.raises(TypeError, match="colour"):
         config_from_values({**widgets, "colour": "red"})
 
