@@ -19,7 +19,7 @@ from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -360,8 +360,12 @@ def _class_targets(n: int, ratios: tuple[float, float, float]) -> list[int]:
     return target
 
 
-def split_dataset(dataset: Dataset, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> Split:
+def split_dataset(dataset: Dataset, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
+                  trained: Collection[str] = ()) -> Split:
     """Deterministic stratified train/val/test split that keeps every near-duplicate group in one part.
+
+    ``trained``: sha256 of the pictures a model this split's run continues from trained on. Their groups go to
+    train before anything else, so no validation or test picture is one that model has already learnt.
 
     Greedy: groups in seeded random order, largest first, each to the part where it overflows the per-class
     targets least, preferring the part that still needs the most images of its classes. Singletons come last
@@ -375,12 +379,13 @@ def split_dataset(dataset: Dataset, ratios: Sequence[float] = (0.6, 0.2, 0.2), s
     rng = random.Random(seed)
     order = list(range(len(units)))
     rng.shuffle(order)
-    order.sort(key=lambda u: -len(units[u]))  # stable sort: ties keep the seeded order
+    learnt = [any(dataset.records[i].sha256 in trained for i in units[u]) for u in range(len(units))]
+    order.sort(key=lambda u: (not learnt[u], -len(units[u])))  # stable sort: ties keep the seeded order
     parts: list[list[int]] = [[], [], []]
     for u in order:
         k = np.bincount([dataset.records[i].label for i in units[u]], minlength=n_classes)
         present = k > 0
-        candidates = [s for s in range(3) if r[s] > 0]
+        candidates = [0] if learnt[u] else [s for s in range(3) if r[s] > 0]
         best = min(candidates, key=lambda s: (int(np.maximum(k - need[s], 0).sum()), -int(need[s][present].sum()), s))
         need[best] -= k
         parts[best].extend(units[u])

@@ -44,7 +44,7 @@ from pokedemo.events import (
 from pokedemo.hub import HubError
 from pokedemo.metrics import report_with_items
 from pokedemo.model_ref import resolve_model
-from pokedemo.training_data import TrainingData
+from pokedemo.training_data import TrainingData, continuing_from
 from pokedemo.openset import OpenSet, fit_adopted_rule, logits_and_features
 from pokedemo.models import (
     BACKBONE_NAMES, Classifier, UnknownBackbone, WeightsUnavailable, build_features, classifier_with, get_backbone,
@@ -198,6 +198,10 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     if start is not None:  # the checkpoint's backbone, whatever the option said
         cfg = dataclasses.replace(cfg, backbone=start.config["backbone"])
     features = start_building_features(cfg, device, random_init=start is not None)
+    if start is not None and (redrawn := continuing_from(data, start.config, cfg)) is not data:
+        data = redrawn
+        yield Stage("split", f"Split drawn again: the pictures {Path(start.path).name} trained on stay in training, "
+                             "so validation and test pictures are new to both models")
     dataset, split = data.dataset, data.split
     yield Stage("cache", f"Decoding {len(dataset.records)} images at {_sizes_text(cfg)}")
     # The training images are kept at the last epoch's (largest) size; earlier epochs crop them smaller.
@@ -672,6 +676,13 @@ def compare(
     except ValueError as exc:
         yield Failed(message=str(exc))
         return
+    if config.init_from:  # the scratch run tests on the pictures the continued run does
+        try:
+            data = continuing_from(data, ckpt.read_config(resolve_model(
+                config.init_from, root=out_root or default_checkpoint_root())), config)
+        except (ckpt.CheckpointError, HubError) as exc:
+            yield Failed(message=str(exc))
+            return
     runs = {
         "pretrained": dataclasses.replace(config, pretrained=True),
         "scratch": dataclasses.replace(config, pretrained=False, strategy="finetune", init_from=None),

@@ -9,6 +9,7 @@ one split.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass
@@ -57,6 +58,18 @@ def open_training_data(spec: str | os.PathLike | DataSource, config: TrainConfig
     if not split.train or not split.val:
         raise DatasetError("the dataset is too small to hold out validation images; add more images")
     return TrainingData(dataset, split, source)
+
+
+def continuing_from(data: TrainingData, start_config: Mapping[str, Any], config: TrainConfig) -> TrainingData:
+    """``data`` for a run that continues from the model ``start_config`` describes: the split drawn again (same
+    seed and ratios) with every picture that model trained on kept in training, so validation and test hold only
+    pictures neither model has learnt. A dataset that brings its own split keeps it; so does a start model that
+    recorded no split."""
+    trained = {e["sha256"] for e in start_config.get("split") or [] if e.get("split") == "train"}
+    if not trained or data.source.own_splits:
+        return data
+    split = data.source.split(data.dataset, config.ratios, config.seed, trained)
+    return dataclasses.replace(data, split=split)
 
 
 def start_importing_backbone(backbone: str) -> None:

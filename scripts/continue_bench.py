@@ -69,7 +69,8 @@ def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> d
     saved = read_config(final.run_dir)
     sha = {e["path"]: e["sha256"] for e in saved["split"]}
     unseen = [it for it in items if sha[it["path"]] in starter_test]
-    return {"run": "continue" if config.init_from else "fresh", "seed": config.seed, "epochs": saved["train_config"]["epochs"],
+    changed = {k: v for k, v in config.to_dict().items() if v != getattr(TrainConfig(), k) and k not in ("seed", "init_from", "epochs")}
+    return {"run": "continue" if config.init_from else "fresh", **changed, "seed": config.seed, "epochs": saved["train_config"]["epochs"],
             "seconds": final.seconds, "wall_seconds": round(time.perf_counter() - wall, 1),
             "cpu_seconds": round(time.process_time() - cpu, 1),
             "test_acc": round(final.test_acc, 4), "test_n": len(items),
@@ -86,8 +87,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["fresh", "continue"], default=None,
                         help="Only this kind of run (two processes side by side, one each).")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="TrainConfig values of the continued runs, e.g. warmup_epochs=0.1 (JSON values).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    overrides = {name: json.loads(value) for name, value in (item.split("=", 1) for item in args.set)}
     work = Path(tempfile.mkdtemp(prefix="continue-bench-"))
     data = fixed_copy(work / "datasets")
     conflicts = diagnose(data)["conflict_groups"]
@@ -100,7 +104,7 @@ def main() -> None:
             print(json.dumps(run(fresh, data, work / "runs", starter_test)), flush=True)
         for epochs in args.epochs if args.only != "fresh" else []:
             config = TrainConfig(backbone="efficientnet_lite0", epochs=epochs, seed=seed,
-                                 init_from=str(starter_checkpoint()))
+                                 init_from=str(starter_checkpoint()), **overrides)
             print(json.dumps(run(config, data, work / "runs", starter_test)), flush=True)
 
 

@@ -430,6 +430,27 @@ def test_split_keeps_groups_whole_and_is_deterministic(dup_dataset):
     assert len(splits) > 1, "the seed must matter"
 
 
+def test_a_split_for_a_continued_run_keeps_what_the_start_model_learnt_in_training(dup_dataset):
+    ds = data.scan_dataset(dup_dataset)
+    ix = _index(ds)
+    for seed in range(5):
+        start = data.split_dataset(ds, seed=seed)
+        # What the start model learnt: its training pictures outside groups, and one member of each group.
+        grouped = {i for g in ds.near_groups for i in g}
+        learnt = {ds.records[i].sha256 for i in start.train if i not in grouped}
+        learnt |= {ds.records[g[-1]].sha256 for g in ds.near_groups}
+        split = data.split_dataset(ds, seed=seed + 1, trained=learnt)
+        held_out = split.val + split.test
+        assert not {ds.records[i].sha256 for i in held_out} & learnt, "no held-out picture was learnt"
+        assert grouped <= set(split.train), "a learnt picture takes its whole group to training"
+        assert data.count_leaks(ds, split.train, held_out) == 0
+        for label in range(3):
+            assert any(ds.records[i].label == label for i in split.test), "every class is still tested"
+    assert ix["a/000.png"] in data.split_dataset(ds, seed=0, trained={ds.records[ix["b/stolen.png"]].sha256}).train
+    plain = data.split_dataset(ds, seed=2)
+    assert data.split_dataset(ds, seed=2, trained={"0" * 64}).test == plain.test, "unknown pictures change nothing"
+
+
 def test_split_ratios_validated_and_zero_val_allowed(tiny_dataset):
     ds = data.scan_dataset(tiny_dataset(per_class=10))
     split = data.split_dataset(ds, ratios=(0.8, 0.0, 0.2), seed=3)

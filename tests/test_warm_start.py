@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_dataset, train_folder
+from conftest import compare_folder, make_tiny_dataset, train_folder
 
 from pokedemo.checkpoint import CheckpointError, load_checkpoint, warm_start
 from pokedemo.config import TrainConfig
-from pokedemo.events import Finished, Stage
+from pokedemo.events import CompareFinished, Finished, Stage
 from pokedemo.models import build_classifier
 from pokedemo.options import command_line
 
@@ -64,6 +64,11 @@ def test_continue_with_the_same_classes_starts_where_the_model_was(tiny_checkpoi
     assert saved["train_config"]["init_from"] == str(tiny_checkpoint)
     assert saved["init_from"]["added_classes"] == [] and saved["init_from"]["kept_classes"] == ["a", "b", "c"]
     assert len(saved["split"]) == 24, "the split of the current data is drawn and recorded"
+    learnt = {e["sha256"] for e in json.loads((tiny_checkpoint / "config.json").read_text())["split"]
+              if e["split"] == "train"}
+    held_out = [e for e in saved["split"] if e["split"] != "train"]
+    assert held_out and not {e["sha256"] for e in held_out} & learnt, "only pictures neither model learnt are held out"
+    assert any(isinstance(e, Stage) and e.name == "split" and "drawn again" in e.message for e in events)
     assert "--init-from" in saved["reproduce"]["command"]
 
 
@@ -76,6 +81,24 @@ def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tin
     saved = load_checkpoint(final.run_dir)
     assert saved.classes == ["a", "b", "c", "d"] and saved.model.head.weight.shape[0] == 4
     assert saved.config["init_from"]["added_classes"] == ["d"]
+    learnt = {e["sha256"] for e in json.loads((tiny_checkpoint / "config.json").read_text())["split"]
+              if e["split"] == "train"}
+    parts = {e["path"]: e["split"] for e in saved.config["split"]}
+    assert {parts[p] for p in parts if p.startswith("d/")} == {"train", "val", "test"}, "a new class is split as usual"
+    assert all(e["split"] == "train" for e in saved.config["split"] if e["sha256"] in learnt)
+
+
+def test_a_comparison_that_continues_tests_both_runs_on_pictures_the_start_model_never_learnt(
+        tiny_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path):
+    config = dataclasses.replace(TINY, init_from=str(tiny_checkpoint), seed=5)
+    final = list(compare_folder(config, tiny_data_dir, tmp_path / "runs"))[-1]
+    assert isinstance(final, CompareFinished), final
+    splits = [json.loads((Path(final.results[k]["run_dir"]) / "config.json").read_text())["split"]
+              for k in ("pretrained", "scratch")]
+    assert splits[0] == splits[1], "both runs test on the same pictures"
+    learnt = {e["sha256"] for e in json.loads((tiny_checkpoint / "config.json").read_text())["split"]
+              if e["split"] == "train"}
+    assert all(e["split"] == "train" for e in splits[0] if e["sha256"] in learnt)
 
 
 def test_a_run_name_in_the_checkpoint_folder_is_a_reference(tiny_checkpoint: Path, tiny_data_dir: Path):

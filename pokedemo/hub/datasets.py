@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from pokedemo.data import (
     IMAGE_EXTENSIONS,
@@ -101,10 +101,11 @@ class DataSource:
         return {"hub_dataset": self.repo_id, "revision": self.revision, "layout": self.layout,
                 "own_splits": self.own_splits, "spec": f"{PREFIX}{self.repo_id}@{self.revision}"}
 
-    def split(self, dataset, ratios, seed: int):
-        """The dataset's own split when it has one, else pokedemo's duplicate-aware split."""
+    def split(self, dataset, ratios, seed: int, trained: Collection[str] = ()):
+        """The dataset's own split when it has one, else pokedemo's duplicate-aware split (``trained``: as
+        ``split_dataset``'s)."""
         if not self.own_splits:
-            return split_dataset(dataset, ratios, seed)
+            return split_dataset(dataset, ratios, seed, trained)
         return split_from_parts(dataset, ratios, seed)
 
 
