@@ -6,9 +6,10 @@
 Makes a working copy of the bundled data, fixes the label conflicts the doctor lists as a user would (pictures
 showing several Pokémon set aside, a single Pokémon filed under the wrong class moved, look-alikes that are
 different pictures left alone), then trains alternately: a fresh default run (efficientnet_lite0, the recipe the
-app's Train button runs) and the starter continued for each ``--epochs`` value. Prints one JSON line per run:
-wall and CPU seconds, test accuracy, and the accuracy on the test images that were also held out from the starter (its
-recorded test split), which no continued run has trained on.
+app's Train button runs) and the starter continued for each ``--epochs`` value. Both train and test on the split a
+continued run draws (every picture the starter trained on kept in training), so their test pictures are the same
+and new to all three models. Prints one JSON line per run: wall and CPU seconds, test accuracy, and the accuracy on
+the test pictures that were in the starter's own test split.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pokedemo.curation import Curator, working_copy  # noqa: E402
 from pokedemo.doctor import diagnose  # noqa: E402
 from pokedemo.events import Finished  # noqa: E402
 from pokedemo.train import train  # noqa: E402
-from pokedemo.training_data import run_on  # noqa: E402
+from pokedemo.training_data import continuing_from, run_on  # noqa: E402
 
 # Decisions per conflict group of the bundled data (the doctor's list), as a user viewing the strips makes them.
 SET_ASIDE = [  # group pictures of several Pokémon: no single right class
@@ -61,16 +62,20 @@ def fixed_copy(workspace: Path) -> Path:
     return root
 
 
-def run(config: TrainConfig, data: Path, out: Path, starter_test: set[str]) -> dict:
+def run(config: TrainConfig, data: Path, out: Path, starter: dict, split_of: TrainConfig) -> dict:
+    """One run of ``config`` on the split a run of ``split_of`` draws (a continued run's split when ``split_of``
+    continues from the starter); its figures as a JSON-able dict."""
     cpu, wall = time.process_time(), time.perf_counter()
-    final = list(run_on(data, config, lambda opened: train(config, opened, out)))[-1]
+    final = list(run_on(data, config, lambda opened: train(config, continuing_from(opened, starter, split_of), out)))[-1]
     assert isinstance(final, Finished), final
     items = final.test_metrics["items"]
     saved = read_config(final.run_dir)
     sha = {e["path"]: e["sha256"] for e in saved["split"]}
+    starter_test = {e["sha256"] for e in starter["split"] if e["split"] == "test"}
     unseen = [it for it in items if sha[it["path"]] in starter_test]
     changed = {k: v for k, v in config.to_dict().items() if v != getattr(TrainConfig(), k) and k not in ("seed", "init_from", "epochs")}
-    return {"run": "continue" if config.init_from else "fresh", **changed, "seed": config.seed, "epochs": saved["train_config"]["epochs"],
+    return {"run": "continue" if config.init_from else "fresh", **changed,
+            "split": "continued" if split_of.init_from else "plain", "seed": config.seed, "epochs": saved["train_config"]["epochs"],
             "seconds": final.seconds, "wall_seconds": round(time.perf_counter() - wall, 1),
             "cpu_seconds": round(time.process_time() - cpu, 1),
             "test_acc": round(final.test_acc, 4), "test_n": len(items),
@@ -87,6 +92,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["fresh", "continue"], default=None,
                         help="Only this kind of run (two processes side by side, one each).")
+    parser.add_argument("--fresh-split", choices=["continued", "plain"], default="continued",
+                        help="Split of the fresh runs: the continued runs' (default: both test on the same pictures, "
+                             "none of which the starter trained on) or the one a fresh run draws on its own.")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig values of the continued runs, e.g. warmup_epochs=0.1 (JSON values).")
     args = parser.parse_args()
@@ -97,15 +105,15 @@ def main() -> None:
     conflicts = diagnose(data)["conflict_groups"]
     print(json.dumps({"data": str(data), "conflicts_left": len(conflicts)}), flush=True)
     starter = read_config(starter_checkpoint())
-    starter_test = {e["sha256"] for e in starter["split"] if e["split"] == "test"}
     for _, seed in itertools.product(range(args.rounds), args.seeds):
+        continued = [TrainConfig(backbone="efficientnet_lite0", epochs=epochs, seed=seed,
+                                 init_from=str(starter_checkpoint()), **overrides) for epochs in args.epochs]
         if args.only != "continue":
             fresh = TrainConfig(backbone="efficientnet_lite0", seed=seed)
-            print(json.dumps(run(fresh, data, work / "runs", starter_test)), flush=True)
-        for epochs in args.epochs if args.only != "fresh" else []:
-            config = TrainConfig(backbone="efficientnet_lite0", epochs=epochs, seed=seed,
-                                 init_from=str(starter_checkpoint()), **overrides)
-            print(json.dumps(run(config, data, work / "runs", starter_test)), flush=True)
+            split_of = continued[0] if args.fresh_split == "continued" else fresh
+            print(json.dumps(run(fresh, data, work / "runs", starter, split_of)), flush=True)
+        for config in continued if args.only != "fresh" else []:
+            print(json.dumps(run(config, data, work / "runs", starter, config)), flush=True)
 
 
 if __name__ == "__main__":
