@@ -121,6 +121,11 @@ class TrainConfig:
     backbone_lr_scale: float = _opt(
         0.25, "Backbone learning rate as a fraction of the head's (pretrained fine-tuning only).", tuning=True
     )
+    warm_start_lr_scale: float = _opt(
+        0.1, "Continued runs whose classes the start model all knows: learning rates as a fraction of the usual "
+        "ones. Such a run keeps the start model's head (no head fit first) and takes small steps from its weights, "
+        "which keeps what it learnt (BENCHMARKS.md).", tuning=True
+    )
     weight_decay: float = _opt(0.01, "AdamW weight decay.", tuning=True)
     img_size: int | None = _opt(
         None, f"Square training resolution in pixels {_per_device('img_size', ' px')}.", app=True
@@ -193,6 +198,7 @@ class TrainConfig:
             "epochs": self.epochs is None or self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
+            "warm_start_lr_scale": 0 < self.warm_start_lr_scale <= 1,
             "img_size": self.img_size is None or 16 <= self.img_size <= 1024,
             "eval_scale": 0.5 <= self.eval_scale <= 2
             and (self.img_size is None or 16 <= self.eval_size <= 1024),

@@ -176,14 +176,23 @@ class Strategy:
     linear: bool            # only the new head learns; the backbone is a fixed feature extractor
     head_first: bool        # the head is fitted on frozen features before the first epoch
     frozen_batchnorm: bool  # BatchNorm keeps its pretrained running statistics while training
+    refines: bool = False   # continues a model that knows every class: small steps from its weights
 
     @classmethod
-    def of(cls, cfg: TrainConfig) -> "Strategy":
+    def of(cls, cfg: TrainConfig, warm: ckpt.WarmStart | None = None) -> "Strategy":
         linear = cfg.strategy == "linear"
+        # A continued run whose classes the start model all knows has a fitted head already: refitting it on
+        # features of pictures the model trained on undoes part of what it learnt, and full-size steps drift
+        # away from it (BENCHMARKS.md, "Fixing labels, then continuing"). Added classes need the head fit.
+        refines = warm is not None and not warm.added
         # Batch statistics of 32 images are noisy and differ from the ones the head was fitted on, which costs
         # accuracy early in a short fine-tune; a linear probe's backbone must not drift through them either.
-        return cls(linear=linear, head_first=cfg.pretrained and (cfg.head_warmup or linear),
-                   frozen_batchnorm=linear or (cfg.pretrained and cfg.freeze_bn))
+        return cls(linear=linear, head_first=cfg.pretrained and (cfg.head_warmup or linear) and not refines,
+                   frozen_batchnorm=linear or (cfg.pretrained and cfg.freeze_bn), refines=refines)
+
+    def learning_rate(self, cfg: TrainConfig) -> float:
+        """The head's peak learning rate in this run."""
+        return cfg.lr * (cfg.warm_start_lr_scale if self.refines else 1.0)
 
 
 def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_root, run_name, stop, parallel,
@@ -208,9 +217,9 @@ def _start_run(cfg: TrainConfig, device: torch.device, data: TrainingData, out_r
     tensors = SplitTensors.build(dataset, split, cfg.last_epoch_size, cfg.eval_size, device)
     model = classifier_with(features.result(), cfg.backbone, len(dataset.classes))
     warm = ckpt.warm_start(model, dataset.classes, start) if start is not None else None
+    strategy = Strategy.of(cfg, warm)
     if warm is not None:
-        yield Stage("warm-start", _warm_start_text(warm))
-    strategy = Strategy.of(cfg)
+        yield Stage("warm-start", _warm_start_text(warm, strategy.learning_rate(cfg) if strategy.refines else None))
     model.keeps_batchnorm_statistics = strategy.frozen_batchnorm
     if parallel.any_stop(stop.is_set(), device):
         raise _Stop
@@ -284,7 +293,7 @@ class _Run:
         cfg, dataset, split = self.cfg, self.data.dataset, self.data.split
         yield _run_started(self.run_dir, self.device, dataset, split, cfg, self.steps_per_epoch * cfg.epochs)
         if self.par.enabled:
-            yield Stage("distributed", self.par.describe(cfg.batch_size, cfg.lr, self.device))
+            yield Stage("distributed", self.par.describe(cfg.batch_size, self.strategy.learning_rate(cfg), self.device))
         if self.strategy.head_first:
             yield Stage("head", "Fitting the new head on frozen pretrained features")
             fit_head_on_features(self.model, self.tensors, cfg, self.plan, self.check_stop)
@@ -504,10 +513,12 @@ def load_start(reference: str, out_root) -> ckpt.LoadedCheckpoint:
     return ckpt.load_checkpoint(resolve_model(reference, root=out_root or default_checkpoint_root()))
 
 
-def _warm_start_text(warm: ckpt.WarmStart) -> str:
+def _warm_start_text(warm: ckpt.WarmStart, refine_lr: float | None) -> str:
     text = f"Starting from the weights of {Path(warm.source).name}"
     if warm.added:
         text += f"; new classes get a fresh head row: {', '.join(warm.added)}"
+    if refine_lr is not None:
+        text += f"; it knows every class, so its head is kept and the run refines it at lr {refine_lr:g}"
     return text
 
 
@@ -529,16 +540,16 @@ def start_building_features(cfg: TrainConfig, device: torch.device, random_init:
 
 def make_optimizer(model: Classifier, cfg: TrainConfig, strategy: Strategy) -> torch.optim.Optimizer:
     """AdamW; a pretrained backbone learns slower than the new head so ImageNet features are not wrecked."""
-    head = list(model.head.parameters())
+    head, lr = list(model.head.parameters()), strategy.learning_rate(cfg)
     if strategy.linear:
         for p in model.features.parameters():
             p.requires_grad_(False)
-        groups = [{"params": head, "lr": cfg.lr}]
+        groups = [{"params": head, "lr": lr}]
     else:
         scale = cfg.backbone_lr_scale if cfg.pretrained else 1.0
         groups = [
-            {"params": list(model.features.parameters()), "lr": cfg.lr * scale},
-            {"params": head, "lr": cfg.lr},
+            {"params": list(model.features.parameters()), "lr": lr * scale},
+            {"params": head, "lr": lr},
         ]
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pokedemo import events as ev
-from pokedemo.checkpoint import load_checkpoint, read_config
+from pokedemo.checkpoint import WarmStart, load_checkpoint, read_config
 from pokedemo.config import TrainConfig, resolve_device
 from pokedemo.models import build_classifier
 from pokedemo.train import Strategy, epochs_to_reach, make_optimizer, make_scheduler
@@ -265,6 +265,20 @@ def test_strategy_decides_what_trains_once(pretrained, strategy, freeze_bn, head
     model.keeps_batchnorm_statistics = expected.frozen_batchnorm
     model.train()  # BatchNorm kept in eval mode: its running statistics do not drift
     assert model.features.bn1.training != expected.frozen_batchnorm and model.head.training
+
+
+@pytest.mark.parametrize("added, refines", [([], True), (["d"], False)])
+def test_a_continued_run_refines_a_model_that_knows_every_class(added, refines):
+    config = dataclasses.replace(TINY, pretrained=True, head_warmup=True, lr=0.01, backbone_lr_scale=0.25,
+                                 warm_start_lr_scale=0.1)
+    warm = WarmStart(source="start", kept=["a", "b", "c"], added=added, dropped=[])
+    strategy = Strategy.of(config, warm)
+    assert strategy.refines == refines
+    assert strategy.head_first == (not refines), "a known head is kept; added rows need the head fit"
+    model = build_classifier("resnet18", 3 + len(added), pretrained=False)
+    lrs = [g["lr"] for g in make_optimizer(model, config, strategy).param_groups]
+    assert lrs == pytest.approx([0.00025, 0.001] if refines else [0.0025, 0.01])
+    assert not Strategy.of(config).refines, "a fresh run is not a continued one"
 
 
 PRETRAINED_TINY = dataclasses.replace(TINY, backbone="efficientnet_lite0", pretrained=True, epochs=1,

@@ -54,11 +54,13 @@ def test_warm_start_refuses_another_backbone(tiny_checkpoint: Path):
 
 def test_continue_with_the_same_classes_starts_where_the_model_was(tiny_checkpoint: Path, tiny_data_dir: Path,
                                                                    tmp_path: Path):
-    # efficientnet_lite0 asked for: the checkpoint's resnet18 is used.
-    config = dataclasses.replace(TINY, backbone="efficientnet_lite0", init_from=str(tiny_checkpoint), seed=3)
+    # efficientnet_lite0 and a head fit asked for: the checkpoint's resnet18 is used and its head kept.
+    config = dataclasses.replace(TINY, backbone="efficientnet_lite0", pretrained=True, head_warmup=True,
+                                 init_from=str(tiny_checkpoint), seed=3)
     events = list(train_folder(config, tiny_data_dir, tmp_path / "runs"))
     final = _finished(events)
-    assert any(isinstance(e, Stage) and e.name == "warm-start" for e in events)
+    warm = next(e for e in events if isinstance(e, Stage) and e.name == "warm-start")
+    assert "its head is kept" in warm.message and not any(isinstance(e, Stage) and e.name == "head" for e in events)
     saved = json.loads((Path(final.run_dir) / "config.json").read_text())
     assert saved["backbone"] == "resnet18"
     assert saved["train_config"]["init_from"] == str(tiny_checkpoint)
@@ -77,8 +79,10 @@ def test_continue_after_adding_a_class_grows_the_head(tiny_checkpoint: Path, tin
     for name in ("a", "b", "c"):  # the same pictures as the checkpoint's data, plus class d
         for src in (tiny_data_dir / name).iterdir():
             (data / name / src.name).write_bytes(src.read_bytes())
-    final = _finished(train_folder(dataclasses.replace(TINY, init_from=str(tiny_checkpoint)), data, tmp_path / "runs"))
-    saved = load_checkpoint(final.run_dir)
+    events = list(train_folder(dataclasses.replace(TINY, init_from=str(tiny_checkpoint)), data, tmp_path / "runs"))
+    warm = next(e for e in events if isinstance(e, Stage) and e.name == "warm-start")
+    assert "fresh head row: d" in warm.message and "its head is kept" not in warm.message
+    saved = load_checkpoint(_finished(events).run_dir)
     assert saved.classes == ["a", "b", "c", "d"] and saved.model.head.weight.shape[0] == 4
     assert saved.config["init_from"]["added_classes"] == ["d"]
     learnt = {e["sha256"] for e in json.loads((tiny_checkpoint / "config.json").read_text())["split"]
