@@ -86,8 +86,8 @@ def _differs_everywhere() -> TrainConfig:
     """A config in which every field differs from its default (parsing does not validate: linear with scratch)."""
     return TrainConfig(
         backbone="resnet18", pretrained=False, strategy="linear", epochs=3, batch_size=16, lr=0.0015,
-        backbone_lr_scale=0.5, weight_decay=0.02, img_size=96, last_epoch_scale=1.5, eval_scale=1.125,
-        select_epoch_by="val_acc", seed=7, label_smoothing=0.05, augment=0.5, warmup_epochs=1.0,
+        backbone_lr_scale=0.5, warm_start_lr_scale=0.2, weight_decay=0.02, img_size=96, last_epoch_scale=1.5,
+        eval_scale=1.125, select_epoch_by="val_acc", seed=7, label_smoothing=0.05, augment=0.5, warmup_epochs=1.0,
         head_warmup=False, freeze_bn=False, calibrate=False, val_ratio=0.15, test_ratio=0.25, device="cpu",
         weights_file="/models/my weights.pth", init_from="runs/my start",
     )

@@ -18,7 +18,8 @@ def test_from_dict_ignores_unknown_keys():
 
 
 @pytest.mark.parametrize("change", [
-    {"epochs": 0}, {"lr": 0}, {"strategy": "nope"}, {"img_size": 8}, {"val_ratio": 0.5, "test_ratio": 0.5},
+    {"epochs": 0}, {"lr": 0}, {"warm_start_lr_scale": 0}, {"warm_start_lr_scale": 1.5}, {"strategy": "nope"},
+    {"img_size": 8}, {"val_ratio": 0.5, "test_ratio": 0.5},
     {"pretrained": False, "strategy": "linear"}, {"device": "tpu"},
 ])
 def test_invalid_values_are_refused_with_one_line(change):
