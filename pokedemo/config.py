@@ -49,7 +49,7 @@ class DeviceDefaults:
     epochs: int
     why: str
     # Epochs of a run that continues from a model (``init_from``): the model already knows its classes, so about
-    # a quarter of a fresh run's epochs adapts it (BENCHMARKS.md, "Fixing labels, then continuing from the starter").
+    # a quarter of a fresh run's epochs adapts it (BENCHMARKS.md, "Fixing labels, then continuing").
     warm_start_epochs: int
     # The last epoch trains at img_size x last_epoch_scale, and evaluation runs at that size (see TrainConfig).
     last_epoch_scale: float = 1.0
