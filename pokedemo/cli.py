@@ -235,7 +235,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with parallel_session(config) as parallel:
         events = run_on(data_dir_from(args), config,
                         lambda data: train(config, data, args.out, stop=stop, parallel=parallel))
-        printer = ProgressPrinter(config.unset_device_defaults()) if parallel.is_main else QuietPrinter()
+        printer = (ProgressPrinter(config.unset_device_defaults(), bool(config.init_from)) if parallel.is_main
+                   else QuietPrinter())
         final = run_training(events, printer, stop)
     if not isinstance(final, Finished):
         return _exit_for(final)
@@ -275,7 +276,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if from_env() is not None:
         raise UserError("compare runs in one process; under torchrun use `train` (once with --scratch)")
     config = config_from_args(args)
-    printer = ProgressPrinter(config.unset_device_defaults())
+    printer = ProgressPrinter(config.unset_device_defaults(), bool(config.init_from))
     final = compare_with_progress(config, data_dir_from(args), args.out, printer)
     if not isinstance(final, CompareFinished):
         return _exit_for(final.event if isinstance(final, Tagged) else final)
@@ -443,12 +444,14 @@ class ProgressPrinter:
     """Renders engine events: a tqdm bar on stderr, one line per epoch and messages on stdout.
 
     ``device_defaults``: the config fields the user left to the device's defaults; the first RunStarted says
-    which values that gave and why (the device is known from then on)."""
+    which values that gave and why (the device is known from then on). ``continuing``: the run continues from a
+    model, whose default epochs differ."""
 
-    def __init__(self, device_defaults: tuple[str, ...] = ()) -> None:
+    def __init__(self, device_defaults: tuple[str, ...] = (), continuing: bool = False) -> None:
         self.bar = None
         self.prefix = ""
         self.device_defaults = device_defaults
+        self.continuing = continuing
 
     def handle(self, event: Any) -> None:
         from pokedemo import events as ev
@@ -485,7 +488,7 @@ class ProgressPrinter:
             f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), device {event.device}"
         )
         if self.device_defaults:
-            self._write(defaults_note(event.device, self.device_defaults))
+            self._write(defaults_note(event.device, self.device_defaults, self.continuing))
             self.device_defaults = ()  # once: a comparison's second run uses the same values
         if event.unreadable:
             shown = ", ".join(path for path, _ in event.unreadable[:5])

@@ -78,15 +78,18 @@ def device_defaults(device: Any) -> DeviceDefaults:
     return DEVICE_DEFAULTS.get(_device_type(device), DEVICE_DEFAULTS["cpu"])
 
 
-def defaults_note(device: Any, fields: tuple[str, ...] = DEVICE_DEFAULT_FIELDS) -> str:
-    """One line for the CLI and the app: which device defaults apply (of ``fields``) and why."""
+def defaults_note(device: Any, fields: tuple[str, ...] = DEVICE_DEFAULT_FIELDS, continuing: bool = False) -> str:
+    """One line for the CLI and the app: which device defaults apply (of ``fields``) and why; ``continuing``: the
+    run continues from a model (``init_from``), so its default epochs are ``warm_start_epochs``."""
     kind = _device_type(device)
     defaults = device_defaults(kind)
     size = f"{defaults.img_size} px"
     last = TrainConfig(img_size=defaults.img_size, last_epoch_scale=defaults.last_epoch_scale).last_epoch_size
     if last != defaults.img_size:
         size += f" (the last epoch and evaluation at {last} px)"
-    shown = {"img_size": size, "epochs": f"{defaults.epochs} epochs"}
+    epochs = defaults.warm_start_epochs if continuing else defaults.epochs
+    shown = {"img_size": size, "epochs": f"{epochs} epoch{'s' if epochs != 1 else ''}"
+                                         + (" (a run that continues from a model)" if continuing else "")}
     chosen = " and ".join(shown[f] for f in DEVICE_DEFAULT_FIELDS if f in fields)
     if not chosen:
         return ""

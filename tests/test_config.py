@@ -111,6 +111,8 @@ def test_defaults_note_says_which_values_and_why():
     assert "CUDA GPU" in note and "224 px and 10 epochs" in note and "because" in note
     assert "128 px" in defaults_note("cpu", ("img_size",)) and "epochs" not in defaults_note("cpu", ("img_size",))
     assert "CPU defaults apply" in defaults_note("mps") and defaults_note("cpu", ()) == ""
+    continuing = defaults_note("cpu", continuing=True)
+    assert "1 epoch (a run that continues from a model)" in continuing and "4 epochs" not in continuing
     assert "on a CUDA GPU" in TrainConfig.help_for("epochs") and "on a CPU" in TrainConfig.help_for("img_size")
 
 
