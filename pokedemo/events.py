@@ -45,6 +45,7 @@ class BatchProgress(Event):
     step: int                            # global optimisation step, 1-based
     total_steps: int
     loss: float
+    accuracy: float                      # share of this batch's training images predicted right
     images_per_sec: float
     eta_seconds: float
 

@@ -366,7 +366,9 @@ class _Run:
             now = time.perf_counter()
             if now - last_emit >= PROGRESS_INTERVAL_S or step == self.steps_per_epoch - 1:
                 last_emit = now
-                yield self.progress(epoch, step, loss.item(), seen * self.par.world_size / (now - epoch_start))
+                accuracy = (logits.detach().argmax(1) == y).float().mean().item()
+                rate = seen * self.par.world_size / (now - epoch_start)
+                yield self.progress(epoch, step, loss.item(), accuracy, rate)
         seconds = time.perf_counter() - epoch_start
         loss_sum, correct, seen = self.par.sum_epoch(loss_sum, correct, seen)
         stats = {
@@ -376,13 +378,14 @@ class _Run:
         }
         return stats, carried
 
-    def progress(self, epoch: int, step: int, loss: float, images_per_sec: float) -> BatchProgress:
+    def progress(self, epoch: int, step: int, loss: float, accuracy: float, images_per_sec: float) -> BatchProgress:
         cfg = self.cfg
         done = (epoch - 1) * self.steps_per_epoch + step + 1
         total = self.steps_per_epoch * cfg.epochs
         rate = max(images_per_sec / cfg.batch_size, 1e-9)  # steps per second
         return BatchProgress(
             epoch=epoch, epochs=cfg.epochs, step=done, total_steps=total, loss=round(loss, 5),
+            accuracy=round(accuracy, 5),
             images_per_sec=round(images_per_sec, 2), eta_seconds=round((total - done) / rate, 1),
         )
 

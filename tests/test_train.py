@@ -34,6 +34,7 @@ def test_scratch_run_yields_ordered_events_and_a_valid_checkpoint(tiny_dataset, 
     assert sum(started.split_sizes.values()) == 24
     progress = [e for e in events if isinstance(e, ev.BatchProgress)]
     assert progress[-1].step == progress[-1].total_steps == started.total_steps
+    assert all(isinstance(e.accuracy, float) and 0.0 <= e.accuracy <= 1.0 for e in progress)
     finished = events[-1]
     assert 0.0 <= finished.test_acc <= 1.0 and len(finished.history) == 2
     items = finished.test_metrics["items"]

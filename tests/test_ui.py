@@ -116,7 +116,7 @@ def test_training_streams_updates_and_selects_the_new_checkpoint(served, client)
      pick_b) = final
     assert "Test accuracy" in results and "Predict" in results
     assert "test accuracy" in progress
-    assert {row[2] for row in accuracy["data"]} == {"train", "validation"}
+    assert {row[2] for row in accuracy["data"]} == {"train (each batch)", "train (epoch)", "validation"}
     assert [row[0] for row in accuracy["data"] if row[2] == "validation"] == [1.0, 2.0]
     assert {row[2] for row in loss["data"]} == {"train (each batch)", "train (epoch)", "validation"}
     assert "epoch 2/2" in log
@@ -569,8 +569,8 @@ def _run_events(run_dir="/runs/x"):
     return [
         Stage("cache", "Decoding 24 images"),
         RunStarted(run_dir, "cpu", ["a", "b"], {"a": 8, "b": 8}, {"train": 10, "val": 3, "test": 3}, [], 0, 0, 4, {}),
-        BatchProgress(1, 2, 1, 4, 0.9, 50.0, 3.0),
-        BatchProgress(1, 2, 2, 4, 0.8, 50.0, 2.0),
+        BatchProgress(1, 2, 1, 4, 0.9, 0.5, 50.0, 3.0),
+        BatchProgress(1, 2, 2, 4, 0.8, 0.75, 50.0, 2.0),
         EpochEnd(1, 2, 0.85, 0.5, 0.7, 0.66, 0.001, 1.5, 50.0),
         NewBest(1, 0.66, run_dir),
         EpochEnd(2, 2, 0.6, 0.8, 0.5, 1.0, 0.0, 3.0, 55.0),
@@ -591,6 +591,8 @@ def test_run_view_turns_events_into_curves_progress_and_log():
     assert list(accuracy.columns) == views.PLOT_COLUMNS
     assert accuracy[accuracy.series == "validation"].value.tolist() == [0.66, 1.0]
     assert loss[loss.series == "train (each batch)"].epoch.tolist() == [0.5, 1.0]
+    batches = accuracy[accuracy.series == "train (each batch)"]
+    assert batches.epoch.tolist() == [0.5, 1.0] and batches.value.tolist() == [0.5, 0.75]
     assert view.fraction == 1.0 and view.final is events[-1] and view.run_dir == "/runs/x"
     assert any(line.startswith("epoch 2/2") for line in view.log) and "Decoding 24 images" in view.log
     assert views.plot_value(accuracy) is accuracy and views.plot_value(views.curve_frames([])[0]) is None

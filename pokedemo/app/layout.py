@@ -35,7 +35,7 @@ PREDICT_CONCURRENCY = 4             # predictions answered in parallel (each hol
 MAX_UPLOAD = "300mb"                # images and dataset zips
 
 LOSS_COLOURS = {"train (each batch)": "#fdba74", "train (epoch)": "#ea580c", "validation": "#2563eb"}
-ACCURACY_COLOURS = {"train": "#ea580c", "validation": "#2563eb"}
+ACCURACY_COLOURS = LOSS_COLOURS  # the same three series: each batch, each epoch's training mean, validation
 RUN_COLOURS = {"pretrained": "#ea580c", "scratch": "#6b7280"}
 # Conflict strips are wide and short: without this the gallery gives each one a square cell of white space.
 CSS = (".pd-confusion table th { font-weight: 600; }\n"

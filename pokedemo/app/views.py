@@ -98,6 +98,7 @@ class RunView:
                        f"{event.images_per_sec:.0f} images/s · ETA {format_duration(event.eta_seconds)}")
         steps_per_epoch = event.total_steps / max(event.epochs, 1)
         self._point(event.step / steps_per_epoch, event.loss, "loss", "batch")
+        self._point(event.step / steps_per_epoch, event.accuracy, "accuracy", "batch")
 
     def _epoch_end(self, event: EpochEnd) -> None:
         self.fraction = event.epoch / max(event.epochs, 1)
@@ -189,10 +190,11 @@ class CompareView:
 
 SERIES_NAMES = {  # short: the legend sits under a narrow chart whose title names the metric
     ("loss", "batch"): "train (each batch)", ("loss", "train"): "train (epoch)", ("loss", "val"): "validation",
-    ("accuracy", "train"): "train", ("accuracy", "val"): "validation",
+    ("accuracy", "batch"): "train (each batch)", ("accuracy", "train"): "train (epoch)",
+    ("accuracy", "val"): "validation",
 }
 LOSS_SERIES = [SERIES_NAMES[("loss", split)] for split in ("batch", "train", "val")]
-ACCURACY_SERIES = [SERIES_NAMES[("accuracy", split)] for split in ("train", "val")]
+ACCURACY_SERIES = [SERIES_NAMES[("accuracy", split)] for split in ("batch", "train", "val")]
 
 
 def series_frame(rows: list[dict[str, Any]], series: list[str]) -> pd.DataFrame:
