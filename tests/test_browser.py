@@ -172,6 +172,7 @@ def test_fix_a_label_conflict_and_continue_training_without_leaving_the_app(chro
             page.locator("#continue-from input").check()  # continue from the model selected in Predict
             # a continued run's default epochs
             expect(page.locator("#epochs input[type='number']")).to_have_value("1")
+            expect(page.locator("#defaults-note")).to_contain_text("1 epoch (a run that continues from a model)")
             page.get_by_role("button", name="▶ Train").click()
             expect(page.locator("#train-results")).to_contain_text("Test accuracy", timeout=300_000)
             page.screenshot(path=str(tmp_path / "continued.png"), full_page=True)

@@ -775,7 +775,8 @@ def test_train_tab_offers_the_devices_defaults_and_says_why(monkeypatch):
     epochs, img_size, note = sources.training_defaults()
     assert (epochs, img_size) == (10, 224) and "CUDA GPU: 224 px and 10 epochs" in note
     assert note.startswith("<small>")
-    assert sources.training_defaults(continuing=True)[:2] == (3, 224)  # a continued run: fewer epochs
+    epochs, img_size, note = sources.training_defaults(continuing=True)
+    assert (epochs, img_size) == (3, 224) and "3 epochs (a run that continues from a model)" in note
 
 
 def test_the_options_panel_has_the_defaults_line(served):

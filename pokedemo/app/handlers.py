@@ -134,10 +134,11 @@ class DemoApp:
             epochs, size = min(epochs, self.policy.limits.max_epochs), min(size, self.policy.limits.max_img_size)
         return epochs, size, note
 
-    def epochs_for_start(self, continuing: bool) -> int:
-        """The epochs a run offers when it starts from ImageNet (False) or continues from a model (True)."""
-        epochs, _, _ = sources.training_defaults(continuing)
-        return min(epochs, self.policy.limits.max_epochs) if self.policy.public else epochs
+    def epochs_for_start(self, continuing: bool) -> tuple[int, str]:
+        """(epochs, the defaults line) a run offers when it starts from ImageNet (False) or continues from a model
+        (True)."""
+        epochs, _, note = sources.training_defaults(continuing)
+        return (min(epochs, self.policy.limits.max_epochs) if self.policy.public else epochs), note
 
     def gate(self, folder: str | None, request: gr.Request | None) -> str:
         """THE gate of every folder a visitor gives (public mode: the shared data, their uploads and Hub downloads,

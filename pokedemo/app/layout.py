@@ -384,9 +384,9 @@ def _wire_jobs(app: DemoApp, ui: dict[str, Any]) -> None:
     # Training may continue from the model selected in Predict (the last two /train parameters).
     continuing = {**options, "continue_from": ui["continue_from"], "model": ui["checkpoint"]}
     pickers = _pick(ui, CHECKPOINT_PICKERS)
-    # Continuing needs fewer epochs than a fresh start: the box sets the slider to the matching default.
-    ui["continue_from"].input(app.epochs_for_start, ui["continue_from"], ui["epochs"], api_visibility="private",
-                              concurrency_limit=None)
+    # Continuing needs fewer epochs than a fresh start: the box sets the slider and the defaults line to match.
+    ui["continue_from"].input(app.epochs_for_start, ui["continue_from"], _pick(ui, ("epochs", "defaults_note")),
+                              api_visibility="private", concurrency_limit=None)
     for button, stop, fn, outputs, name, kwargs in (
         ("train", "stop", app.train, TRAIN_OUTPUTS, "train", continuing),
         ("compare", "compare_stop", app.compare, COMPARE_OUTPUTS, "compare", options),

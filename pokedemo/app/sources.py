@@ -243,7 +243,7 @@ def training_defaults(continuing: bool = False) -> tuple[int, int, str]:
     continues from a model. Imports torch."""
     device = resolve_device("auto")
     config = TrainConfig(init_from="a model" if continuing else None).resolved(device)
-    return config.epochs, config.img_size, text.defaults_text(device)
+    return config.epochs, config.img_size, text.defaults_text(device, continuing)
 
 
 def warm_up(model: str | os.PathLike | None = None) -> None:

@@ -57,9 +57,10 @@ COMPARE_COLUMNS = ["run", "test accuracy", "val accuracy (kept epoch)", "wall ti
 # ------------------------------------------------------------------------------------------- numbers
 
 
-def defaults_text(device: Any) -> str:
-    """The line under the training options: which image size and epochs the device's defaults set, and why."""
-    return f"<small>{html.escape(defaults_note(device))}</small>"
+def defaults_text(device: Any, continuing: bool = False) -> str:
+    """The line under the training options: which image size and epochs the device's defaults set, and why
+    (``continuing``: for a run that continues from a model)."""
+    return f"<small>{html.escape(defaults_note(device, continuing=continuing))}</small>"
 
 
 def format_duration(seconds: float | None) -> str:
