@@ -54,6 +54,10 @@ class DeviceDefaults:
     # The last epoch trains at img_size x last_epoch_scale, and evaluation runs at that size (see TrainConfig).
     last_epoch_scale: float = 1.0
 
+    def epochs_for(self, continuing: bool) -> int:
+        """Default epochs of a fresh run (False) or of one that continues from a model (True)."""
+        return self.warm_start_epochs if continuing else self.epochs
+
 
 # Fields a TrainConfig leaves as None ("device default") until ``TrainConfig.resolved`` sees the device.
 DEVICE_DEFAULT_FIELDS = ("img_size", "epochs")
@@ -87,7 +91,7 @@ def defaults_note(device: Any, fields: tuple[str, ...] = DEVICE_DEFAULT_FIELDS, 
     last = TrainConfig(img_size=defaults.img_size, last_epoch_scale=defaults.last_epoch_scale).last_epoch_size
     if last != defaults.img_size:
         size += f" (the last epoch and evaluation at {last} px)"
-    epochs = defaults.warm_start_epochs if continuing else defaults.epochs
+    epochs = defaults.epochs_for(continuing)
     shown = {"img_size": size, "epochs": f"{epochs} epoch{'s' if epochs != 1 else ''}"
                                          + (" (a run that continues from a model)" if continuing else "")}
     chosen = " and ".join(shown[f] for f in DEVICE_DEFAULT_FIELDS if f in fields)
@@ -220,8 +224,8 @@ class TrainConfig:
         defaults = device_defaults(device)
         names = (*DEVICE_DEFAULT_FIELDS, "last_epoch_scale")
         unset = {name: getattr(defaults, name) for name in names if getattr(self, name) is None}
-        if "epochs" in unset and self.init_from:
-            unset["epochs"] = defaults.warm_start_epochs
+        if "epochs" in unset:
+            unset["epochs"] = defaults.epochs_for(bool(self.init_from))
         return dataclasses.replace(self, **unset) if unset else self
 
     def unset_device_defaults(self) -> tuple[str, ...]:
