@@ -360,15 +360,15 @@ class _Run:
             steps.scaler.step(steps.optimizer)
             steps.scaler.update()
             steps.scheduler.step()
+            hits = logits.detach().argmax(1) == y
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += hits.sum()
             seen += len(y)
             now = time.perf_counter()
             if now - last_emit >= PROGRESS_INTERVAL_S or step == self.steps_per_epoch - 1:
                 last_emit = now
-                accuracy = (logits.detach().argmax(1) == y).float().mean().item()
                 rate = seen * self.par.world_size / (now - epoch_start)
-                yield self.progress(epoch, step, loss.item(), accuracy, rate)
+                yield self.progress(epoch, step, loss.item(), hits.float().mean().item(), rate)
         seconds = time.perf_counter() - epoch_start
         loss_sum, correct, seen = self.par.sum_epoch(loss_sum, correct, seen)
         stats = {
